@@ -1,0 +1,21 @@
+"""Shared test fixtures: the Kaldi ground truth in ../shared/fixtures/kaldi (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KALDI_FIXTURES = Path(
+    os.environ.get("XVJAX_KALDI_FIXTURES", REPO.parent / "shared" / "fixtures" / "kaldi")
+)
+
+
+@pytest.fixture(scope="session")
+def kaldi_fixtures() -> Path:
+    """Path to ../shared/fixtures/kaldi; tests that need it skip with the reason when it is absent."""
+    if not KALDI_FIXTURES.is_dir():
+        pytest.skip(f"Kaldi reference fixtures not found at {KALDI_FIXTURES} (../shared is absent)")
+    return KALDI_FIXTURES

@@ -1,0 +1,59 @@
+import pytest
+
+from xvjax import cli
+from xvjax.errors import XvjaxError
+
+CMD = cli.Command(
+    name="t",
+    summary="test",
+    usage="xvjax t [options] <a> <b>",
+    opts=[
+        cli.Opt("binary", True, "binary output"),
+        cli.Opt("num-utts", "", "num utts table"),
+        cli.Opt("dim", 10, "dim"),
+        cli.Opt("scale", 1.5, "scale"),
+    ],
+    func=lambda opts, *a: None,
+    nargs=(2, 2),
+)
+
+
+def test_kaldi_option_spellings():
+    opts, args = cli.parse_args(
+        CMD, ["--binary=false", "a", "--num_utts=ark:n.ark", "b", "--dim=3"]
+    )
+    assert (opts.binary, opts.num_utts, opts.dim, opts.scale) == (False, "ark:n.ark", 3, 1.5)
+    assert args == ["a", "b"]
+    opts, _ = cli.parse_args(CMD, ["--binary", "a", "b"])
+    assert opts.binary is True
+
+
+def test_config_file_and_command_line_precedence(tmp_path):
+    conf = tmp_path / "x.conf"
+    conf.write_text("# comment\n--dim=7   # trailing\n--scale=2.0\n\n")
+    opts, _ = cli.parse_args(CMD, [f"--config={conf}", "--scale=3", "a", "b"])
+    assert (opts.dim, opts.scale) == (7, 3.0)
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--bogus=1", "a", "b"], "invalid option --bogus"),
+        (["--dim=x", "a", "b"], "invalid int"),
+        (["--binary=maybe", "a", "b"], "invalid boolean"),
+        (["a"], "expected 2 arguments"),
+    ],
+)
+def test_bad_options_are_one_line_errors(argv, msg):
+    with pytest.raises(XvjaxError, match=msg):
+        cli.parse_args(CMD, argv)
+
+
+def test_top_help_lists_commands(capsys):
+    assert cli.run(["--help"]) == 0
+    assert "Commands:" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_nonzero(capsys):
+    assert cli.run(["no-such-command"]) == 1
+    assert "unknown command" in capsys.readouterr().err

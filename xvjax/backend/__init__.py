@@ -1,0 +1,1 @@
+"""Backend in jnp/numpy: means, LDA, PLDA, adaptation, scoring, score normalisation, calibration."""

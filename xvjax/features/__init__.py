@@ -1,0 +1,1 @@
+"""Kaldi-compatible front end in jnp: MFCC/fbank, energy VAD, sliding CMN, augmentation."""

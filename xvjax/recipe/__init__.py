@@ -1,0 +1,1 @@
+"""The transfer recipe: data -> features -> model -> embeddings -> backends -> fine-tuning -> results."""

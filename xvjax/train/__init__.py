@@ -1,0 +1,1 @@
+"""Transfer-learning trainer: optax partitions, sharded jit step, Orbax checkpoints."""
