@@ -3,42 +3,390 @@
 Everything else calls these functions with the user's specifier strings:
 
     for utt, feats in tables.read(rspec): ...          # sequential reader
-    feats = tables.RandomAccess(rspec)[utt]            # random access (scp / sorted ark)
+    feats = tables.RandomAccess(rspec)[utt]            # random access (scp / ark)
     with tables.Writer(wspec) as w: w[utt] = array      # atomic: nothing is written on failure
     d = tables.read_dict(rspec)                          # whole table in memory
+    mat = tables.read_matrix("transform.mat")           # single objects (rx/wxfilenames)
+    tables.write_vector("mean.vec", vec, binary=False)
 
-Objects are numpy arrays: float32/float64 matrices (2-D) and vectors (1-D), int32 vectors.
+Specifiers are Kaldi's (`src/util/kaldi-table.h`): `ark:`, `scp:`, `ark,t:`, `ark,scp:a.ark,a.scp`,
+options `b`/`t` (binary/text output), `f`/`nf` (flush), `p` (permissive), `o` (each key read once),
+`s` (keys sorted: checked), `cs` (called in sorted order), `bg` (accepted, no effect), with the
+negations `no`, `np`, `ns`, `ncs`. Filenames may be `-` (stdin/stdout), `cmd |` (input pipe),
+`| cmd` (output pipe) and, inside scp files, `a.ark:1234` (byte offset) and a range suffix
+`[r1:r2]` / `[r1:r2,c1:c2]` (inclusive rows/columns, as Kaldi's extended filenames).
+
+Objects are numpy arrays: float32/float64 matrices (2-D) and vectors (1-D), compressed matrices
+decoded to float32, int32 vectors; int32 and float scalars as Python numbers. `kind=` asks for one
+type ("matrix", "vector", "int32_vector", "int32", "float"; default "auto" = whatever is there).
+Writers write float64 arrays as double objects, float32 as float; `compression_method=N` (Kaldi's
+`--compression-method`, 1..7) compresses matrices bit-exactly as Kaldi's `copy-feats`.
+
+Errors are `XvjaxError`s with one line naming the file, the key and the problem. With `p`,
+unreadable scp entries are skipped and a broken archive ends the table, each with a warning.
 Text tables (utt2spk, spk2utt, trials) are read with `read_text_table` / `read_text_lists`.
-
-NOTE: first version, a thin layer over kaldiio; issue 2 completes it (options s/cs/o/p/f, compressed
-writing with every method, precise errors, atomic writes for ark,scp and pipes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
 from collections.abc import Iterator
 
-import kaldiio
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi import matrix_io, streams
+from xvjax.kaldi.matrix_io import FormatError
+
+log = logging.getLogger("xvjax")
+
+__all__ = [
+    "RSpecifier",
+    "WSpecifier",
+    "parse_rspecifier",
+    "parse_wspecifier",
+    "is_rspecifier",
+    "is_wspecifier",
+    "read",
+    "read_dict",
+    "RandomAccess",
+    "Writer",
+    "write_dict",
+    "read_object",
+    "read_matrix",
+    "read_vector",
+    "write_object",
+    "write_matrix",
+    "write_vector",
+    "read_scp",
+    "read_text_table",
+    "read_text_lists",
+    "write_text_table",
+]
 
 
-def read(rspec: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (key, array) in table order."""
+# ------------------------------------------------------------------------------ specifiers
+
+
+@dataclasses.dataclass(frozen=True)
+class RSpecifier:
+    type: str  # "ark" or "scp"
+    filename: str
+    once: bool = False
+    permissive: bool = False
+    sorted: bool = False
+    called_sorted: bool = False
+    background: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class WSpecifier:
+    type: str  # "ark", "scp" or "both" (ark,scp)
+    ark: str | None
+    scp: str | None
+    binary: bool | None = None  # None: not given (writers default to binary)
+    flush: bool = False
+    permissive: bool = False
+
+
+_R_FLAGS = {
+    "o": ("once", True),
+    "no": ("once", False),
+    "p": ("permissive", True),
+    "np": ("permissive", False),
+    "s": ("sorted", True),
+    "ns": ("sorted", False),
+    "cs": ("called_sorted", True),
+    "ncs": ("called_sorted", False),
+    "bg": ("background", True),
+}
+
+
+def _split_options(spec: str) -> tuple[list[str], str] | None:
+    if ":" not in spec or not spec or spec[-1].isspace():
+        return None
+    before, _, after = spec.partition(":")
+    return [o.strip() for o in before.split(",")], after
+
+
+def parse_rspecifier(rspec: str) -> RSpecifier:
+    """Parses `ark:`/`scp:` rspecifiers with their options; XvjaxError if it is not one."""
+    parts = _split_options(rspec)
+    if parts is None:
+        raise XvjaxError(f"bad rspecifier '{rspec}' (expected e.g. ark:feats.ark or scp:feats.scp)")
+    options, filename = parts
+    kind, flags = None, {}
+    for opt in options:
+        if opt in ("b", "t"):
+            continue
+        if opt in _R_FLAGS:
+            name, value = _R_FLAGS[opt]
+            flags[name] = value
+        elif opt in ("ark", "scp") and kind is None:
+            kind = opt
+        else:
+            raise XvjaxError(f"bad rspecifier '{rspec}': unknown or repeated option '{opt}'")
+    if kind is None:
+        raise XvjaxError(f"bad rspecifier '{rspec}': neither ark nor scp given")
+    return RSpecifier(kind, filename, **flags)
+
+
+def parse_wspecifier(wspec: str) -> WSpecifier:
+    """Parses `ark:`, `scp:` and `ark,scp:` wspecifiers with b/t/f/nf/p options."""
+    parts = _split_options(wspec)
+    if parts is None:
+        raise XvjaxError(
+            f"bad wspecifier '{wspec}' (expected e.g. ark:out.ark or ark,scp:a.ark,a.scp)"
+        )
+    options, filename = parts
+    kind, binary, flush, permissive = None, None, False, False
+    for opt in options:
+        if opt == "b":
+            binary = True
+        elif opt == "t":
+            binary = False
+        elif opt == "f":
+            flush = True
+        elif opt == "nf":
+            flush = False
+        elif opt == "p":
+            permissive = True
+        elif opt == "ark" and kind is None:
+            kind = "ark"
+        elif opt == "scp" and kind in (None, "ark"):
+            kind = "both" if kind == "ark" else "scp"
+        else:
+            raise XvjaxError(f"bad wspecifier '{wspec}': unknown or misplaced option '{opt}'")
+    if kind is None:
+        raise XvjaxError(f"bad wspecifier '{wspec}': neither ark nor scp given")
+    ark = scp = None
+    if kind == "ark":
+        ark = filename
+    elif kind == "scp":
+        scp = filename
+    else:
+        ark, sep, scp = filename.partition(",")
+        if not sep or not scp:
+            raise XvjaxError(f"bad wspecifier '{wspec}': ark,scp needs two filenames 'a.ark,a.scp'")
+    return WSpecifier(kind, ark, scp, binary, flush, permissive)
+
+
+def is_rspecifier(text: str) -> bool:
     try:
-        with kaldiio.ReadHelper(rspec) as reader:
-            for key, obj in reader:
-                yield key, np.asarray(obj)
+        parse_rspecifier(text)
+        return True
     except XvjaxError:
-        raise
-    except Exception as e:  # kaldiio raises many types; give one line with the specifier
-        raise XvjaxError(f"error reading table '{rspec}': {e}") from None
+        return False
 
 
-def read_dict(rspec: str) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for key, obj in read(rspec):
+def is_wspecifier(text: str) -> bool:
+    try:
+        parse_wspecifier(text)
+        return True
+    except XvjaxError:
+        return False
+
+
+# ------------------------------------------------------------------------------ reading
+
+_RANGE = re.compile(r"^(.+)\[([0-9:,\s]*)\]$")
+
+
+def _split_range(rx: str) -> tuple[str, tuple[slice, slice] | None]:
+    """`foo.ark:12[0:9,3:5]` -> ("foo.ark:12", (rows 0..9, cols 3..5)); Kaldi ranges are inclusive."""
+    m = _RANGE.match(rx)
+    if not m:
+        return rx, None
+    parts = m.group(2).split(",")
+    if len(parts) > 2:
+        raise XvjaxError(f"bad range '[{m.group(2)}]' in '{rx}'")
+    slices = []
+    for part in parts + [""] * (2 - len(parts)):
+        part = part.strip()
+        if not part:
+            slices.append(slice(None))
+            continue
+        lo, sep, hi = part.partition(":")
+        if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(hi) < int(lo):
+            raise XvjaxError(f"bad range '[{m.group(2)}]' in '{rx}' (want [first:last] rows)")
+        slices.append(slice(int(lo), int(hi) + 1))
+    return m.group(1), (slices[0], slices[1])
+
+
+def _apply_range(obj, rng, where: str):
+    if rng is None:
+        return obj
+    if not isinstance(obj, np.ndarray) or obj.ndim != 2:
+        raise XvjaxError(f"{where}: a [range] applies only to matrices")
+    rows, cols = rng
+    for sl, n, what in ((rows, obj.shape[0], "rows"), (cols, obj.shape[1], "columns")):
+        if sl.stop is not None and sl.stop > n:
+            raise XvjaxError(f"{where}: range {sl.start}:{sl.stop - 1} exceeds the {n} {what}")
+    return obj[rows, cols]
+
+
+def _read_key(f) -> str | None:
+    """Reads `key` + one space/tab (newline left in place); None at a clean end of archive."""
+    c = f.read(1)
+    while c and c in b" \t\r\n":
+        c = f.read(1)
+    if not c:
+        return None
+    key = bytearray(c)
+    while True:
+        c = f.peek(1)[:1] if hasattr(f, "peek") else None
+        if c is None:
+            c = f.read(1)
+            if c and c in b" \t\r\n":
+                break
+        else:
+            if not c or c in b" \t\r\n":
+                if c in (b" ", b"\t"):
+                    f.read(1)
+                break
+            f.read(1)
+        if not c:
+            break
+        key += c
+        if len(key) > 4096:
+            raise FormatError("expected a key: no space after 4096 characters (not an archive?)")
+    if not c:
+        raise FormatError(f"truncated archive: end of data after key '{_show(key)}'")
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"key {_show(key)!r} is not valid UTF-8 (not an archive?)") from None
+
+
+def _show(key: bytes) -> str:
+    return key[:60].decode("utf-8", "replace")
+
+
+def _iter_archive(rx: str, kind: str, dtype, permissive: bool, sorted_: bool, label: str):
+    """Yields (key, obj) from an archive rxfilename."""
+    prev: str | None = None
+    with streams.input_stream(rx) as f:
+        while True:
+            key = None
+            try:
+                key = _read_key(f)
+                if key is None:
+                    return
+                obj = matrix_io.read_object(f, kind, dtype)
+            except FormatError as e:
+                where = (
+                    f"key '{key}'"
+                    if key is not None
+                    else f"after key '{prev}'"
+                    if prev
+                    else "at start"
+                )
+                msg = f"{label}: {where}: {e}"
+                if permissive:
+                    log.warning("%s (permissive: stopping here)", msg)
+                    return
+                raise XvjaxError(msg) from None
+            if sorted_ and prev is not None and key.encode() <= prev.encode():
+                problem = "duplicate" if key == prev else "unsorted"
+                raise XvjaxError(
+                    f"{label}: {problem} key '{key}' after '{prev}' but ',s' promises sorted keys"
+                )
+            prev = key
+            yield key, obj
+
+
+def read_scp(rx: str) -> list[tuple[str, str]]:
+    """Lines `key rxfilename` of a script file, in order (Kaldi's ReadScriptFile)."""
+    out = []
+    with streams.input_stream(rx) as f:
+        for num, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise XvjaxError(f"{streams.printable(rx)}:{num}: not UTF-8 text") from None
+            key, _, rest = line.strip().partition(" ")
+            rest = rest.strip()
+            if not key or not rest:
+                raise XvjaxError(
+                    f"{streams.printable(rx)}:{num}: expected 'key rxfilename', got '{line[:60]}'"
+                )
+            out.append((key, rest))
+    return out
+
+
+class _ObjectReader:
+    """Opens scp targets, keeping the last archive open so consecutive offsets need no reopen."""
+
+    def __init__(self, kind: str, dtype):
+        self.kind, self.dtype = kind, dtype
+        self._path: str | None = None
+        self._file = None
+
+    def read(self, rx: str):
+        target, rng = _split_range(rx)
+        ftype, path, offset = streams.classify_rxfilename(target)
+        if ftype != "file":
+            with streams.input_stream(target) as f:
+                return _apply_range(matrix_io.read_object(f, self.kind, self.dtype), rng, rx)
+        if path != self._path:
+            self.close()
+            try:
+                self._file = open(path, "rb", buffering=1 << 20)
+            except OSError as e:
+                raise XvjaxError(f"cannot open '{path}': {e.strerror}") from None
+            self._path = path
+        self._file.seek(offset)
+        return _apply_range(matrix_io.read_object(self._file, self.kind, self.dtype), rng, rx)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file, self._path = None, None
+
+
+def _iter_script(spec: RSpecifier, kind: str, dtype, label: str):
+    entries = read_scp(spec.filename)
+    reader = _ObjectReader(kind, dtype)
+    prev = None
+    try:
+        for key, rx in entries:
+            if spec.sorted and prev is not None and key.encode() <= prev.encode():
+                problem = "duplicate" if key == prev else "unsorted"
+                raise XvjaxError(
+                    f"{label}: {problem} key '{key}' after '{prev}' but ',s' promises sorted keys"
+                )
+            prev = key
+            try:
+                obj = reader.read(rx)
+            except XvjaxError as e:
+                msg = f"{label}: key '{key}' ({rx}): {e}"
+                if spec.permissive:
+                    log.warning("%s (permissive: skipped)", msg)
+                    continue
+                raise XvjaxError(msg) from None
+            yield key, obj
+    finally:
+        reader.close()
+
+
+def read(rspec: str, kind: str = "auto", dtype=None) -> Iterator[tuple[str, object]]:
+    """Yields (key, object) in table order. `dtype` casts float arrays (e.g. np.float64)."""
+    if kind not in matrix_io.KINDS:
+        raise ValueError(f"kind must be one of {matrix_io.KINDS}")
+    spec = parse_rspecifier(rspec)
+    label = f"{spec.type}:{streams.printable(spec.filename)}"
+    if spec.type == "ark":
+        yield from _iter_archive(spec.filename, kind, dtype, spec.permissive, spec.sorted, label)
+    else:
+        yield from _iter_script(spec, kind, dtype, label)
+
+
+def read_dict(rspec: str, kind: str = "auto", dtype=None) -> dict[str, object]:
+    """The whole table as {key: object}; duplicate keys are an error."""
+    out: dict[str, object] = {}
+    for key, obj in read(rspec, kind, dtype):
         if key in out:
             raise XvjaxError(f"duplicate key '{key}' in table '{rspec}'")
         out[key] = obj
@@ -46,86 +394,360 @@ def read_dict(rspec: str) -> dict[str, np.ndarray]:
 
 
 class RandomAccess:
-    """Random access by key. For now loads the table lazily into a dict on first use."""
+    """Random access by key, as Kaldi's RandomAccessTableReader.
 
-    def __init__(self, rspec: str):
+    `scp:` tables are indexed once and each lookup reads only its object. Archives are read
+    sequentially as far as a lookup needs, keeping what was read; with `s` a key smaller than the
+    last one read is known to be absent without reading on, with `cs` objects before the requested
+    key are dropped, and with `o` each object is dropped once returned.
+    """
+
+    def __init__(self, rspec: str, kind: str = "auto", dtype=None):
         self.rspec = rspec
-        self._table: dict[str, np.ndarray] | None = None
+        self.spec = parse_rspecifier(rspec)
+        self.kind, self.dtype = kind, dtype
+        self.label = f"{self.spec.type}:{streams.printable(self.spec.filename)}"
+        self._index: dict[str, str] | None = None
+        self._reader: _ObjectReader | None = None
+        self._cache: dict[str, object] = {}
+        self._iter = None
+        self._last: str | None = None
+        self._done = False
 
-    def _load(self) -> dict[str, np.ndarray]:
-        if self._table is None:
-            self._table = read_dict(self.rspec)
-        return self._table
+    # scp
+    def _scp_index(self) -> dict[str, str]:
+        if self._index is None:
+            index: dict[str, str] = {}
+            prev = None
+            for key, rx in read_scp(self.spec.filename):
+                if key in index:
+                    raise XvjaxError(f"{self.label}: duplicate key '{key}'")
+                if self.spec.sorted and prev is not None and key.encode() < prev.encode():
+                    raise XvjaxError(
+                        f"{self.label}: unsorted key '{key}' after '{prev}' but ',s' promises sorted keys"
+                    )
+                index[key], prev = rx, key
+            self._index = index
+            self._reader = _ObjectReader(self.kind, self.dtype)
+        return self._index
+
+    # ark
+    def _advance_to(self, key: str) -> None:
+        if self._iter is None:
+            self._iter = _iter_archive(
+                self.spec.filename,
+                self.kind,
+                self.dtype,
+                self.spec.permissive,
+                self.spec.sorted,
+                self.label,
+            )
+        while not self._done and key not in self._cache:
+            if self.spec.sorted and self._last is not None and key.encode() < self._last.encode():
+                return
+            try:
+                k, obj = next(self._iter)
+            except StopIteration:
+                self._done = True
+                return
+            if self.spec.called_sorted:
+                for old in [c for c in self._cache if c.encode() < key.encode()]:
+                    del self._cache[old]
+            if k in self._cache:
+                raise XvjaxError(f"{self.label}: duplicate key '{k}'")
+            self._cache[k] = obj
+            self._last = k
+
+    def _lookup(self, key: str):
+        if self.spec.type == "scp":
+            index = self._scp_index()
+            if key not in index:
+                return _MISSING
+            try:
+                return self._reader.read(index[key])
+            except XvjaxError as e:
+                msg = f"{self.label}: key '{key}' ({index[key]}): {e}"
+                if self.spec.permissive:
+                    log.warning("%s (permissive: treated as absent)", msg)
+                    return _MISSING
+                raise XvjaxError(msg) from None
+        self._advance_to(key)
+        if key not in self._cache:
+            return _MISSING
+        return self._cache.pop(key) if self.spec.once else self._cache[key]
 
     def __contains__(self, key: str) -> bool:
-        return key in self._load()
+        if self.spec.type == "scp":
+            return key in self._scp_index()
+        self._advance_to(key)
+        return key in self._cache
 
-    def __getitem__(self, key: str) -> np.ndarray:
-        table = self._load()
-        if key not in table:
+    def get(self, key: str, default=None):
+        obj = self._lookup(key)
+        return default if obj is _MISSING else obj
+
+    def __getitem__(self, key: str):
+        obj = self._lookup(key)
+        if obj is _MISSING:
             raise XvjaxError(f"key '{key}' not found in table '{self.rspec}'")
-        return table[key]
+        return obj
 
     def keys(self):
-        return self._load().keys()
+        """All keys (for archives this reads the whole archive)."""
+        if self.spec.type == "scp":
+            return self._scp_index().keys()
+        if not self._done:
+            for k, obj in self._iter or _iter_archive(
+                self.spec.filename, self.kind, self.dtype, self.spec.permissive, False, self.label
+            ):
+                self._cache.setdefault(k, obj)
+            self._done = True
+        return self._cache.keys()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._iter is not None:
+            self._iter.close()
+
+    def __enter__(self) -> RandomAccess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_MISSING = object()
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def _check_key(key: str, wspec: str) -> None:
+    if not isinstance(key, str) or not key or any(c.isspace() for c in key):
+        raise XvjaxError(
+            f"invalid key {key!r} for table '{wspec}' (keys are non-empty, no whitespace)"
+        )
 
 
 class Writer:
-    """Table writer; `w[key] = array`. Float64 arrays are written as double objects."""
+    """Table writer; `w[key] = obj` (or `w.write(key, obj)`), committed when the block ends.
 
-    def __init__(self, wspec: str, compression_method: int | None = None):
+    Files (the ark and, for `ark,scp:`, the scp) are written to temp files renamed on success; on
+    an exception nothing is left behind. `binary` is the default when the wspecifier has neither
+    `b` nor `t`. `compression_method` (1..7, Kaldi's enum) writes matrices compressed.
+    """
+
+    def __init__(self, wspec: str, compression_method: int | None = None, binary: bool = True):
         self.wspec = wspec
-        self.compression_method = compression_method
-        self._helper = None
-
-    def __enter__(self) -> Writer:
-        try:
-            self._helper = kaldiio.WriteHelper(
-                self.wspec, compression_method=self.compression_method
+        self.spec = parse_wspecifier(wspec)
+        self.binary = binary if self.spec.binary is None else self.spec.binary
+        if compression_method is not None and compression_method not in range(1, 8):
+            raise XvjaxError(
+                f"invalid compression method {compression_method} (Kaldi accepts 1..7)"
             )
-        except Exception as e:
-            raise XvjaxError(f"cannot open table for writing '{self.wspec}': {e}") from None
+        self.compression_method = compression_method
+        self._ark: streams.Output | None = None
+        self._scp: streams.Output | None = None
+        self._scp_targets: dict[str, str] | None = None
+        self._outputs: list[streams.Output] = []
+        self.num_written = 0
+
+    def open(self) -> Writer:
+        try:
+            if self.spec.type in ("ark", "both"):
+                self._ark = streams.Output(self.spec.ark)
+                self._outputs.append(self._ark)
+                if self.spec.type == "both" and self._ark.kind != "file":
+                    raise XvjaxError(
+                        f"'{self.wspec}': ark,scp needs the archive to be a file (offsets)"
+                    )
+            if self.spec.type == "both":
+                self._scp = streams.Output(self.spec.scp)
+                self._outputs.append(self._scp)
+            if self.spec.type == "scp":
+                self._scp_targets = dict(read_scp(self.spec.scp))
+        except BaseException:
+            self.abort()
+            raise
         return self
 
-    def __setitem__(self, key: str, obj: np.ndarray) -> None:
-        assert self._helper is not None, "use Writer as a context manager"
-        self._helper(key, np.asarray(obj))
+    def __enter__(self) -> Writer:
+        return self.open()
 
-    def write(self, key: str, obj: np.ndarray) -> None:
-        self[key] = obj
+    def __setitem__(self, key: str, obj) -> None:
+        self.write(key, obj)
 
-    def __exit__(self, *exc) -> None:
-        if self._helper is not None:
-            self._helper.close()
+    def write(self, key: str, obj) -> None:
+        if not self._outputs and self._scp_targets is None:
+            self.open()
+        _check_key(key, self.wspec)
+        try:
+            data = matrix_io.encode(obj, self.binary, self.compression_method)
+        except XvjaxError as e:
+            raise XvjaxError(f"table '{self.wspec}': key '{key}': {e}") from None
+        if self._scp_targets is not None:
+            target = self._scp_targets.get(key)
+            if target is None:
+                if self.spec.permissive:
+                    return
+                raise XvjaxError(f"table '{self.wspec}': key '{key}' is not in {self.spec.scp}")
+            with streams.output_stream(target) as out:
+                out.write(data)
+            self.num_written += 1
+            return
+        ark = self._ark
+        ark.write(key.encode() + b" ")
+        if self._scp is not None:
+            self._scp.write(f"{key} {self.spec.ark}:{ark.tell()}\n".encode())
+        ark.write(data)
+        if self.spec.flush and ark.kind != "file":
+            ark.stream.flush()
+        self.num_written += 1
+
+    def close(self) -> None:
+        """Commits the outputs (renames temp files into place)."""
+        if not self._outputs and self._scp_targets is None:
+            self.open()
+        try:
+            for out in self._outputs:
+                out.commit()
+        except BaseException:
+            self.abort()
+            raise
+        self._outputs = []
+
+    def abort(self) -> None:
+        for out in self._outputs:
+            out.abort()
+        self._outputs = []
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
-def write_dict(wspec: str, table: dict[str, np.ndarray]) -> None:
-    with Writer(wspec) as w:
+def write_dict(wspec: str, table: dict, compression_method: int | None = None) -> None:
+    with Writer(wspec, compression_method) as w:
         for key, obj in table.items():
             w[key] = obj
 
 
-def read_text_table(path: str) -> dict[str, str]:
-    """`key value` per line (utt2spk, utt2num_frames, num_utts.ark); value is the rest of the line."""
-    out: dict[str, str] = {}
+# ------------------------------------------------------------------------------ single objects
+
+
+def read_object(rxfilename: str, kind: str = "auto", dtype=None):
+    """One object from an rxfilename (`transform.mat`, `mean.vec`, `-`, `cmd |`, `a.ark:123`)."""
+    target, rng = _split_range(rxfilename)
     try:
-        with open(path, encoding="utf-8") as f:
-            for num, line in enumerate(f, 1):
-                parts = line.strip().split(maxsplit=1)
-                if not parts:
-                    continue
-                if len(parts) != 2:
-                    raise XvjaxError(f"{path}:{num}: expected 'key value', got '{line.strip()}'")
-                if parts[0] in out:
-                    raise XvjaxError(f"{path}:{num}: duplicate key '{parts[0]}'")
-                out[parts[0]] = parts[1]
-    except OSError as e:
-        raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise XvjaxError(f"{path}: not UTF-8 text") from None
+        with streams.input_stream(target) as f:
+            obj = matrix_io.read_object(f, kind, dtype)
+    except FormatError as e:
+        raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
+    return _apply_range(obj, rng, rxfilename)
+
+
+def read_matrix(rxfilename: str, dtype=None) -> np.ndarray:
+    """A matrix file (binary, text or compressed), e.g. `transform.mat`; float32 unless `dtype`."""
+    return read_object(rxfilename, "matrix", dtype)
+
+
+def read_vector(rxfilename: str, dtype=None) -> np.ndarray:
+    """A vector file, e.g. `mean.vec`."""
+    return read_object(rxfilename, "vector", dtype)
+
+
+def write_object(
+    wxfilename: str, obj, binary: bool = True, compression_method: int | None = None
+) -> None:
+    """Writes one object like Kaldi's `WriteKaldiObject` (atomic for files)."""
+    data = matrix_io.encode(obj, binary, compression_method)
+    with streams.output_stream(wxfilename) as out:
+        out.write(data)
+
+
+def write_matrix(wxfilename: str, mat: np.ndarray, binary: bool = True) -> None:
+    mat = np.asarray(mat)
+    if mat.ndim != 2:
+        raise XvjaxError(f"{wxfilename}: expected a matrix, got an array of shape {mat.shape}")
+    write_object(wxfilename, mat, binary)
+
+
+def write_vector(wxfilename: str, vec: np.ndarray, binary: bool = True) -> None:
+    vec = np.asarray(vec)
+    if vec.ndim != 1 or vec.dtype.kind not in "f":
+        raise XvjaxError(
+            f"{wxfilename}: expected a float vector, got {vec.dtype} of shape {vec.shape}"
+        )
+    write_object(wxfilename, vec, binary)
+
+
+# ------------------------------------------------------------------------------ text tables
+
+
+def _text_path(path: str) -> str:
+    """Accepts a plain path/rxfilename or an `ark:`/`ark,t:` rspecifier for text tables."""
+    if is_rspecifier(path):
+        spec = parse_rspecifier(path)
+        if spec.type != "ark":
+            raise XvjaxError(f"text table '{path}' must be a file or ark: (not scp:)")
+        return spec.filename
+    return path
+
+
+def _text_lines(path: str) -> Iterator[tuple[int, str]]:
+    rx = _text_path(path)
+    with streams.input_stream(rx) as f:
+        for num, raw in enumerate(f, 1):
+            try:
+                yield num, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise XvjaxError(
+                    f"{streams.printable(rx)}:{num}: not UTF-8 text (byte {e.start + 1} of the line)"
+                ) from None
+
+
+def read_text_table(path: str, sorted_check: bool = False) -> dict[str, str]:
+    """`key value` per line (utt2spk, utt2num_frames, num_utts.ark); value is the rest of the line.
+
+    Blank lines are skipped; a line without a value and a duplicate key are errors; with
+    `sorted_check` keys must be strictly increasing (as `LC_ALL=C sort` orders them).
+    """
+    out: dict[str, str] = {}
+    prev = None
+    for num, line in _text_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise XvjaxError(f"{path}:{num}: expected 'key value', got '{line.strip()[:60]}'")
+        key = parts[0]
+        if key in out:
+            raise XvjaxError(f"{path}:{num}: duplicate key '{key}'")
+        if sorted_check and prev is not None and key.encode() < prev.encode():
+            raise XvjaxError(
+                f"{path}:{num}: key '{key}' after '{prev}': not sorted (LC_ALL=C sort)"
+            )
+        out[key], prev = parts[1].strip(), key
     return out
 
 
-def read_text_lists(path: str) -> dict[str, list[str]]:
+def read_text_lists(path: str, sorted_check: bool = False) -> dict[str, list[str]]:
     """`key v1 v2 ...` per line (spk2utt)."""
-    return {k: v.split() for k, v in read_text_table(path).items()}
+    return {k: v.split() for k, v in read_text_table(path, sorted_check).items()}
+
+
+def write_text_table(path: str, table: dict, sort: bool = True) -> None:
+    """Writes `key value` lines atomically; list values are joined by spaces (spk2utt)."""
+    keys = sorted(table, key=lambda k: k.encode()) if sort else list(table)
+    lines = []
+    for key in keys:
+        _check_key(key, path)
+        value = table[key]
+        if isinstance(value, (list, tuple)):
+            value = " ".join(str(v) for v in value)
+        lines.append(f"{key} {value}\n")
+    with streams.output_stream(path) as out:
+        out.write("".join(lines).encode("utf-8"))
