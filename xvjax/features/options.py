@@ -1,0 +1,236 @@
+"""Option structs of Kaldi's feature binaries, with Kaldi's option names (`-` -> `_`).
+
+`MfccOptions` mirrors `compute-mfcc-feats` (`FrameExtractionOptions` + `MelBanksOptions` +
+`MfccOptions`), `FbankOptions` mirrors `compute-fbank-feats`, `VadOptions` `compute-vad` and
+`CmnOptions` `apply-cmvn-sliding`. Defaults are Kaldi's, so a recipe's `conf/mfcc.conf` maps 1:1:
+
+    opts = MfccOptions.from_config_file("conf/mfcc.conf")
+    opts = MfccOptions(sample_frequency=8000, snip_edges=False, dither=0.0)
+
+All option structs are frozen dataclasses (hashable), so they can be static arguments of `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from xvjax.errors import XvjaxError
+
+WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman", "sine")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameOptions:
+    """Kaldi's `FrameExtractionOptions` (frame length/shift in milliseconds)."""
+
+    sample_frequency: float = 16000.0
+    frame_length: float = 25.0
+    frame_shift: float = 10.0
+    dither: float = 1.0
+    preemphasis_coefficient: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    round_to_power_of_two: bool = True
+    blackman_coeff: float = 0.42
+    snip_edges: bool = True
+
+    # Kaldi computes these in double from the float option values and truncates to int.
+    @property
+    def window_shift(self) -> int:
+        """Frame shift in samples (`WindowShift()`)."""
+        return int(float(_f32(self.sample_frequency)) * 0.001 * float(_f32(self.frame_shift)))
+
+    @property
+    def window_size(self) -> int:
+        """Frame length in samples (`WindowSize()`)."""
+        return int(float(_f32(self.sample_frequency)) * 0.001 * float(_f32(self.frame_length)))
+
+    @property
+    def padded_window_size(self) -> int:
+        """FFT size (`PaddedWindowSize()`)."""
+        n = self.window_size
+        if not self.round_to_power_of_two:
+            return n
+        p = 1
+        while p < n:
+            p *= 2
+        return p
+
+    def check(self) -> None:
+        if self.window_type not in WINDOW_TYPES:
+            raise XvjaxError(
+                f"invalid --window-type={self.window_type} (use {', '.join(WINDOW_TYPES)})"
+            )
+        if self.window_size < 2 or self.window_shift < 1:
+            raise XvjaxError(
+                f"bad frame options: --frame-length={self.frame_length} ms and "
+                f"--frame-shift={self.frame_shift} ms at {self.sample_frequency} Hz give "
+                f"{self.window_size} and {self.window_shift} samples"
+            )
+        if self.padded_window_size % 2:
+            raise XvjaxError("the FFT size must be even (use --round-to-power-of-two=true)")
+        if not 0.0 <= self.preemphasis_coefficient <= 1.0:
+            raise XvjaxError("--preemphasis-coefficient must be in [0, 1]")
+        if self.dither < 0:
+            raise XvjaxError("--dither must be >= 0")
+
+    @classmethod
+    def from_kaldi(cls, values: dict[str, Any], strict: bool = True):
+        """Builds from `{"sample-frequency": "8000", ...}` or parsed CLI options."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            name = key.lstrip("-").replace("-", "_")
+            if name not in fields:
+                if strict:
+                    raise XvjaxError(
+                        f"unknown option --{name.replace('_', '-')} for {cls.__name__}"
+                    )
+                continue
+            kwargs[name] = _coerce(fields[name], value)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_config_file(cls, path: str, strict: bool = True):
+        """Reads a Kaldi config file (`--opt=value` per line)."""
+        from xvjax.cli import read_config_file
+
+        values = {}
+        for line in read_config_file(path):
+            name, _, text = line[2:].partition("=")
+            values[name] = text
+        return cls.from_kaldi(values, strict=strict)
+
+
+@dataclasses.dataclass(frozen=True)
+class MelOptions(FrameOptions):
+    """`MelBanksOptions`; `high_freq <= 0` is an offset from Nyquist, `vtln_high < 0` too."""
+
+    num_mel_bins: int = 23
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    vtln_low: float = 100.0
+    vtln_high: float = -500.0
+    vtln_warp: float = 1.0
+    use_energy: bool = True
+    energy_floor: float = 0.0
+    raw_energy: bool = True
+    htk_compat: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MfccOptions(MelOptions):
+    """Options of `compute-mfcc-feats` (Kaldi defaults: 13 ceps, 23 bins, energy, lifter 22)."""
+
+    num_ceps: int = 13
+    cepstral_lifter: float = 22.0
+
+    def check(self) -> None:
+        super().check()
+        if self.num_ceps > self.num_mel_bins or self.num_ceps < 1:
+            raise XvjaxError(
+                f"--num-ceps={self.num_ceps} must be in [1, --num-mel-bins={self.num_mel_bins}]"
+            )
+
+    @property
+    def dim(self) -> int:
+        return self.num_ceps
+
+
+@dataclasses.dataclass(frozen=True)
+class FbankOptions(MelOptions):
+    """Options of `compute-fbank-feats` (defaults: 23 bins, no energy, log power)."""
+
+    use_energy: bool = False
+    use_log_fbank: bool = True
+    use_power: bool = True
+
+    @property
+    def dim(self) -> int:
+        return self.num_mel_bins + int(self.use_energy)
+
+
+@dataclasses.dataclass(frozen=True)
+class VadOptions:
+    """Options of `compute-vad` (`VadEnergyOptions`)."""
+
+    vad_energy_threshold: float = 5.0
+    vad_energy_mean_scale: float = 0.5
+    vad_frames_context: int = 0
+    vad_proportion_threshold: float = 0.6
+
+    def check(self) -> None:
+        if self.vad_frames_context < 0:
+            raise XvjaxError("--vad-frames-context must be >= 0")
+        if not 0.0 < self.vad_proportion_threshold < 1.0:
+            raise XvjaxError("--vad-proportion-threshold must be in (0, 1)")
+        if self.vad_energy_mean_scale < 0:
+            raise XvjaxError("--vad-energy-mean-scale must be >= 0")
+
+    from_kaldi = classmethod(FrameOptions.from_kaldi.__func__)
+    from_config_file = classmethod(FrameOptions.from_config_file.__func__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CmnOptions:
+    """Options of `apply-cmvn-sliding` (`SlidingWindowCmnOptions`)."""
+
+    cmn_window: int = 600
+    min_cmn_window: int = 100
+    center: bool = False
+    norm_vars: bool = False
+
+    def check(self) -> None:
+        if self.cmn_window <= 0:
+            raise XvjaxError("--cmn-window must be > 0")
+        if self.center and not 0 < self.min_cmn_window <= self.cmn_window:
+            raise XvjaxError("--min-cmn-window must be in (0, --cmn-window]")
+
+    from_kaldi = classmethod(FrameOptions.from_kaldi.__func__)
+    from_config_file = classmethod(FrameOptions.from_config_file.__func__)
+
+
+# The x-vector recipes' settings (egs/voxceleb/v2/conf/*.conf, egs/sre16/v2/conf/*.conf).
+VOXCELEB_MFCC = MfccOptions(
+    sample_frequency=16000, frame_length=25, low_freq=20, high_freq=7600, num_mel_bins=30,
+    num_ceps=30, snip_edges=False, dither=1.0,
+)  # fmt: skip
+SRE16_MFCC = MfccOptions(
+    sample_frequency=8000, frame_length=25, low_freq=20, high_freq=3700, num_mel_bins=23,
+    num_ceps=23, snip_edges=False, dither=1.0,
+)  # fmt: skip
+RECIPE_VAD = VadOptions(
+    vad_energy_threshold=5.5, vad_energy_mean_scale=0.5, vad_proportion_threshold=0.12,
+    vad_frames_context=2,
+)  # fmt: skip
+RECIPE_CMN = CmnOptions(cmn_window=300, center=True, norm_vars=False)
+
+
+def _f32(x: float):
+    import numpy as np
+
+    return np.float32(x)
+
+
+def _coerce(field: dataclasses.Field, value: Any) -> Any:
+    kind = field.type if isinstance(field.type, type) else {"float": float, "int": int,
+                                                            "bool": bool, "str": str}[field.type]  # fmt: skip
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is bool:
+        if isinstance(value, str):
+            from xvjax.cli import parse_bool
+
+            return parse_bool(value, field.name.replace("_", "-"))
+        return bool(value)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise XvjaxError(
+            f"option --{field.name.replace('_', '-')}: invalid {kind.__name__} value '{value}'"
+        ) from None
+
+
+def option_fields(cls) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls))
