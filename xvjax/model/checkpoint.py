@@ -1,0 +1,126 @@
+"""xvjax model directories: an Orbax checkpoint of the variables + `model.json` (the ModelSpec).
+
+Layout of `checkpoints/NAME/`:
+- `model.json`: the ModelSpec (architecture), JSON;
+- `variables/`: Orbax checkpoint of `{"params": ..., "batch_stats": ...}`;
+- `template.raw` (optional): the Kaldi nnet3 model it was imported from, so `flax-to-nnet3` can
+  write the weights back into it and keep every other Kaldi token unchanged.
+
+The directory is written under a temporary name and renamed into place, so a failed save never
+leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from xvjax.errors import XvjaxError
+from xvjax.model.spec import ModelSpec
+
+SPEC_FILE = "model.json"
+VARS_DIR = "variables"
+TEMPLATE_FILE = "template.raw"
+
+
+def _to_numpy(tree):
+    import jax
+
+    return jax.tree.map(lambda a: np.asarray(a), tree)
+
+
+def save_model(
+    path: str | os.PathLike,
+    spec: ModelSpec,
+    variables: dict,
+    nnet_template_path: str | os.PathLike | None = None,
+) -> None:
+    """Writes the model directory `path` atomically (replacing an existing one)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        (tmp / SPEC_FILE).write_text(spec.to_json() + "\n", encoding="utf-8")
+        tree = {
+            "params": _to_numpy(variables["params"]),
+            "batch_stats": _to_numpy(variables.get("batch_stats", {})),
+        }
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / VARS_DIR, tree)
+            ckptr.wait_until_finished()
+        if nnet_template_path is not None:
+            src = Path(nnet_template_path)
+            if src.resolve() != (tmp / TEMPLATE_FILE).resolve():
+                shutil.copyfile(src, tmp / TEMPLATE_FILE)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / SPEC_FILE).is_file()
+
+
+def load_model(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
+    """(spec, variables) from an xvjax model directory; arrays are numpy float32."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if not is_model_dir(path):
+        raise XvjaxError(f"{path}: not an xvjax model directory (no {SPEC_FILE})")
+    try:
+        spec = ModelSpec.from_json((path / SPEC_FILE).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise XvjaxError(f"{path / SPEC_FILE}: invalid model spec ({e})") from None
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(path / VARS_DIR)
+    variables = {
+        "params": _to_numpy(tree.get("params", {})),
+        "batch_stats": _to_numpy(tree.get("batch_stats", {})),
+    }
+    check_variables(spec, variables, str(path))
+    return spec, variables
+
+
+def template_path(path: str | os.PathLike) -> Path | None:
+    p = Path(path) / TEMPLATE_FILE
+    return p if p.is_file() else None
+
+
+def check_variables(spec: ModelSpec, variables: dict, where: str) -> None:
+    """Raises XvjaxError if the variables do not have the shapes `spec` implies."""
+    import jax
+
+    from xvjax.model.xvector import init_variables
+
+    want = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0)))
+    got_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
+    want_shapes = jax.tree.map(lambda a: tuple(a.shape), want)
+    if got_shapes != want_shapes:
+        raise XvjaxError(f"{where}: variables do not match the model spec")
+
+
+def load_any(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
+    """A Kaldi nnet3 `.raw` (binary or text) or an xvjax model directory -> (spec, variables)."""
+    p = Path(path)
+    if p.is_dir():
+        return load_model(p)
+    if not p.exists() and not str(path).endswith("|"):
+        raise XvjaxError(f"{path}: no such file or model directory")
+    from xvjax.kaldi import nnet3
+    from xvjax.model.convert import nnet3_to_flax
+
+    return nnet3_to_flax(nnet3.Nnet.read(str(path)))

@@ -1,0 +1,177 @@
+"""CLI: `xvjax nnet3-to-flax`, `xvjax flax-to-nnet3`, `xvjax nnet3-xvector-compute`.
+
+Module-level imports stay light (no jax/flax) so `xvjax --help` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from xvjax.cli import Opt, command
+from xvjax.errors import XvjaxError
+
+log = logging.getLogger("xvjax")
+
+
+@command(
+    "nnet3-to-flax",
+    "Import a Kaldi nnet3 x-vector model (final.raw) as an xvjax model directory",
+    usage="""
+    Reads a raw nnet3 model (binary or text), derives the network from its graph and writes an
+    Orbax checkpoint (params + batch_stats) plus model.json; the Kaldi file is kept as the export
+    template so flax-to-nnet3 reproduces it exactly.
+    Usage: xvjax nnet3-to-flax [options] <raw-nnet-in> <model-dir-out>
+     e.g.: xvjax nnet3-to-flax exp/xvector_nnet_1a/final.raw checkpoints/voxceleb
+    """,
+    nargs=(2, 2),
+)
+def nnet3_to_flax_cmd(opts, nnet_in: str, model_dir: str) -> None:
+    from xvjax.kaldi import nnet3
+    from xvjax.model.checkpoint import save_model
+    from xvjax.model.convert import nnet3_to_flax
+
+    nnet = nnet3.Nnet.read(nnet_in)
+    spec, variables = nnet3_to_flax(nnet)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template.raw"
+        nnet.write(str(template), binary=True)
+        save_model(model_dir, spec, variables, nnet_template_path=template)
+    num_params = sum(
+        int(a.size)
+        for layer in variables["params"].values()
+        for p in layer.values()
+        for a in p.values()
+    )
+    log.info(
+        "Imported %s: %d nodes, input dim %d, %d parameters -> %s",
+        nnet_in,
+        len(spec.nodes),
+        spec.input_dim,
+        num_params,
+        model_dir,
+    )
+
+
+@command(
+    "flax-to-nnet3",
+    "Export an xvjax model directory as a Kaldi nnet3 raw model",
+    usage="""
+    Writes the model's weights and BatchNorm statistics back into the Kaldi model it was imported
+    from (every other token unchanged), or builds the nnet3 model as Kaldi's xconfig would for a
+    model trained from scratch.
+    Usage: xvjax flax-to-nnet3 [options] <model-dir-in> <raw-nnet-out>
+     e.g.: xvjax flax-to-nnet3 --binary=false checkpoints/adapted final_adapted.raw
+    """,
+    opts=[Opt("binary", True, "Write in binary mode")],
+    nargs=(2, 2),
+)
+def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
+    from xvjax.kaldi import nnet3
+    from xvjax.model.checkpoint import load_model, template_path
+    from xvjax.model.convert import flax_to_nnet3
+
+    spec, variables = load_model(model_dir)
+    tpath = template_path(model_dir)
+    template = nnet3.Nnet.read(str(tpath)) if tpath is not None else None
+    nnet = flax_to_nnet3(spec, variables, template)
+    nnet.write(nnet_out, binary=opts.binary)
+    log.info(
+        "Wrote %s (%s, %s)",
+        nnet_out,
+        "binary" if opts.binary else "text",
+        "from the import template" if template is not None else "built from the spec",
+    )
+
+
+@command(
+    "nnet3-xvector-compute",
+    "Extract x-vectors (Kaldi nnet3-xvector-compute semantics, batched)",
+    usage="""
+    Propagates features through the network and writes one vector per utterance: the output of
+    --output-node (default tdnn6.affine, the x-vector) for each chunk, averaged with weights equal
+    to the chunks' un-padded lengths. MODEL is a Kaldi raw nnet3 model or an xvjax model dir.
+    Usage: xvjax nnet3-xvector-compute [options] <model> <features-rspecifier> <vector-wspecifier>
+     e.g.: xvjax nnet3-xvector-compute --chunk-size=10000 --min-chunk-size=25 final.raw \\
+             scp:data/test/feats.scp ark,scp:xvectors.ark,xvectors.scp
+    """,
+    opts=[
+        Opt(
+            "chunk-size",
+            -1,
+            "If set, extracts x-vectors from chunks of this many frames and averages them; -1 = whole utterance",
+        ),
+        Opt("min-chunk-size", 100, "Minimum chunk size allowed when extracting x-vectors"),
+        Opt(
+            "pad-input",
+            True,
+            "Duplicate the first and last frames of a chunk as required to reach --min-chunk-size",
+        ),
+        Opt(
+            "output-node",
+            "tdnn6.affine",
+            "Node whose output is the x-vector (an nnet3 output-node or component-node name)",
+        ),
+        Opt("batch-size", 64, "Maximum chunks per batch"),
+        Opt(
+            "max-batch-frames",
+            25600,
+            "Maximum padded frames per batch (limits memory for long chunks)",
+        ),
+        Opt("use-gpu", "no", "Accepted for Kaldi compatibility; JAX uses its default device"),
+    ],
+    nargs=(3, 3),
+)
+def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str) -> None:
+    from xvjax.kaldi import tables
+    from xvjax.model.checkpoint import load_any
+    from xvjax.model.extract import Extractor, extract_xvectors
+
+    spec, variables = load_any(model)
+    if opts.output_node not in [o.name for o in spec.outputs] + spec.node_names():
+        raise XvjaxError(f"{model}: the model has no node '{opts.output_node}'")
+    ex = Extractor(spec, variables, opts.output_node, opts.batch_size, opts.max_batch_frames)
+    num_fail = 0
+    num_done = 0
+    frames = 0
+
+    def on_error(utt: str, reason: str) -> None:
+        nonlocal num_fail
+        num_fail += 1
+        log.warning("utterance %s: %s", utt, reason)
+
+    def counted(reader):
+        nonlocal frames
+        for utt, mat in reader:
+            frames += len(mat)
+            yield utt, mat
+
+    t0 = time.perf_counter()
+    with tables.Writer(vec_wspec) as writer:
+        for utt, vec in extract_xvectors(
+            spec,
+            variables,
+            counted(tables.read(feats_rspec)),
+            chunk_size=opts.chunk_size,
+            min_chunk_size=opts.min_chunk_size,
+            pad_input=opts.pad_input,
+            output_node=opts.output_node,
+            extractor=ex,
+            on_error=on_error,
+            progress=True,
+        ):
+            writer[utt] = vec
+            num_done += 1
+    elapsed = time.perf_counter() - t0
+    log.info(
+        "Time taken %.2fs: %.0f frames/s; %d jit shapes (batch x frames) compiled",
+        elapsed,
+        frames / max(elapsed, 1e-9),
+        len(ex.shapes),
+    )
+    log.info("Done %d utterances, failed for %d", num_done, num_fail)
+    if num_done == 0:
+        raise XvjaxError("no x-vectors were extracted")

@@ -1,0 +1,247 @@
+"""x-vector extraction with the semantics of Kaldi's `nnet3-xvector-compute`, batched.
+
+Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
+- zero rows: error; `num_rows < min_chunk_size` without `pad_input`: error;
+- chunk = num_rows if `chunk_size == -1` (or `chunk_size > num_rows`), else chunk_size;
+  chunk k covers rows `[k*chunk, k*chunk + offset)`, `offset = min(chunk, num_rows - k*chunk)`
+  (the last chunk is not shifted back);
+- a chunk with `offset < min_chunk_size` is skipped without `pad_input`, else padded to
+  `min_chunk_size` by repeating its first row `(min - offset) // 2` times before it and its last
+  row after it;
+- the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
+
+Batching: chunks are grouped into length buckets (a 2^k / 1.5*2^k ladder) and batch sizes that are
+powers of two, right-padded with zeros and masked exactly (`num_frames`), so the number of jit
+compilations stays small (logged) and padding does not change the result beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from xvjax.errors import XvjaxError
+from xvjax.model.spec import ModelSpec
+
+log = logging.getLogger("xvjax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    start: int  # first row of the utterance in this chunk
+    length: int  # un-padded rows (the averaging weight)
+    pad_left: int
+    pad_right: int
+
+    @property
+    def total(self) -> int:
+        return self.pad_left + self.length + self.pad_right
+
+
+def plan_chunks(
+    num_rows: int, chunk_size: int = -1, min_chunk_size: int = 100, pad_input: bool = True
+) -> list[Chunk]:
+    """Kaldi's chunking of one utterance; raises ValueError with Kaldi's reason when it fails."""
+    if num_rows == 0:
+        raise ValueError("zero-length utterance")
+    if not pad_input and num_rows < min_chunk_size:
+        raise ValueError(
+            f"minimum chunk size of {min_chunk_size} is greater than the number of rows "
+            f"({num_rows}) and --pad-input=false"
+        )
+    this_chunk = num_rows if chunk_size <= 0 or num_rows < chunk_size else chunk_size
+    chunks = []
+    for k in range(math.ceil(num_rows / this_chunk)):
+        offset = min(this_chunk, num_rows - k * this_chunk)
+        if offset < min_chunk_size:
+            if not pad_input:
+                continue
+            left = (min_chunk_size - offset) // 2
+            chunks.append(Chunk(k * this_chunk, offset, left, min_chunk_size - offset - left))
+        else:
+            chunks.append(Chunk(k * this_chunk, offset, 0, 0))
+    if not chunks:
+        raise ValueError("no chunk reaches --min-chunk-size")
+    return chunks
+
+
+def chunk_features(feats: np.ndarray, c: Chunk) -> np.ndarray:
+    """Rows of chunk `c`, edge-padded as nnet3-xvector-compute pads them. (total, dim)."""
+    sub = feats[c.start : c.start + c.length]
+    if not (c.pad_left or c.pad_right):
+        return sub
+    return np.concatenate(
+        [np.repeat(sub[:1], c.pad_left, 0), sub, np.repeat(sub[-1:], c.pad_right, 0)], 0
+    )
+
+
+def bucket_length(n: int, minimum: int = 16) -> int:
+    """Smallest value >= n of the ladder 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 * 2^k)."""
+    b = minimum
+    while b < n:
+        half = b // 2
+        b = b + half if (b & (b - 1)) == 0 else b + b // 3
+    return b
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+class Extractor:
+    """Runs the network on batches of variable-length chunks with bounded compilations."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        variables: dict,
+        output_node: str = "tdnn6.affine",
+        batch_size: int = 64,
+        max_batch_frames: int = 64 * 400,
+    ):
+        import jax
+
+        from xvjax.model.xvector import XVector
+
+        target = spec.resolve(output_node)
+        if spec.levels()[target] != "utt":
+            raise XvjaxError(
+                f"output node '{output_node}' is frame-level; nnet3-xvector-compute needs a node "
+                "after statistics pooling (e.g. tdnn6.affine or output)"
+            )
+        self.spec = spec
+        self.output_node = output_node
+        self.dim = spec.output_dim(output_node)
+        self.batch_size = max(1, batch_size)
+        self.max_batch_frames = max_batch_frames
+        self.min_frames = spec.min_input_frames(output_node)
+        model = XVector(spec)
+        self.variables = jax.device_put(variables)
+        self._fn = jax.jit(lambda v, x, n: model.apply(v, x, output_node=output_node, num_frames=n))
+        self.shapes: set[tuple[int, int]] = set()
+
+    def rows_for(self, length: int) -> int:
+        return min(_pow2_floor(self.batch_size), _pow2_floor(self.max_batch_frames // length))
+
+    def run(self, chunks: list[np.ndarray]) -> np.ndarray:
+        """Outputs for chunks (each (frames, feat_dim)), in order. Returns (num_chunks, dim)."""
+        out = np.zeros((len(chunks), self.dim), np.float32)
+        by_bucket: dict[int, list[int]] = {}
+        for i, c in enumerate(chunks):
+            by_bucket.setdefault(bucket_length(len(c)), []).append(i)
+        feat_dim = self.spec.input_dim
+        for length, idx in sorted(by_bucket.items()):
+            rows = self.rows_for(length)
+            for b in range(0, len(idx), rows):
+                part = idx[b : b + rows]
+                n = len(part) if len(part) == rows else min(rows, 1 << (len(part) - 1).bit_length())
+                x = np.zeros((n, length, feat_dim), np.float32)
+                nf = np.full((n,), length, np.int32)
+                for r, i in enumerate(part):
+                    x[r, : len(chunks[i])] = chunks[i]
+                    nf[r] = len(chunks[i])
+                self.shapes.add((n, length))
+                y = np.asarray(self._fn(self.variables, x, nf))
+                out[part] = y[: len(part)]
+        return out
+
+
+def extract_xvectors(
+    spec: ModelSpec,
+    variables: dict,
+    feats: Iterable[tuple[str, np.ndarray]],
+    chunk_size: int = -1,
+    min_chunk_size: int = 100,
+    pad_input: bool = True,
+    output_node: str = "tdnn6.affine",
+    batch_size: int = 64,
+    max_batch_frames: int = 64 * 400,
+    window_frames: int = 500_000,
+    on_error: Callable[[str, str], None] | None = None,
+    extractor: Extractor | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (utt, x-vector float32 (dim,)) in input order, like `nnet3-xvector-compute`.
+
+    Utterances that cannot be processed (zero length, too short without padding, shorter than the
+    network's context after padding) are reported to `on_error(utt, reason)` (default: a warning)
+    and skipped. Utterances are read in windows of about `window_frames` frames whose chunks are
+    batched together.
+    """
+    ex = extractor or Extractor(spec, variables, output_node, batch_size, max_batch_frames)
+    if on_error is None:
+
+        def on_error(utt: str, reason: str) -> None:
+            log.warning("%s: %s", utt, reason)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="utt", desc="x-vectors", disable=None, leave=False)
+
+    def flush(window):
+        chunk_feats = [cf for _, _, plan in window for cf in plan[1]]
+        outs = ex.run(chunk_feats) if chunk_feats else np.zeros((0, ex.dim), np.float32)
+        pos = 0
+        for utt, _, (chunks, cfs) in window:
+            y = outs[pos : pos + len(cfs)]
+            pos += len(cfs)
+            w = np.array([c.length for c in chunks], np.float64)
+            yield utt, (w @ y.astype(np.float64) / w.sum()).astype(np.float32)
+
+    window: list = []
+    frames = 0
+    for utt, mat in feats:
+        mat = np.asarray(mat, np.float32)
+        if mat.ndim != 2 or (mat.shape[0] and mat.shape[1] != spec.input_dim):
+            on_error(
+                utt, f"features have shape {mat.shape}; the model wants {spec.input_dim} columns"
+            )
+            continue
+        try:
+            chunks = plan_chunks(mat.shape[0], chunk_size, min_chunk_size, pad_input)
+        except ValueError as e:
+            on_error(utt, str(e))
+            continue
+        short = [c for c in chunks if c.total < ex.min_frames]
+        if short:
+            on_error(
+                utt,
+                f"not enough context: a chunk of {short[0].total} frames, the network needs at "
+                f"least {ex.min_frames} (use a larger --min-chunk-size or --pad-input=true)",
+            )
+            continue
+        cfs = [chunk_features(mat, c) for c in chunks]
+        window.append((utt, mat.shape[0], (chunks, cfs)))
+        frames += sum(len(c) for c in cfs)
+        if frames >= window_frames:
+            yield from flush(window)
+            if bar is not None:
+                bar.update(len(window))
+            window, frames = [], 0
+    if window:
+        yield from flush(window)
+        if bar is not None:
+            bar.update(len(window))
+    if bar is not None:
+        bar.close()
+
+
+def extract_with_stats(
+    spec: ModelSpec, variables: dict, feats: Iterable[tuple[str, np.ndarray]], **kwargs
+) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    """Convenience for tests/benchmarks: all results plus counts and timing."""
+    errors: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    out = list(
+        extract_xvectors(
+            spec, variables, feats, on_error=lambda u, r: errors.append((u, r)), **kwargs
+        )
+    )
+    return out, {"errors": errors, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,188 @@
+"""Pure-functional x-vector layers with Kaldi nnet3's exact forward semantics.
+
+Frame-level activations are `(batch, frames, dim)` float32 ("NWC"); a TDNN layer is a valid
+(unpadded) 1-D convolution over time, so output frame `j` of a layer spliced with offsets
+`o_1 < ... < o_k` reads input frames `j + o_i - o_1`. Utterance-level activations are `(batch, dim)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# ------------------------------------------------------------------------------------------------
+# TDNN: splicing by time offsets + affine
+
+
+def arithmetic_step(offsets: tuple[int, ...]) -> int | None:
+    """The step d > 0 if `offsets` is increasing with constant step (a dilated conv), else None."""
+    if len(offsets) == 1:
+        return 1
+    d = offsets[1] - offsets[0]
+    if d <= 0 or any(b - a != d for a, b in zip(offsets, offsets[1:], strict=False)):
+        return None
+    return d
+
+
+def tdnn_affine(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, offsets: tuple[int, ...]
+) -> jax.Array:
+    """Kaldi `Append(Offset(x, o_1), ..., Offset(x, o_k))` followed by an affine map.
+
+    x: (B, T, D); kernel: (k*D, out) with rows offset-major (Kaldi's `LinearParams.T`);
+    returns (B, T - (max(o) - min(o)), out). Uses `lax.conv_general_dilated` (NWC) when the
+    offsets are evenly spaced, otherwise splices explicitly.
+    """
+    k = len(offsets)
+    d_in = x.shape[-1]
+    step = arithmetic_step(offsets)
+    if step is not None and k > 1:
+        w = kernel.reshape(k, d_in, kernel.shape[-1])
+        y = lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=(1,),
+            padding="VALID",
+            rhs_dilation=(step,),
+            dimension_numbers=("NWC", "WIO", "NWC"),
+        )
+    else:
+        y = splice([(x, o) for o in offsets]) @ kernel if k > 1 else x @ kernel
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def splice(parts: list[tuple[jax.Array, int]]) -> jax.Array:
+    """Concatenates `x_i(t + o_i)` along features for every t where all parts exist.
+
+    All parts are (B, T, D_i) aligned at the same time origin; returns
+    (B, T - (max(o) - min(o)), sum D_i) whose frame 0 is time `-min(o)`.
+    """
+    lo = min(o for _, o in parts)
+    hi = max(o for _, o in parts)
+    length = parts[0][0].shape[1] - (hi - lo)
+    return jnp.concatenate([x[:, o - lo : o - lo + length] for x, o in parts], axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm (Kaldi BatchNormComponent: no learnable scale/offset)
+
+
+def batchnorm_test(
+    x: jax.Array, mean: jax.Array, var: jax.Array, epsilon: float, target_rms: float
+) -> jax.Array:
+    """Test mode: `y = x * scale + offset`, scale = target_rms / sqrt(var + eps), offset = -mean*scale.
+
+    x: (..., dim); mean, var: (block_dim,), dim a multiple of block_dim.
+    """
+    scale = target_rms * lax.rsqrt(var + epsilon)
+    offset = -mean * scale
+    reps = x.shape[-1] // mean.shape[0]
+    return x * jnp.tile(scale, reps) + jnp.tile(offset, reps)
+
+
+def batchnorm_train(
+    x: jax.Array,
+    mask: jax.Array | None,
+    block_dim: int,
+    epsilon: float,
+    target_rms: float,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Training mode: normalise by the minibatch statistics over all (unmasked) rows/frames.
+
+    x: (B, T, dim) or (B, dim); mask: same leading shape (1 = real frame) or None.
+    Returns (y, mean, var, count) with mean/var (block_dim,) the biased minibatch moments.
+    """
+    lead = x.shape[:-1]
+    xb = x.reshape(*lead, -1, block_dim)  # (..., dim/block, block)
+    if mask is None:
+        m = jnp.ones(lead, x.dtype)
+    else:
+        m = mask.astype(x.dtype)
+    m = jnp.broadcast_to(m[..., None, None], xb.shape[:-1] + (1,))
+    count = jnp.sum(m)
+    mean = jnp.sum(xb * m, axis=tuple(range(xb.ndim - 1))) / count
+    var = jnp.sum(jnp.square(xb) * m, axis=tuple(range(xb.ndim - 1))) / count - jnp.square(mean)
+    var = jnp.maximum(var, 0.0)
+    scale = target_rms * lax.rsqrt(var + epsilon)
+    y = ((xb - mean) * scale).reshape(x.shape)
+    return y, mean, var, count
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics extraction + pooling (StatisticsExtractionComponent + StatisticsPoolingComponent)
+
+
+def pooling_frame_weights(ext: dict, pool: dict, start: int, length: int) -> np.ndarray:
+    """How often each frame-level time enters the pooled statistics at output t=0.
+
+    Frames are times `start .. start+length-1` of the extraction's input. Pooling at t=0 sums the
+    extraction outputs at tau = -left_context, ..., right_context (step pooling input_period);
+    extraction at tau sums its input at times t_blk, t_blk + input_period, ... < t_blk +
+    output_period with t_blk = floor(tau / output_period) * output_period. Returns (length,) float32.
+    """
+    in_p, out_p = int(ext["input_period"]), int(ext["output_period"])
+    lc, rc, pool_p = (
+        int(pool["left_context"]),
+        int(pool["right_context"]),
+        int(pool["input_period"]),
+    )
+    t = np.arange(start, start + length)
+    w = np.zeros(length, np.float32)
+    # Blocks start at multiples of out_p; count how many taus map to each block start.
+    taus = np.arange(-lc, rc + 1, pool_p)
+    blocks, reps = np.unique((taus // out_p) * out_p, return_counts=True)
+    lo, hi = t[0] if length else 0, t[-1] if length else -1
+    for b, r in zip(blocks, reps, strict=True):
+        if b + out_p <= lo or b > hi:
+            continue
+        sel = (t >= b) & (t < b + out_p) & ((t - b) % in_p == 0)
+        w[sel] += r
+    return w
+
+
+def stats_pool(x: jax.Array, weights: jax.Array, ext: dict, pool: dict) -> jax.Array:
+    """Pooled statistics `[log(count) x num_log_count, mean, stddev]` as Kaldi computes them.
+
+    x: (B, T, D) frame-level input; weights: (B, T) per-frame counts (0 for frames outside the
+    window or not computable / padding). Mean = sum(w x) / count; stddev =
+    sqrt(max(sum(w x^2)/count - mean^2, variance_floor)) (biased). Returns (B, out_dim).
+    """
+    count = jnp.sum(weights, axis=1, keepdims=True)  # (B, 1)
+    mean = jnp.einsum("bt,btd->bd", weights, x) / count
+    parts = []
+    n_log = int(pool.get("num_log_count_features", 0))
+    if n_log:
+        parts.append(jnp.broadcast_to(jnp.log(count), (x.shape[0], n_log)))
+    parts.append(mean)
+    if pool.get("output_stddevs", True) and ext.get("include_variance", True):
+        sq = jnp.einsum("bt,btd->bd", weights, jnp.square(x)) / count
+        var = jnp.maximum(sq - jnp.square(mean), float(pool.get("variance_floor", 1e-10)))
+        parts.append(jnp.sqrt(var))
+    elif ext.get("include_variance", True) and not pool.get("output_stddevs", True):
+        # Kaldi then outputs the raw second-moment averages after the means.
+        parts.append(jnp.einsum("bt,btd->bd", weights, jnp.square(x)) / count)
+    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Other nnet3 components
+
+
+def sum_group(x: jax.Array, sizes: tuple[int, ...]) -> jax.Array:
+    """SumGroupComponent: output i = sum of the i-th consecutive group of `sizes[i]` inputs."""
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    onehot = jnp.asarray(np.eye(len(sizes), dtype=np.float32)[seg])  # (in, out)
+    return x @ onehot
+
+
+def scale_offset(x: jax.Array, scales: jax.Array, offsets: jax.Array | None) -> jax.Array:
+    """ScaleAndOffsetComponent: `y = x * scales + offsets`, tiled over blocks of len(scales)."""
+    reps = x.shape[-1] // scales.shape[0]
+    y = x * jnp.tile(scales, reps)
+    if offsets is not None:
+        y = y + jnp.tile(offsets, reps)
+    return y

@@ -1,0 +1,347 @@
+"""The x-vector network as a Flax module built from a `ModelSpec` (any nnet3 x-vector graph).
+
+Model contract (used by the trainer, the extractor and the converter):
+
+- `XVector(spec)` is a `flax.linen.Module`;
+  `model.apply(variables, feats, train=False, output_node="output", frozen_bn=(), num_frames=None)`
+  with feats `(B, T, F)` float32 returns `(B, dim)` for the requested node: an nnet3 output-node
+  name (`"output"` = log-softmax posteriors) or any component-node name (`"tdnn6.affine"` = the
+  x-vector embedding). Utterance-level nodes are evaluated at t=0 exactly as
+  `nnet3-xvector-compute` requests them: the statistics pool over every computable frame inside
+  the pooling window. Requesting a frame-level node returns `(B, T', dim)` for its valid frames.
+- `num_frames` (B,) int: the real length of each (right-padded) row of `feats`; frames beyond it
+  are excluded exactly from statistics pooling and from training-mode BatchNorm statistics.
+- `train=True`: BatchNorm normalises with the minibatch statistics over all (real) frames, i.e.
+  Kaldi's training-mode formula `(x - mean) * target_rms / sqrt(var + eps)` with biased `var`,
+  and updates `batch_stats` (call with `mutable=["batch_stats"]`) by the EMA
+  `stat <- m * stat + (1 - m) * minibatch_stat` with `m = spec.bn_momentum` (default 0.99);
+  `count` accumulates the number of frames seen. (Kaldi accumulates raw sums over a training job
+  and `nnet3-combine` re-estimates them; use `recompute_batch_stats`-style passes for that.)
+  Layers in `frozen_bn` (layer prefixes like `"tdnn1"` or node names like `"tdnn1.batchnorm"`)
+  use their stored statistics and are not updated, even with `train=True`.
+- Variables: `{"params": {layer: {sub: {...}}}, "batch_stats": {layer: {sub: {...}}}}` where
+  `layer` is the nnet3 layer prefix (`tdnn1`, ..., `output`) and `sub` the component suffix:
+  `affine` -> `{"kernel": (in_dim * num_offsets, out), "bias": (out,)}` (the kernel is Kaldi's
+  `LinearParams` transposed; rows offset-major, i.e. reshape `(k, in_dim, out)` is the WIO conv
+  kernel), `linear` -> `{"kernel"}`, `scale_offset` -> `{"scales", "offsets"}`;
+  `batchnorm` stats -> `{"mean": (block_dim,), "var": (block_dim,), "count": ()}` = Kaldi's
+  `StatsMean`, `StatsVar` (biased) and `Count`.
+- `init_variables(spec, key)`: Kaldi-like init (`param-stddev = 1/sqrt(input_dim)`,
+  `bias-stddev = 1`, or the values in the node's Kaldi config; zero output layer), BN mean 0, var 1.
+- `resize_output(spec, variables, num_outputs, key, param_stddev=0.0, bias_stddev=0.0)`:
+  `nnet3-copy --nnet-config=resize.config` (new output affine with `num_outputs` rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xvjax.errors import XvjaxError
+from xvjax.model import layers
+from xvjax.model.spec import ModelSpec, NodeSpec
+
+Variables = dict[str, Any]
+
+
+class Frames(NamedTuple):
+    """A frame-level activation: `x[:, j]` is time `start + j`; valid while `time + rc <= n-1`."""
+
+    x: jax.Array  # (B, T, D)
+    start: int
+    rc: int
+
+
+def _frame_mask(v: Frames, num_frames: jax.Array | None) -> jax.Array | None:
+    """(B, T) bool: frame j is computable from the real (unpadded) input of each row."""
+    if num_frames is None:
+        return None
+    t = v.start + jnp.arange(v.x.shape[1])
+    return t[None, :] + v.rc <= num_frames[:, None] - 1
+
+
+def _gather_frames(vals: dict[str, Any], inputs: Sequence[tuple[str, int]]) -> Frames:
+    """Splices frame-level inputs `Append(Offset(src_i, o_i), ...)` aligned on time."""
+    parts = [(vals[s], o) for s, o in inputs]
+    if len({s for s, _ in inputs}) == 1:
+        v = parts[0][0]
+        if len(parts) == 1:
+            o = parts[0][1]
+            return Frames(v.x, v.start - o, v.rc + o)
+        sp = layers.splice([(v.x, o) for _, o in parts])
+        lo = min(o for _, o in parts)
+        hi = max(o for _, o in parts)
+        return Frames(sp, v.start - lo, v.rc + hi)
+    start = max(v.start - o for v, o in parts)
+    end = min(v.start + v.x.shape[1] - 1 - o for v, o in parts)
+    length = end - start + 1
+    if length <= 0:
+        raise XvjaxError("input too short for the network's context")
+    xs = [v.x[:, start + o - v.start : start + o - v.start + length] for v, o in parts]
+    return Frames(jnp.concatenate(xs, -1), start, max(v.rc + o for v, o in parts))
+
+
+def _is_frozen(node: NodeSpec, frozen_bn: Sequence[str]) -> bool:
+    layer = node.var_path[0]
+    return node.name in frozen_bn or layer in frozen_bn
+
+
+def forward(
+    spec: ModelSpec,
+    params: dict,
+    batch_stats: dict,
+    feats: jax.Array,
+    *,
+    train: bool = False,
+    output_node: str = "output",
+    frozen_bn: Sequence[str] = (),
+    num_frames: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """Pure forward pass. Returns (output, new_batch_stats) (stats unchanged unless train)."""
+    target = spec.resolve(output_node)
+    if feats.ndim != 3 or feats.shape[-1] != spec.input_dim:
+        raise XvjaxError(
+            f"features have shape {tuple(feats.shape)}; the model wants (batch, frames, {spec.input_dim})"
+        )
+    vals: dict[str, Any] = {"input": Frames(feats, 0, 0)}
+    new_stats = jax.tree.map(lambda a: a, batch_stats)
+    momentum = spec.bn_momentum
+    for node in spec.required_nodes(target):
+        op = node.op
+        layer, sub = node.var_path
+        frame_level = isinstance(vals[node.inputs[0][0]], Frames)
+        if op == "stats_extraction":
+            vals[node.name] = _gather_frames(vals, node.inputs)
+            continue
+        if op == "stats_pooling":
+            ext_node = spec.node(node.inputs[0][0])
+            v = vals[ext_node.name]
+            w = jnp.asarray(
+                layers.pooling_frame_weights(ext_node.attrs, node.attrs, v.start, v.x.shape[1])
+            )
+            mask = _frame_mask(v, num_frames)
+            w = jnp.broadcast_to(w, v.x.shape[:2]) if mask is None else w * mask
+            vals[node.name] = layers.stats_pool(v.x, w, ext_node.attrs, node.attrs)
+            continue
+        if frame_level:
+            if op in ("affine", "linear") and len({s for s, _ in node.inputs}) == 1:
+                v = vals[node.inputs[0][0]]
+                offs = tuple(o for _, o in node.inputs)
+                p = params[layer][sub]
+                y = layers.tdnn_affine(v.x, p["kernel"], p.get("bias"), offs)
+                vals[node.name] = Frames(y, v.start - min(offs), v.rc + max(offs))
+                continue
+            v = _gather_frames(vals, node.inputs)
+            x = v.x
+        else:
+            x = jnp.concatenate([vals[s] for s, _ in node.inputs], -1)
+        if op in ("affine", "linear"):
+            p = params[layer][sub]
+            y = x @ p["kernel"]
+            if "bias" in p:
+                y = y + p["bias"]
+        elif op == "relu":
+            y = jax.nn.relu(x)
+        elif op == "batchnorm":
+            st = batch_stats[layer][sub]
+            eps, rms = float(node.attrs["epsilon"]), float(node.attrs["target_rms"])
+            if train and not _is_frozen(node, frozen_bn):
+                mask = _frame_mask(v, num_frames) if frame_level else None
+                y, mean, var, count = layers.batchnorm_train(
+                    x, mask, int(node.attrs.get("block_dim", node.dim)), eps, rms
+                )
+                mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+                new_stats[layer][sub] = {
+                    "mean": momentum * st["mean"] + (1.0 - momentum) * mean,
+                    "var": momentum * st["var"] + (1.0 - momentum) * var,
+                    "count": st["count"] + jax.lax.stop_gradient(count),
+                }
+            else:
+                y = layers.batchnorm_test(x, st["mean"], st["var"], eps, rms)
+        elif op == "log_softmax":
+            y = jax.nn.log_softmax(x, axis=-1)
+        elif op == "softmax":
+            y = jax.nn.softmax(x, axis=-1)
+        elif op == "noop":
+            y = x
+        elif op == "scale_offset":
+            p = params[layer][sub]
+            y = layers.scale_offset(x, p["scales"], p.get("offsets"))
+        elif op == "sum_group":
+            y = layers.sum_group(x, tuple(node.attrs["sizes"]))
+        else:
+            raise XvjaxError(f"node {node.name}: unsupported op {op}")
+        vals[node.name] = Frames(y, v.start, v.rc) if frame_level else y
+    out = vals[target]
+    return (out.x if isinstance(out, Frames) else out), new_stats
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _affine_in_dim(spec: ModelSpec, node: NodeSpec) -> int:
+    dims = spec.dims()
+    return sum(dims[s] for s, _ in node.inputs)
+
+
+def init_node_params(spec: ModelSpec, node: NodeSpec, key: jax.Array) -> dict:
+    """Kaldi-like initial parameters of one node (numpy float32)."""
+    if node.op in ("affine", "linear"):
+        in_dim = _affine_in_dim(spec, node)
+        pstd = float(node.kaldi.get("param-stddev", 1.0 / np.sqrt(in_dim)))
+        bstd = float(node.kaldi.get("bias-stddev", 1.0))
+        k1, k2 = jax.random.split(key)
+        out = {"kernel": pstd * jax.random.normal(k1, (in_dim, node.dim), jnp.float32)}
+        if node.op == "affine":
+            out["bias"] = bstd * jax.random.normal(k2, (node.dim,), jnp.float32)
+        return out
+    if node.op == "scale_offset":
+        d = int(node.attrs.get("block_dim", node.dim))
+        out = {"scales": jnp.ones((d,), jnp.float32)}
+        if node.attrs.get("use_offsets", True):
+            out["offsets"] = jnp.zeros((d,), jnp.float32)
+        return out
+    raise ValueError(node.op)
+
+
+def init_node_stats(node: NodeSpec) -> dict:
+    d = int(node.attrs.get("block_dim", node.dim))
+    return {
+        "mean": jnp.zeros((d,), jnp.float32),
+        "var": jnp.ones((d,), jnp.float32),
+        "count": jnp.zeros((), jnp.float32),
+    }
+
+
+def _layer_groups(spec: ModelSpec) -> tuple[dict[str, list[NodeSpec]], dict[str, list[NodeSpec]]]:
+    pgroups: dict[str, list[NodeSpec]] = {}
+    sgroups: dict[str, list[NodeSpec]] = {}
+    for n in spec.nodes:
+        if n.op in ("affine", "linear", "scale_offset"):
+            pgroups.setdefault(n.var_path[0], []).append(n)
+        elif n.op == "batchnorm":
+            sgroups.setdefault(n.var_path[0], []).append(n)
+    return pgroups, sgroups
+
+
+def _init_layer_params(spec: ModelSpec, nodes: list[NodeSpec], key: jax.Array) -> dict:
+    keys = jax.random.split(key, len(nodes))
+    return {n.var_path[1]: init_node_params(spec, n, k) for n, k in zip(nodes, keys, strict=True)}
+
+
+def init_variables(spec: ModelSpec, key: jax.Array) -> Variables:
+    """Kaldi-like initial variables for `spec` (see the module docstring)."""
+    pgroups, sgroups = _layer_groups(spec)
+    params = {}
+    for i, (layer, nodes) in enumerate(sorted(pgroups.items())):
+        params[layer] = _init_layer_params(spec, nodes, jax.random.fold_in(key, i))
+    stats = {
+        layer: {n.var_path[1]: init_node_stats(n) for n in nodes}
+        for layer, nodes in sorted(sgroups.items())
+    }
+    return {"params": params, "batch_stats": stats}
+
+
+# ------------------------------------------------------------------------------------------------
+# Flax module
+
+
+class XVector(nn.Module):
+    """The x-vector network of `spec` (see the module docstring for the full contract)."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(
+        self,
+        feats: jax.Array,
+        train: bool = False,
+        output_node: str = "output",
+        frozen_bn: Sequence[str] = (),
+        num_frames: jax.Array | None = None,
+    ) -> jax.Array:
+        spec = self.spec
+        pgroups, sgroups = _layer_groups(spec)
+        params = {
+            layer: self.param(layer, lambda k, nodes=nodes: _init_layer_params(spec, nodes, k))
+            for layer, nodes in sorted(pgroups.items())
+        }
+        stat_vars = {
+            layer: self.variable(
+                "batch_stats",
+                layer,
+                lambda nodes=nodes: {n.var_path[1]: init_node_stats(n) for n in nodes},
+            )
+            for layer, nodes in sorted(sgroups.items())
+        }
+        stats = {layer: v.value for layer, v in stat_vars.items()}
+        out, new_stats = forward(
+            spec,
+            params,
+            stats,
+            feats,
+            train=train,
+            output_node=output_node,
+            frozen_bn=tuple(frozen_bn),
+            num_frames=num_frames,
+        )
+        if train and not self.is_initializing():
+            for layer, v in stat_vars.items():
+                v.value = new_stats[layer]
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Output resize (transfer learning)
+
+
+def resize_output(
+    spec: ModelSpec,
+    variables: Variables,
+    num_outputs: int,
+    key: jax.Array,
+    param_stddev: float = 0.0,
+    bias_stddev: float = 0.0,
+    output_affine: str = "output.affine",
+) -> tuple[ModelSpec, Variables]:
+    """`nnet3-copy --nnet-config=resize.config`: a new `output.affine` with `num_outputs` rows.
+
+    The new affine is `N(0, param_stddev^2)` / `N(0, bias_stddev^2)` (zero by default, as the seed's
+    config `param-stddev=0.0 bias-stddev=0.0 max-change=1.5`); every node reading it element-wise
+    (the log-softmax) is resized too. Returns the new (spec, variables); inputs are not modified.
+    """
+    node = spec.node(output_affine)
+    if node.op != "affine":
+        raise XvjaxError(f"node {output_affine} is not an affine component (it is {node.op})")
+    if num_outputs < 1:
+        raise XvjaxError(f"cannot resize the output to {num_outputs} outputs")
+    kaldi = dict(node.kaldi)
+    kaldi.update({"param-stddev": param_stddev, "bias-stddev": bias_stddev, "max-change": 1.5})
+    kaldi.pop("learning-rate", None)
+    resized = {output_affine}
+    nodes = []
+    for n in spec.nodes:
+        if n.name == output_affine:
+            n = dataclasses.replace(n, dim=num_outputs, kaldi=kaldi)
+        elif n.op in ("log_softmax", "softmax", "noop", "relu") and any(
+            s in resized for s, _ in n.inputs
+        ):
+            n = dataclasses.replace(n, dim=num_outputs)
+            resized.add(n.name)
+        nodes.append(n)
+    new_spec = dataclasses.replace(spec, nodes=tuple(nodes))
+    new_spec.validate()
+    layer, sub = node.var_path
+    params = jax.tree.map(lambda a: a, dict(variables["params"]))
+    params[layer] = dict(params[layer])
+    params[layer][sub] = init_node_params(new_spec, new_spec.node(output_affine), key)
+    out = dict(variables)
+    out["params"] = params
+    return new_spec, out
