@@ -47,6 +47,12 @@ def classify_wxfilename(wx: str) -> tuple[str, str]:
     return "file", wx
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def printable(name: str) -> str:
     return "standard input" if name in ("", "-") else name
 
@@ -143,6 +149,7 @@ class Output:
                 )
             except OSError as e:
                 raise XvjaxError(f"cannot open '{self.target}' for writing: {e.strerror}") from None
+            os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would create it
             self.stream = open(fd, "wb", buffering=1 << 20)
 
     def write(self, data: bytes) -> int:
