@@ -1,0 +1,416 @@
+"""Kaldi object serialisation primitives (`src/base/io-funcs*`, `src/matrix/kaldi-matrix.cc`).
+
+The nnet3 model and egs readers/writers are built from these, in both of Kaldi's modes:
+
+- tokens (`<LearningRate>`, `FM`) are followed by one space in both modes;
+- binary basic types: int32 = size byte 0x04 + little-endian int32, float = 0x04 + IEEE float32,
+  double = 0x08 + IEEE float64, bool = the single char `T`/`F` (no space);
+- text basic types: the value then a space; floats printed like C++ `ostream << x` at precision 7
+  (`InitKaldiOutputStream` sets 7), i.e. `'%.7g' % x`;
+- matrices: binary `FM ` rows cols row-major data (`DM` for double, `CM`/`CM2`/`CM3` compressed,
+  read only); text ` [\\n  r0c0 r0c1 \\n  ... ]\\n` (` [ ]\\n` when empty);
+- vectors: binary `FV ` dim data; text ` [ v0 v1 ... ]\\n`;
+- integer vectors (`WriteIntegerVector`): binary size byte + int32 count + raw int32s; text
+  `[ 1 2 3 ]\\n`.
+
+`KaldiInput` is a cursor over the bytes of a whole object (files are read at once; arrays are
+decoded with `np.frombuffer`, never element by element). `KaldiOutput` collects the bytes of an
+object. Errors are `XvjaxError`s naming the source and the byte offset.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from xvjax.errors import XvjaxError
+
+_WS = b" \t\n\r"
+_I32 = struct.Struct("<i")
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+
+
+def format_float(x: float) -> str:
+    """A float as C++ `ostream << x` prints it at precision 7 (Kaldi's text mode)."""
+    return f"{x:.7g}"
+
+
+def format_floats(values) -> str:
+    """Space-terminated text of a 1-D array (each value followed by one space)."""
+    return "".join([f"{v:.7g} " for v in np.asarray(values, dtype=np.float64).tolist()])
+
+
+class KaldiInput:
+    """Cursor over a Kaldi object in memory, binary or text."""
+
+    def __init__(self, data: bytes, binary: bool, source: str = "<input>", pos: int = 0):
+        self.data = data
+        self.binary = binary
+        self.source = source
+        self.pos = pos
+
+    # ----------------------------------------------------------------- errors / low level
+    def error(self, what: str) -> XvjaxError:
+        return XvjaxError(f"{self.source}: {what} (at byte {self.pos})")
+
+    def _need(self, n: int, what: str) -> None:
+        if self.pos + n > len(self.data):
+            raise self.error(f"unexpected end of file while reading {what}")
+
+    def at_end(self) -> bool:
+        self._skip_ws()
+        return self.pos >= len(self.data)
+
+    def _skip_ws(self) -> None:
+        data, pos, n = self.data, self.pos, len(self.data)
+        while pos < n and data[pos] in _WS:
+            pos += 1
+        self.pos = pos
+
+    def _word(self, what: str) -> bytes:
+        """Next whitespace-delimited word (leading whitespace skipped)."""
+        self._skip_ws()
+        data, start, n = self.data, self.pos, len(self.data)
+        if start >= n:
+            raise self.error(f"unexpected end of file while reading {what}")
+        end = start
+        while end < n and data[end] not in _WS:
+            end += 1
+        self.pos = end
+        return data[start:end]
+
+    # ----------------------------------------------------------------- tokens
+    def token(self, what: str = "token") -> str:
+        """ReadToken: a word, then (binary) the single space that terminates it."""
+        word = self._word(what)
+        if self.pos < len(self.data) and self.data[self.pos] in _WS:
+            self.pos += 1
+        try:
+            return word.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error(f"expected {what}, found binary data") from None
+
+    def peek_token(self) -> str:
+        """The next token without consuming it ('' at end of input)."""
+        pos = self.pos
+        try:
+            return self.token()
+        except XvjaxError:
+            return ""
+        finally:
+            self.pos = pos
+
+    def expect(self, expected: str, context: str = "") -> None:
+        got = self.token(f"token {expected}")
+        if got != expected:
+            where = f" in {context}" if context else ""
+            raise self.error(f"expected token {expected}{where}, got '{got}'")
+
+    def line(self) -> str:
+        """A raw text line (without its newline); used for the nnet3 config section."""
+        end = self.data.find(b"\n", self.pos)
+        if end < 0:
+            raise self.error("unexpected end of file in the nnet3 config section")
+        text = self.data[self.pos : end]
+        self.pos = end + 1
+        return text.decode("utf-8", errors="replace").rstrip("\r")
+
+    # ----------------------------------------------------------------- basic types
+    def int32(self, what: str = "integer") -> int:
+        if self.binary:
+            self._need(5, what)
+            size = self.data[self.pos]
+            if size != 4:
+                raise self.error(f"expected int32 ({what}), got size byte {size}")
+            (value,) = _I32.unpack_from(self.data, self.pos + 1)
+            self.pos += 5
+            return value
+        word = self._word(what)
+        try:
+            return int(word)
+        except ValueError:
+            raise self.error(
+                f"expected integer ({what}), got '{word.decode(errors='replace')}'"
+            ) from None
+
+    def real(self, what: str = "float") -> float:
+        """ReadBasicType<float|double>: binary size byte 4 or 8; returned as a Python float."""
+        if self.binary:
+            self._need(1, what)
+            size = self.data[self.pos]
+            if size == 4:
+                self._need(5, what)
+                (value,) = _F32.unpack_from(self.data, self.pos + 1)
+                self.pos += 5
+                return value
+            if size == 8:
+                self._need(9, what)
+                (value,) = _F64.unpack_from(self.data, self.pos + 1)
+                self.pos += 9
+                return value
+            raise self.error(f"expected float ({what}), got size byte {size}")
+        word = self._word(what)
+        try:
+            return float(word)
+        except ValueError:
+            raise self.error(
+                f"expected float ({what}), got '{word.decode(errors='replace')}'"
+            ) from None
+
+    def float32(self, what: str = "float") -> float:
+        return float(np.float32(self.real(what)))
+
+    def boolean(self, what: str = "bool") -> bool:
+        if self.binary:
+            self._skip_ws()
+            self._need(1, what)
+            c = self.data[self.pos : self.pos + 1]
+            self.pos += 1
+        else:
+            c = self._word(what)
+        if c == b"T":
+            return True
+        if c == b"F":
+            return False
+        raise self.error(f"expected bool T or F ({what}), got '{c.decode(errors='replace')}'")
+
+    # ----------------------------------------------------------------- arrays
+    def int_vector(self, what: str = "integer vector") -> np.ndarray:
+        if self.binary:
+            self._need(5, what)
+            size = self.data[self.pos]
+            if size != 4:
+                raise self.error(f"expected int32 vector ({what}), got element size {size}")
+            (n,) = _I32.unpack_from(self.data, self.pos + 1)
+            if n < 0:
+                raise self.error(f"negative size {n} for {what}")
+            self.pos += 5
+            self._need(4 * n, what)
+            out = np.frombuffer(self.data, dtype="<i4", count=n, offset=self.pos).astype(np.int32)
+            self.pos += 4 * n
+            return out
+        self.expect("[", what)
+        values = []
+        while True:
+            word = self._word(what)
+            if word == b"]":
+                return np.asarray(values, dtype=np.int32)
+            try:
+                values.append(int(word))
+            except ValueError:
+                raise self.error(
+                    f"expected integer in {what}, got '{word.decode(errors='replace')}'"
+                ) from None
+
+    def matrix(self, what: str = "matrix") -> np.ndarray:
+        """A float matrix (FM/DM/CM*/text), returned as float32 (Kaldi's BaseFloat)."""
+        if self.binary:
+            tok = self.token(what)
+            if tok in ("FM", "DM"):
+                rows, cols = self.int32(f"{what} rows"), self.int32(f"{what} cols")
+                if rows < 0 or cols < 0:
+                    raise self.error(f"bad {what} size {rows}x{cols}")
+                dtype = "<f4" if tok == "FM" else "<f8"
+                nbytes = rows * cols * (4 if tok == "FM" else 8)
+                self._need(nbytes, what)
+                arr = np.frombuffer(self.data, dtype=dtype, count=rows * cols, offset=self.pos)
+                self.pos += nbytes
+                return arr.astype(np.float32).reshape(rows, cols)
+            if tok in ("CM", "CM2", "CM3"):
+                return self.compressed_matrix_body(tok, what)[0]
+            raise self.error(f"expected {what} (FM or DM), got '{tok}'")
+        return self._text_array(what, matrix=True)
+
+    def vector(self, what: str = "vector") -> np.ndarray:
+        if self.binary:
+            tok = self.token(what)
+            if tok not in ("FV", "DV"):
+                raise self.error(f"expected {what} (FV or DV), got '{tok}'")
+            n = self.int32(f"{what} dim")
+            if n < 0:
+                raise self.error(f"negative dim {n} for {what}")
+            item = 4 if tok == "FV" else 8
+            self._need(n * item, what)
+            arr = np.frombuffer(
+                self.data, dtype="<f4" if item == 4 else "<f8", count=n, offset=self.pos
+            )
+            self.pos += n * item
+            return arr.astype(np.float32)
+        return self._text_array(what, matrix=False)
+
+    def _text_array(self, what: str, matrix: bool) -> np.ndarray:
+        self.expect("[", what)
+        end = self.data.find(b"]", self.pos)
+        if end < 0:
+            raise self.error(f"unexpected end of file in {what} (no closing ']')")
+        body = self.data[self.pos : end]
+        self.pos = end + 1
+        if self.pos < len(self.data) and self.data[self.pos : self.pos + 1] == b"\n":
+            self.pos += 1
+        try:
+            if not matrix:
+                return np.array(body.split(), dtype=np.float64).astype(np.float32)
+            rows = [r.split() for r in body.split(b"\n")]
+            rows = [r for r in rows if r]
+            if not rows:
+                return np.zeros((0, 0), dtype=np.float32)
+            cols = len(rows[0])
+            if any(len(r) != cols for r in rows):
+                raise self.error(f"{what}: rows of different lengths in text matrix")
+            flat = np.array([w for r in rows for w in r], dtype=np.float64)
+            return flat.astype(np.float32).reshape(len(rows), cols)
+        except ValueError:
+            raise self.error(f"non-numeric value in text {what}") from None
+
+    def compressed_matrix_body(self, tok: str, what: str) -> tuple[np.ndarray, bytes]:
+        """After the CM/CM2/CM3 token: decodes the matrix; also returns its raw bytes."""
+        start = self.pos
+        self._need(16, what)
+        min_value, range_, rows, cols = struct.unpack_from("<ffii", self.data, self.pos)
+        if rows < 0 or cols < 0:
+            raise self.error(f"bad compressed {what} size {rows}x{cols}")
+        fmt = {"CM": 1, "CM2": 2, "CM3": 3}[tok]
+        size = {1: cols * (8 + rows), 2: 2 * rows * cols, 3: rows * cols}[fmt]
+        self._need(16 + size, what)
+        payload = self.data[self.pos + 16 : self.pos + 16 + size]
+        self.pos += 16 + size
+        mat = decompress(fmt, np.float32(min_value), np.float32(range_), rows, cols, payload)
+        return mat, self.data[start : self.pos]
+
+
+def decompress(fmt: int, min_value, range_, rows: int, cols: int, payload: bytes) -> np.ndarray:
+    """Kaldi CompressedMatrix::CopyToMat in float32 arithmetic (same operation order as C++)."""
+    f32 = np.float32
+    inc = f32(range_) * f32(1.52590218966964e-05)  # range * (1/65535) as in Uint16ToFloat
+    if fmt == 2:
+        q = np.frombuffer(payload, dtype="<u2", count=rows * cols).astype(f32)
+        return (f32(min_value) + inc * q).astype(f32).reshape(rows, cols)
+    if fmt == 3:
+        q = np.frombuffer(payload, dtype=np.uint8, count=rows * cols).astype(f32)
+        inc8 = f32(range_) * f32(1.0 / 255.0)
+        return (f32(min_value) + inc8 * q).astype(f32).reshape(rows, cols)
+    heads = np.frombuffer(payload, dtype="<u2", count=4 * cols).reshape(cols, 4).astype(f32)
+    p = f32(min_value) + inc * heads  # (cols, 4): p0, p25, p75, p100
+    q = np.frombuffer(payload, dtype=np.uint8, count=rows * cols, offset=8 * cols)
+    q = q.reshape(cols, rows).T.astype(f32)  # stored column by column
+    p0, p25, p75, p100 = (p[:, i][None, :] for i in range(4))
+    low = p0 + (p25 - p0) * q * f32(1 / 64.0)
+    mid = p25 + (p75 - p25) * (q - f32(64)) * f32(1 / 128.0)
+    high = p75 + (p100 - p75) * (q - f32(192)) * f32(1 / 63.0)
+    out = np.where(q <= 64, low, np.where(q <= 192, mid, high))
+    return out.astype(f32)
+
+
+class KaldiOutput:
+    """Collects a Kaldi object's bytes in binary or text mode."""
+
+    def __init__(self, binary: bool):
+        self.binary = binary
+        self.parts: list[bytes] = []
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+    def raw(self, data: bytes | str) -> None:
+        self.parts.append(data.encode() if isinstance(data, str) else data)
+
+    def token(self, tok: str) -> None:
+        self.parts.append(tok.encode() + b" ")
+
+    def int32(self, value: int) -> None:
+        if self.binary:
+            self.parts.append(b"\x04" + _I32.pack(int(value)))
+        else:
+            self.parts.append(b"%d " % int(value))
+
+    def float32(self, value: float) -> None:
+        if self.binary:
+            self.parts.append(b"\x04" + _F32.pack(value))
+        else:
+            self.parts.append((format_float(float(np.float32(value))) + " ").encode())
+
+    def float64(self, value: float) -> None:
+        if self.binary:
+            self.parts.append(b"\x08" + _F64.pack(value))
+        else:
+            self.parts.append((format_float(float(value)) + " ").encode())
+
+    def boolean(self, value: bool) -> None:
+        self.parts.append((b"T" if value else b"F") + (b"" if self.binary else b" "))
+
+    def int_vector(self, values) -> None:
+        arr = np.asarray(values, dtype="<i4").reshape(-1)
+        if self.binary:
+            self.parts.append(b"\x04" + _I32.pack(arr.size) + arr.tobytes())
+        else:
+            self.parts.append(("[ " + "".join(f"{v} " for v in arr.tolist()) + "]\n").encode())
+
+    def matrix(self, mat: np.ndarray) -> None:
+        mat = np.asarray(mat, dtype=np.float32)
+        if mat.ndim != 2:
+            raise XvjaxError(f"cannot write a {mat.ndim}-D array as a Kaldi matrix")
+        if self.binary:
+            self.parts.append(b"FM ")
+            self.int32(mat.shape[0])
+            self.int32(mat.shape[1])
+            self.parts.append(mat.astype("<f4").tobytes())
+        elif mat.shape[1] == 0:
+            self.parts.append(b" [ ]\n")
+        else:
+            lines = [b" ["] + [("\n  " + format_floats(row)).encode() for row in mat]
+            self.parts.append(b"".join(lines) + b"]\n")
+
+    def vector(self, vec: np.ndarray) -> None:
+        vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+        if self.binary:
+            self.parts.append(b"FV ")
+            self.int32(vec.size)
+            self.parts.append(vec.astype("<f4").tobytes())
+        else:
+            self.parts.append((" [ " + format_floats(vec) + "]\n").encode())
+
+
+def read_input_bytes(path: str) -> bytes:
+    """Bytes of a Kaldi rxfilename: a path, `-` (stdin) or `command |` (a pipe)."""
+    import subprocess
+    import sys
+
+    if path == "-" or path == "":
+        return sys.stdin.buffer.read()
+    if path.rstrip().endswith("|"):
+        cmd = path.rstrip()[:-1]
+        proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE)
+        if proc.returncode != 0:
+            raise XvjaxError(f"command '{cmd}' failed with status {proc.returncode}")
+        return proc.stdout
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
+
+
+def write_output_bytes(path: str, data: bytes) -> None:
+    """Writes a Kaldi wxfilename atomically: a path, `-` (stdout) or `| command`."""
+    import subprocess
+    import sys
+
+    from xvjax.fileutil import atomic_open
+
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if path.lstrip().startswith("|"):
+        cmd = path.lstrip()[1:]
+        proc = subprocess.run(cmd, shell=True, input=data)
+        if proc.returncode != 0:
+            raise XvjaxError(f"command '{cmd}' failed with status {proc.returncode}")
+        return
+    try:
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise XvjaxError(f"cannot write {path}: {e.strerror}") from None

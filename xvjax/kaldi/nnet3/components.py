@@ -1,0 +1,876 @@
+"""nnet3 components: on-disk token layouts (Read/Write) and config initialisation (InitFromConfig).
+
+Each supported type has a `Spec`: the ordered fields Kaldi's `Write` emits (token, meaning name,
+value kind, and the condition under which Kaldi writes an optional token), plus back-compatibility
+tokens its `Read` accepts. Reading is token driven, so optional tokens in any position are kept;
+writing is canonical (exactly Kaldi's `Write`), so an unmodified model is written byte for byte as
+Kaldi writes it (checked against `nnet3-copy` output in the tests).
+
+Numeric arrays go to `Component.params` by meaning (`linear` (out, in), `bias`, `stats_mean`,
+`stats_var`, `value_avg`, `deriv_avg`, `oderiv_rms`, `scales`, `offsets`), float32; every other
+value is in `Component.attrs` (snake_case of the Kaldi token: `learning_rate`, `max_change`,
+`rank_in`, `dim`, `epsilon`, `count`, `time_offsets`, ...), always present (Kaldi's defaults are
+filled in for tokens a file omits) and in Kaldi's write order.
+
+Sources: `src/nnet3/nnet-simple-component.cc`, `nnet-normalize-component.cc`,
+`nnet-general-component.cc`, `nnet-tdnn-component.cc`, `nnet-component-itf.cc` (Kaldi master as
+of the fixtures' f4007661, where NonlinearComponent also writes `<OderivRms>`/`<OderivCount>`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from xvjax.errors import XvjaxError
+from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput
+
+UNSET_THRESHOLD = -1000.0  # Kaldi's kUnsetThreshold for self-repair thresholds
+
+
+@dataclasses.dataclass
+class Component:
+    """One nnet3 component. See the module docstring for the params/attrs names."""
+
+    name: str
+    type: str
+    params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    attrs: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_dim(self) -> int:
+        return _spec(self.type, self.name).input_dim(self)
+
+    @property
+    def output_dim(self) -> int:
+        return _spec(self.type, self.name).output_dim(self)
+
+    @property
+    def updatable(self) -> bool:
+        return _spec(self.type, self.name).updatable
+
+    def num_parameters(self) -> int:
+        """Kaldi's NumParameters (0 for non-updatable components)."""
+        spec = _spec(self.type, self.name)
+        if not spec.updatable:
+            return 0
+        return int(sum(np.asarray(self.params[k]).size for k in spec.param_keys))
+
+    def copy(self) -> Component:
+        return Component(
+            self.name,
+            self.type,
+            {k: np.array(v, copy=True) for k, v in self.params.items()},
+            {
+                k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                for k, v in self.attrs.items()
+            },
+        )
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Component):
+            return NotImplemented
+        if (self.name, self.type) != (other.name, other.type):
+            return False
+        if self.params.keys() != other.params.keys() or list(self.attrs) != list(other.attrs):
+            return False
+        for k, v in self.params.items():
+            w = other.params[k]
+            if np.shape(v) != np.shape(w) or np.asarray(v).tobytes() != np.asarray(w).tobytes():
+                return False
+        for k, v in self.attrs.items():
+            if not np.array_equal(np.asarray(v), np.asarray(other.attrs[k])):
+                return False
+        return True
+
+
+# ---------------------------------------------------------------------------- specs
+
+# Value kinds: int, float (BaseFloat), double, bool, flag (token alone), fmat, fvec, ivec,
+# int2 / float2 (two values after one token; key is a pair of names).
+ARRAY_KINDS = ("fmat", "fvec")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    token: str
+    key: str | tuple[str, str]
+    kind: str
+    write_if: Callable[[dict], bool] | None = None  # None: always written
+    default: object = None  # None: required (unless write_if makes it optional)
+
+
+@dataclasses.dataclass
+class Spec:
+    type: str
+    fields: list[Field]
+    input_dim: Callable[[Component], int]
+    output_dim: Callable[[Component], int]
+    updatable: bool = False
+    legacy: dict[str, tuple[str | None, str]] = dataclasses.field(default_factory=dict)
+    param_keys: tuple[str, ...] = ()
+    opening_terminates: bool = False  # Read accepts <Type> instead of </Type> at the end
+    # What Kaldi's Read + Write do to stored statistics (kept as double sums in memory).
+    roundtrip: Callable[[Component], Component] | None = None
+
+    def __post_init__(self):
+        self.by_token = {f.token: f for f in self.fields}
+
+
+def _ne(key, value):
+    return lambda a: a[key] != value
+
+
+_UC = [
+    Field(
+        "<LearningRateFactor>",
+        "learning_rate_factor",
+        "float",
+        _ne("learning_rate_factor", 1.0),
+        1.0,
+    ),
+    Field("<IsGradient>", "is_gradient", "bool", lambda a: bool(a["is_gradient"]), False),
+    Field("<MaxChange>", "max_change", "float", lambda a: a["max_change"] > 0.0, 0.0),
+    Field("<L2Regularize>", "l2_regularize", "float", lambda a: a["l2_regularize"] > 0.0, 0.0),
+    Field("<LearningRate>", "learning_rate", "float", None, 0.001),
+]
+_ORTHO = Field(
+    "<OrthonormalConstraint>", "orthonormal_constraint", "float",
+    _ne("orthonormal_constraint", 0.0), 0.0,
+)  # fmt: skip
+
+
+def _rows(key):
+    return lambda c: int(np.shape(c.params[key])[0])
+
+
+def _cols(key):
+    return lambda c: int(np.shape(c.params[key])[1])
+
+
+def _attr(key):
+    return lambda c: int(c.attrs[key])
+
+
+SPECS: dict[str, Spec] = {}
+
+
+def _register(spec: Spec) -> None:
+    SPECS[spec.type] = spec
+
+
+_register(Spec(
+    "NaturalGradientAffineComponent",
+    _UC + [
+        Field("<LinearParams>", "linear", "fmat"),
+        Field("<BiasParams>", "bias", "fvec"),
+        Field("<RankIn>", "rank_in", "int"),
+        Field("<RankOut>", "rank_out", "int"),
+        _ORTHO,
+        Field("<UpdatePeriod>", "update_period", "int"),
+        Field("<NumSamplesHistory>", "num_samples_history", "float"),
+        Field("<Alpha>", "alpha", "float"),
+    ],
+    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear", "bias"),
+    legacy={
+        "<MaxChangePerSample>": (None, "float"),
+        "<UpdateCount>": (None, "double"),
+        "<ActiveScalingCount>": (None, "double"),
+        "<MaxChangeScaleStats>": (None, "double"),
+    },
+    opening_terminates=True,
+))  # fmt: skip
+_register(Spec(
+    "AffineComponent",
+    _UC + [Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec"), _ORTHO],
+    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear", "bias"),
+))  # fmt: skip
+_register(Spec(
+    "LinearComponent",
+    _UC + [
+        Field("<Params>", "linear", "fmat"),
+        _ORTHO,
+        Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
+        Field("<RankInOut>", ("rank_in", "rank_out"), "int2"),
+        Field("<Alpha>", "alpha", "float"),
+        Field("<NumSamplesHistory>", "num_samples_history", "float"),
+        Field("<UpdatePeriod>", "update_period", "int"),
+    ],
+    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear",),
+))  # fmt: skip
+_register(Spec(
+    "FixedAffineComponent",
+    [Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec")],
+    _cols("linear"), _rows("linear"),
+))  # fmt: skip
+
+_NONLINEAR_FIELDS = [
+    Field("<Dim>", "dim", "int"),
+    Field("<BlockDim>", "block_dim", "int", lambda a: a["block_dim"] != a["dim"], None),
+    Field("<ValueAvg>", "value_avg", "fvec"),
+    Field("<DerivAvg>", "deriv_avg", "fvec"),
+    Field("<Count>", "count", "double"),
+    Field("<OderivRms>", "oderiv_rms", "fvec", None, np.zeros(0, np.float32)),
+    Field("<OderivCount>", "oderiv_count", "double", None, 0.0),
+    Field("<NumDimsSelfRepaired>", "num_dims_self_repaired", "double", None, 0.0),
+    Field("<NumDimsProcessed>", "num_dims_processed", "double", None, 0.0),
+    Field("<SelfRepairLowerThreshold>", "self_repair_lower_threshold", "float",
+          _ne("self_repair_lower_threshold", UNSET_THRESHOLD), UNSET_THRESHOLD),
+    Field("<SelfRepairUpperThreshold>", "self_repair_upper_threshold", "float",
+          _ne("self_repair_upper_threshold", UNSET_THRESHOLD), UNSET_THRESHOLD),
+    Field("<SelfRepairScale>", "self_repair_scale", "float", _ne("self_repair_scale", 0.0), 0.0),
+]  # fmt: skip
+_F32, _F64 = np.float32, np.float64
+
+
+def _avg_roundtrip(avg: np.ndarray, count: float) -> np.ndarray:
+    """Read: sum = avg * count (double); Write: float(sum) * float(1 / count) in float."""
+    total = np.asarray(avg, _F64) * _F64(count)
+    if count != 0.0:
+        return (total.astype(_F32) * _F32(1.0 / count)).astype(_F32)
+    return total.astype(_F32)
+
+
+def _nonlinear_roundtrip(c: Component) -> Component:
+    out = c.copy()
+    count, ocount = float(c.attrs["count"]), float(c.attrs["oderiv_count"])
+    out.params["value_avg"] = _avg_roundtrip(c.params["value_avg"], count)
+    out.params["deriv_avg"] = _avg_roundtrip(c.params["deriv_avg"], count)
+    sumsq = np.square(np.asarray(c.params["oderiv_rms"], _F64)) * _F64(ocount)
+    msq = (sumsq.astype(_F32) * _F32(1.0 / ocount)) if ocount != 0.0 else sumsq.astype(_F32)
+    out.params["oderiv_rms"] = np.sqrt(np.maximum(msq.astype(_F32), _F32(0))).astype(_F32)
+    return out
+
+
+def _batchnorm_roundtrip(c: Component) -> Component:
+    out = c.copy()
+    count = float(c.attrs["count"])
+    mean = np.asarray(c.params["stats_mean"], _F64)
+    var = np.asarray(c.params["stats_var"], _F64)
+    total, total_sq = mean * count, (var + mean * mean) * count
+    m, v = total.astype(_F32), total_sq.astype(_F32)
+    if count != 0.0:
+        scale = _F32(1.0 / count)
+        m = (m * scale).astype(_F32)
+        v = ((v * scale).astype(_F32) - m * m).astype(_F32)
+    out.params["stats_mean"], out.params["stats_var"] = m, v
+    return out
+
+
+NONLINEAR_TYPES = (
+    "RectifiedLinearComponent", "LogSoftmaxComponent", "SoftmaxComponent", "SigmoidComponent",
+    "TanhComponent",
+)  # fmt: skip
+for _t in NONLINEAR_TYPES:
+    _register(
+        Spec(
+            _t, list(_NONLINEAR_FIELDS), _attr("dim"), _attr("dim"), roundtrip=_nonlinear_roundtrip
+        )
+    )
+
+_register(Spec(
+    "BatchNormComponent",
+    [
+        Field("<Dim>", "dim", "int"),
+        Field("<BlockDim>", "block_dim", "int"),
+        Field("<Epsilon>", "epsilon", "float"),
+        Field("<TargetRms>", "target_rms", "float"),
+        Field("<TestMode>", "test_mode", "bool"),
+        Field("<Count>", "count", "double"),
+        Field("<StatsMean>", "stats_mean", "fvec"),
+        Field("<StatsVar>", "stats_var", "fvec"),
+    ],
+    _attr("dim"), _attr("dim"), roundtrip=_batchnorm_roundtrip,
+))  # fmt: skip
+_register(Spec(
+    "StatisticsExtractionComponent",
+    [
+        Field("<InputDim>", "input_dim", "int"),
+        Field("<InputPeriod>", "input_period", "int"),
+        Field("<OutputPeriod>", "output_period", "int"),
+        Field("<IncludeVarinance>", "include_variance", "bool"),  # sic: Kaldi's on-disk token
+    ],
+    _attr("input_dim"),
+    lambda c: 1 + int(c.attrs["input_dim"]) * (2 if c.attrs["include_variance"] else 1),
+))  # fmt: skip
+_register(Spec(
+    "StatisticsPoolingComponent",
+    [
+        Field("<InputDim>", "input_dim", "int"),
+        Field("<InputPeriod>", "input_period", "int"),
+        Field("<LeftContext>", "left_context", "int"),
+        Field("<RightContext>", "right_context", "int"),
+        Field("<NumLogCountFeatures>", "num_log_count_features", "int"),
+        Field("<OutputStddevs>", "output_stddevs", "bool"),
+        Field("<VarianceFloor>", "variance_floor", "float"),
+    ],
+    _attr("input_dim"),
+    lambda c: int(c.attrs["input_dim"]) - 1 + int(c.attrs["num_log_count_features"]),
+))  # fmt: skip
+_register(Spec(
+    "NoOpComponent",
+    [Field("<Dim>", "dim", "int"), Field("<BackpropScale>", "backprop_scale", "float", None, 1.0)],
+    _attr("dim"), _attr("dim"),
+    legacy={
+        "<ValueAvg>": (None, "fvec"), "<DerivAvg>": (None, "fvec"), "<Count>": (None, "real"),
+        "<OderivRms>": (None, "fvec"), "<OderivCount>": (None, "real"),
+        "<NumDimsSelfRepaired>": (None, "real"), "<NumDimsProcessed>": (None, "real"),
+    },
+))  # fmt: skip
+_register(Spec(
+    "DropoutComponent",
+    [
+        Field("<Dim>", "dim", "int"),
+        Field("<DropoutProportion>", "dropout_proportion", "float"),
+        Field("<DropoutPerFrame>", "dropout_per_frame", "bool", None, False),
+        Field("<TestMode>", "test_mode", "bool", None, False),
+    ],
+    _attr("dim"), _attr("dim"),
+))  # fmt: skip
+_register(Spec(
+    "GeneralDropoutComponent",
+    [
+        Field("<Dim>", "dim", "int"),
+        Field("<BlockDim>", "block_dim", "int"),
+        Field("<TimePeriod>", "time_period", "int"),
+        Field("<DropoutProportion>", "dropout_proportion", "float"),
+        Field("<TestMode>", "test_mode", "flag", lambda a: bool(a["test_mode"]), False),
+        Field("<Continuous>", "continuous", "flag", lambda a: bool(a["continuous"]), False),
+    ],
+    _attr("dim"), _attr("dim"),
+))  # fmt: skip
+_register(Spec(
+    "TdnnComponent",
+    _UC + [
+        Field("<TimeOffsets>", "time_offsets", "ivec"),
+        Field("<LinearParams>", "linear", "fmat"),
+        Field("<BiasParams>", "bias", "fvec"),
+        Field("<OrthonormalConstraint>", "orthonormal_constraint", "float"),
+        Field("<JointL2RegularizeProportion>", "joint_l2_regularize_proportion", "float",
+              _ne("joint_l2_regularize_proportion", 0.0), 0.0),
+        Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
+        Field("<NumSamplesHistory>", "num_samples_history", "float"),
+        Field("<AlphaInOut>", ("alpha_in", "alpha_out"), "float2"),
+        Field("<RankInOut>", ("rank_in", "rank_out"), "int2"),
+    ],
+    lambda c: int(np.shape(c.params["linear"])[1]) // max(1, len(c.attrs["time_offsets"])),
+    _rows("linear"), updatable=True, param_keys=("linear", "bias"),
+    legacy={"<Alpha>": ("alpha_in+out", "float")},
+))  # fmt: skip
+_register(Spec(
+    "ScaleAndOffsetComponent",
+    _UC + [
+        Field("<Dim>", "dim", "int"),
+        Field("<Scales>", "scales", "fvec"),
+        Field("<Offsets>", "offsets", "fvec"),
+        Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
+        Field("<Rank>", "rank", "int"),
+    ],
+    _attr("dim"), _attr("dim"), updatable=True, param_keys=("scales", "offsets"),
+))  # fmt: skip
+_register(Spec(
+    "SumGroupComponent",
+    [Field("<Sizes>", "sizes", "ivec")],
+    lambda c: int(np.sum(c.attrs["sizes"])), lambda c: len(c.attrs["sizes"]),
+    opening_terminates=True,
+))  # fmt: skip
+
+
+def supported_types() -> list[str]:
+    return sorted(SPECS)
+
+
+def _spec(type_name: str, comp_name: str = "") -> Spec:
+    spec = SPECS.get(type_name)
+    if spec is None:
+        who = f" (component '{comp_name}')" if comp_name else ""
+        raise XvjaxError(
+            f"unsupported nnet3 component type {type_name}{who}; supported: "
+            + ", ".join(supported_types())
+        )
+    return spec
+
+
+# ---------------------------------------------------------------------------- read / write
+
+
+def _read_value(inp: KaldiInput, kind: str, what: str):
+    if kind == "int":
+        return inp.int32(what)
+    if kind == "float":
+        return inp.float32(what)
+    if kind in ("double", "real"):
+        return inp.real(what)
+    if kind == "bool":
+        return inp.boolean(what)
+    if kind == "flag":
+        return True
+    if kind == "fmat":
+        return inp.matrix(what)
+    if kind == "fvec":
+        return inp.vector(what)
+    if kind == "ivec":
+        return inp.int_vector(what)
+    if kind == "int2":
+        return inp.int32(what), inp.int32(what)
+    if kind == "float2":
+        return inp.float32(what), inp.float32(what)
+    raise AssertionError(kind)
+
+
+def read_component(inp: KaldiInput, type_token: str, name: str) -> Component:
+    """Reads a component body after its `<Type>` token (Component::ReadNew + Read)."""
+    if not (type_token.startswith("<") and type_token.endswith(">")):
+        raise inp.error(
+            f"expected a component type token for component '{name}', got '{type_token}'"
+        )
+    type_name = type_token[1:-1]
+    spec = _spec(type_name, name)
+    close, opening = f"</{type_name}>", f"<{type_name}>"
+    values: dict = {}
+    first = True
+    while True:
+        tok = inp.token(f"token of {type_name} '{name}'")
+        if tok == close:
+            break
+        if tok == opening:
+            if first:
+                first = False
+                continue
+            if spec.opening_terminates:
+                break
+        first = False
+        field = spec.by_token.get(tok)
+        what = f"{tok} of component '{name}'"
+        if field is None:
+            legacy = spec.legacy.get(tok)
+            if legacy is None:
+                raise inp.error(f"unexpected token '{tok}' in {type_name} '{name}'")
+            key, kind = legacy
+            value = _read_value(inp, kind, what)
+            if key == "alpha_in+out":
+                values["alpha_in"] = values["alpha_out"] = value
+            continue
+        value = _read_value(inp, field.kind, what)
+        if field.kind in ("int2", "float2"):
+            values[field.key[0]], values[field.key[1]] = value
+        else:
+            values[field.key] = value
+    return _assemble(spec, name, values, f"{inp.source}: component '{name}'")
+
+
+def _assemble(spec: Spec, name: str, values: dict, where: str) -> Component:
+    """Orders values as Kaldi writes them and fills Kaldi's defaults for omitted tokens."""
+    params: dict[str, np.ndarray] = {}
+    attrs: dict[str, object] = {}
+    for f in spec.fields:
+        keys = f.key if isinstance(f.key, tuple) else (f.key,)
+        for key in keys:
+            if key in values:
+                value = values[key]
+            elif f.default is not None:
+                value = f.default
+            elif key == "block_dim" and "dim" in values:
+                value = values["dim"]
+            else:
+                raise XvjaxError(f"{where}: {spec.type} has no {f.token}")
+            if f.kind in ARRAY_KINDS:
+                params[key] = np.asarray(value, dtype=np.float32)
+            elif f.kind == "ivec":
+                attrs[key] = [int(v) for v in np.asarray(value).tolist()]
+            else:
+                attrs[key] = value
+    return Component(name, spec.type, params, attrs)
+
+
+def write_component(out: KaldiOutput, comp: Component, kaldi_roundtrip: bool = True) -> None:
+    """Component::Write: the `<Type>` token, the fields Kaldi writes, the closing token.
+
+    With kaldi_roundtrip (default) the averaged statistics of nonlinearities and BatchNorm are
+    written as Kaldi writes them after reading them (Kaldi keeps them as double sums and divides
+    by the count in float on writing, which can move the last bit), so the output equals Kaldi's
+    `nnet3-copy` output; without it the stored values are written verbatim.
+    """
+    spec = _spec(comp.type, comp.name)
+    if kaldi_roundtrip and spec.roundtrip is not None:
+        comp = spec.roundtrip(comp)
+    out.token(f"<{comp.type}>")
+    for f in spec.fields:
+        if f.write_if is not None and not f.write_if(comp.attrs):
+            continue
+        out.token(f.token)
+        key = f.key
+        try:
+            if f.kind == "fmat":
+                out.matrix(comp.params[key])
+            elif f.kind == "fvec":
+                out.vector(comp.params[key])
+            elif f.kind == "int":
+                out.int32(comp.attrs[key])
+            elif f.kind == "float":
+                out.float32(comp.attrs[key])
+            elif f.kind == "double":
+                out.float64(comp.attrs[key])
+            elif f.kind == "bool":
+                out.boolean(bool(comp.attrs[key]))
+            elif f.kind == "flag":
+                pass
+            elif f.kind == "ivec":
+                out.int_vector(comp.attrs[key])
+            elif f.kind == "int2":
+                out.int32(comp.attrs[key[0]])
+                out.int32(comp.attrs[key[1]])
+            elif f.kind == "float2":
+                out.float32(comp.attrs[key[0]])
+                out.float32(comp.attrs[key[1]])
+        except KeyError as e:
+            raise XvjaxError(f"component '{comp.name}' ({comp.type}) lacks {e.args[0]!r}") from None
+    out.token(f"</{comp.type}>")
+
+
+# ---------------------------------------------------------------------------- config init
+
+
+class ConfigLine:
+    """A parsed nnet3 config line (`ConfigLine::ParseLine`): first token and key=value pairs."""
+
+    def __init__(self, line: str, where: str = "config"):
+        self.whole_line = line
+        self.where = where
+        self.values: dict[str, str] = {}
+        self.used: set[str] = set()
+        text = line.strip()
+        pos, n = 0, len(text)
+        first_end = pos
+        while first_end < n and not text[first_end].isspace():
+            if text[first_end] == "=":
+                first_end = 0
+                break
+            first_end += 1
+        self.first_token = text[:first_end]
+        pos = first_end
+        while pos < n:
+            if text[pos].isspace():
+                pos += 1
+                continue
+            eq = text.find("=", pos)
+            if eq <= pos:
+                raise XvjaxError(f"{where}: cannot parse config line '{line}' (expected key=value)")
+            key = text[pos:eq]
+            if eq + 1 < n and text[eq + 1] in "'\"":
+                quote = text[eq + 1]
+                close = text.find(quote, eq + 2)
+                if close < 0:
+                    raise XvjaxError(f"{where}: no matching quote in config line '{line}'")
+                value, pos = text[eq + 2 : close], close + 1
+            else:
+                end = n
+                nxt = text.find("=", eq + 1)
+                if nxt >= 0:
+                    space = max(text.rfind(" ", 0, nxt), text.rfind("\t", 0, nxt))
+                    if space > eq:
+                        end = space
+                while end > 0 and text[end - 1].isspace():
+                    end -= 1
+                value, pos = text[eq + 1 : end], end
+            self.values.setdefault(key, value)
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def _raw(self, key: str) -> str | None:
+        if key in self.values:
+            self.used.add(key)
+            return self.values[key]
+        return None
+
+    def _bad(self, key: str, kind: str) -> XvjaxError:
+        return XvjaxError(
+            f"{self.where}: bad {kind} value {key}={self.values[key]} in '{self.whole_line}'"
+        )
+
+    def str(self, key: str, default=None):
+        v = self._raw(key)
+        return default if v is None else v
+
+    def int(self, key: str, default=None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        try:
+            return int(v)
+        except ValueError:
+            raise self._bad(key, "integer") from None
+
+    def float(self, key: str, default=None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        try:
+            return float(np.float32(float(v)))
+        except ValueError:
+            raise self._bad(key, "float") from None
+
+    def bool(self, key: str, default=None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        if v[:1] in ("T", "t"):
+            return True
+        if v[:1] in ("F", "f"):
+            return False
+        raise self._bad(key, "boolean")
+
+    def ints(self, key: str, default=None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        try:
+            return [int(p) for p in v.split(",")]
+        except ValueError:
+            raise self._bad(key, "integer list") from None
+
+    def require(self, value, key: str):
+        if value is None:
+            raise XvjaxError(f"{self.where}: missing {key}= in config line '{self.whole_line}'")
+        return value
+
+    def check_unused(self) -> None:
+        unused = [k for k in self.values if k not in self.used]
+        if unused:
+            items = " ".join(f"{k}={self.values[k]}" for k in unused)
+            raise XvjaxError(
+                f"{self.where}: could not process '{items}' in config line '{self.whole_line}'"
+            )
+
+
+def _randn(rng: np.random.Generator, shape, stddev: float, mean: float = 0.0) -> np.ndarray:
+    """SetRandn() * stddev (+ mean) in float32; exactly 0 when stddev is 0 (as Kaldi writes it)."""
+    if stddev == 0.0:
+        return np.full(shape, np.float32(mean) + np.float32(0.0), dtype=np.float32)
+    x = rng.standard_normal(shape, dtype=np.float32) * np.float32(stddev)
+    return (x + np.float32(mean)).astype(np.float32)
+
+
+def _uc_from_config(cfg: ConfigLine) -> dict:
+    vals = {
+        "learning_rate": cfg.float("learning-rate", 0.001),
+        "learning_rate_factor": cfg.float("learning-rate-factor", 1.0),
+        "max_change": cfg.float("max-change", 0.0),
+        "l2_regularize": cfg.float("l2-regularize", 0.0),
+        "is_gradient": False,
+    }
+    if (
+        min(
+            vals["learning_rate"],
+            vals["learning_rate_factor"],
+            vals["max_change"],
+            vals["l2_regularize"],
+        )
+        < 0
+    ):
+        raise XvjaxError(f"{cfg.where}: bad initializer '{cfg.whole_line}'")
+    return vals
+
+
+def _read_matrix_file(path: str) -> np.ndarray:
+    from xvjax.kaldi.kaldi_io_binary import read_input_bytes
+
+    data = read_input_bytes(path)
+    binary = data[:2] == b"\0B"
+    return KaldiInput(data, binary, path, 2 if binary else 0).matrix(f"matrix in {path}")
+
+
+def _affine_from_matrix(cfg: ConfigLine) -> tuple[np.ndarray, np.ndarray] | None:
+    path = cfg.str("matrix")
+    if path is None:
+        return None
+    mat = _read_matrix_file(path)
+    if mat.shape[1] < 2:
+        raise XvjaxError(f"{cfg.where}: matrix {path} needs at least 2 columns")
+    linear, bias = mat[:, :-1].copy(), mat[:, -1].copy()
+    in_dim, out_dim = cfg.int("input-dim"), cfg.int("output-dim")
+    if (in_dim is not None and in_dim != linear.shape[1]) or (
+        out_dim is not None and out_dim != linear.shape[0]
+    ):
+        raise XvjaxError(f"{cfg.where}: input-dim/output-dim do not match matrix {path}")
+    return linear, bias
+
+
+def init_component(
+    name: str, type_name: str, cfg: ConfigLine, rng: np.random.Generator
+) -> Component:
+    """Component::InitFromConfig for the supported types (Kaldi's defaults for every value)."""
+    spec = _spec(type_name, name)
+    v: dict = {}
+    t = type_name
+    if t in ("NaturalGradientAffineComponent", "AffineComponent", "LinearComponent", "TdnnComponent",
+             "ScaleAndOffsetComponent"):  # fmt: skip
+        v.update(_uc_from_config(cfg))
+    if t in ("NaturalGradientAffineComponent", "AffineComponent", "LinearComponent"):
+        loaded = None if t == "LinearComponent" else _affine_from_matrix(cfg)
+        if t == "LinearComponent" and cfg.has("matrix"):
+            v["linear"] = _read_matrix_file(cfg.str("matrix"))
+        elif loaded is not None:
+            v["linear"], v["bias"] = loaded
+        else:
+            in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+            out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+            if in_dim <= 0 or out_dim <= 0:
+                raise XvjaxError(f"{cfg.where}: bad dimensions in '{cfg.whole_line}'")
+            param_stddev = cfg.float("param-stddev", float(np.float32(1.0 / math.sqrt(in_dim))))
+            if param_stddev < 0:
+                raise XvjaxError(f"{cfg.where}: param-stddev must be >= 0")
+            v["linear"] = _randn(rng, (out_dim, in_dim), param_stddev)
+            if t != "LinearComponent":
+                bias_stddev = cfg.float("bias-stddev", 1.0)
+                bias_mean = (
+                    cfg.float("bias-mean", 0.0) if t == "NaturalGradientAffineComponent" else 0.0
+                )
+                v["bias"] = _randn(rng, (out_dim,), bias_stddev, bias_mean)
+        v["orthonormal_constraint"] = cfg.float("orthonormal-constraint", 0.0)
+        if t != "AffineComponent":
+            out_dim, in_dim = v["linear"].shape
+            rank_in, rank_out = cfg.int("rank-in", -1), cfg.int("rank-out", -1)
+            v["rank_in"] = rank_in if rank_in >= 0 else min(20, (in_dim + 1) // 2)
+            v["rank_out"] = rank_out if rank_out >= 0 else min(80, (out_dim + 1) // 2)
+            v["update_period"] = cfg.int("update-period", 4)
+            v["num_samples_history"] = cfg.float("num-samples-history", 2000.0)
+            v["alpha"] = cfg.float("alpha", 4.0)
+            if t == "LinearComponent":
+                v["use_natural_gradient"] = cfg.bool("use-natural-gradient", True)
+    elif t == "FixedAffineComponent":
+        loaded = _affine_from_matrix(cfg)
+        if loaded is None:
+            in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+            out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+            mat = _randn(rng, (out_dim, in_dim + 1), 1.0)
+            loaded = mat[:, :-1].copy(), mat[:, -1].copy()
+        v["linear"], v["bias"] = loaded
+    elif t in NONLINEAR_TYPES:
+        dim = cfg.require(cfg.int("dim"), "dim")
+        v.update(
+            dim=dim,
+            block_dim=cfg.int("block-dim", dim),
+            value_avg=np.zeros(0, np.float32),
+            deriv_avg=np.zeros(0, np.float32),
+            count=0.0,
+            self_repair_lower_threshold=cfg.float("self-repair-lower-threshold", UNSET_THRESHOLD),
+            self_repair_upper_threshold=cfg.float("self-repair-upper-threshold", UNSET_THRESHOLD),
+            self_repair_scale=cfg.float("self-repair-scale", 0.0),
+        )
+        if dim <= 0 or v["block_dim"] <= 0 or dim % v["block_dim"]:
+            raise XvjaxError(f"{cfg.where}: invalid dim/block-dim in '{cfg.whole_line}'")
+    elif t == "BatchNormComponent":
+        dim = cfg.require(cfg.int("dim"), "dim")
+        block_dim = cfg.int("block-dim", -1)
+        block_dim = dim if block_dim == -1 else block_dim
+        v.update(
+            dim=dim, block_dim=block_dim, epsilon=cfg.float("epsilon", 1e-3),
+            target_rms=cfg.float("target-rms", 1.0), test_mode=cfg.bool("test-mode", False),
+            count=0.0,
+        )  # fmt: skip
+        if (
+            dim <= 0
+            or block_dim <= 0
+            or dim % block_dim
+            or v["epsilon"] <= 0
+            or v["target_rms"] <= 0
+        ):
+            raise XvjaxError(f"{cfg.where}: invalid BatchNormComponent config '{cfg.whole_line}'")
+        v["stats_mean"] = np.zeros(block_dim, np.float32)
+        v["stats_var"] = np.zeros(block_dim, np.float32)
+    elif t == "StatisticsExtractionComponent":
+        v.update(
+            input_dim=cfg.require(cfg.int("input-dim"), "input-dim"),
+            input_period=cfg.int("input-period", 1),
+            output_period=cfg.int("output-period", 1),
+            include_variance=cfg.bool("include-variance", True),
+        )
+        if v["input_dim"] <= 0 or v["input_period"] <= 0 or v["output_period"] % v["input_period"]:
+            raise XvjaxError(
+                f"{cfg.where}: invalid StatisticsExtractionComponent '{cfg.whole_line}'"
+            )
+    elif t == "StatisticsPoolingComponent":
+        v.update(
+            input_dim=cfg.require(cfg.int("input-dim"), "input-dim"),
+            input_period=cfg.int("input-period", 1),
+            left_context=cfg.int("left-context", -1),
+            right_context=cfg.int("right-context", -1),
+            num_log_count_features=cfg.int("num-log-count-features", 0),
+            output_stddevs=cfg.bool("output-stddevs", False),
+            variance_floor=cfg.float("variance-floor", float(np.float32(1e-10))),
+        )
+        lc, rc, ip = v["left_context"], v["right_context"], v["input_period"]
+        if v["input_dim"] <= 0 or lc < 0 or rc < 0 or lc + rc <= 0 or lc % ip or rc % ip:
+            raise XvjaxError(f"{cfg.where}: invalid StatisticsPoolingComponent '{cfg.whole_line}'")
+    elif t == "NoOpComponent":
+        v.update(
+            dim=cfg.require(cfg.int("dim"), "dim"), backprop_scale=cfg.float("backprop-scale", 1.0)
+        )
+    elif t == "DropoutComponent":
+        v.update(
+            dim=cfg.require(cfg.int("dim"), "dim"),
+            dropout_proportion=cfg.require(cfg.float("dropout-proportion"), "dropout-proportion"),
+            dropout_per_frame=cfg.bool("dropout-per-frame", False),
+            test_mode=cfg.bool("test-mode", False),
+        )
+    elif t == "GeneralDropoutComponent":
+        dim = cfg.require(cfg.int("dim"), "dim")
+        v.update(
+            dim=dim, block_dim=cfg.int("block-dim", dim), time_period=cfg.int("time-period", 0),
+            dropout_proportion=cfg.float("dropout-proportion", 0.5),
+            continuous=cfg.bool("continuous", False), test_mode=cfg.bool("test-mode", False),
+        )  # fmt: skip
+    elif t == "TdnnComponent":
+        offsets = cfg.require(cfg.ints("time-offsets"), "time-offsets")
+        in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+        out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+        if len(set(offsets)) != len(offsets):
+            raise XvjaxError(f"{cfg.where}: repeated time-offsets in '{cfg.whole_line}'")
+        spliced = in_dim * len(offsets)
+        param_stddev = cfg.float("param-stddev", -1.0)
+        if param_stddev < 0:
+            param_stddev = float(np.float32(1.0 / math.sqrt(spliced)))
+        bias_stddev, bias_mean = cfg.float("bias-stddev", 1.0), cfg.float("bias-mean", 0.0)
+        use_bias = cfg.bool("use-bias", True)
+        v["time_offsets"] = offsets
+        v["orthonormal_constraint"] = cfg.float("orthonormal-constraint", 0.0)
+        v["linear"] = _randn(rng, (out_dim, spliced), param_stddev)
+        v["bias"] = (
+            _randn(rng, (out_dim,), bias_stddev, bias_mean) if use_bias else np.zeros(0, np.float32)
+        )
+        rank_in, rank_out = cfg.int("rank-in", -1), cfg.int("rank-out", -1)
+        v.update(
+            use_natural_gradient=cfg.bool("use-natural-gradient", True),
+            rank_in=rank_in if rank_in >= 0 else min(20, (spliced + 1) // 2),
+            rank_out=rank_out if rank_out >= 0 else min(80, (out_dim + 1) // 2),
+            alpha_in=cfg.float("alpha-in", 4.0), alpha_out=cfg.float("alpha-out", 4.0),
+            num_samples_history=cfg.float("num-samples-history", 2000.0),
+        )  # fmt: skip
+    elif t == "ScaleAndOffsetComponent":
+        dim = cfg.require(cfg.int("dim"), "dim")
+        block_dim = cfg.int("block-dim", dim)
+        if dim <= 0 or block_dim <= 0 or dim % block_dim:
+            raise XvjaxError(f"{cfg.where}: invalid dim/block-dim in '{cfg.whole_line}'")
+        v.update(
+            dim=dim, use_natural_gradient=cfg.bool("use-natural-gradient", True),
+            rank=cfg.int("rank", 20), scales=np.ones(block_dim, np.float32),
+            offsets=np.zeros(block_dim, np.float32),
+        )  # fmt: skip
+    elif t == "SumGroupComponent":
+        sizes = cfg.ints("sizes")
+        if sizes is None:
+            in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+            out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+            if out_dim <= 0 or in_dim % out_dim:
+                raise XvjaxError(f"{cfg.where}: input-dim must be a multiple of output-dim")
+            sizes = [in_dim // out_dim] * out_dim
+        v["sizes"] = sizes
+    else:  # pragma: no cover - every registered type is handled above
+        raise XvjaxError(f"{cfg.where}: cannot initialise {t} from a config line")
+    cfg.check_unused()
+    return _assemble(spec, name, v, cfg.where)
