@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -147,6 +148,9 @@ def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
         "config", Opt("config", "", "Configuration file to read (one --opt=value a line)")
     )
     known.setdefault("verbose", Opt("verbose", 0, "Verbose level (higher is more logging)"))
+    known.setdefault(
+        "print-args", Opt("print-args", True, "Print the command line arguments (to stderr)")
+    )
     values: dict[str, Any] = {o.name.replace("-", "_"): o.default for o in known.values()}
     positional: list[str] = []
     from_cli: list[str] = []
@@ -189,6 +193,7 @@ def usage_text(cmd: Command) -> str:
     opts = list(cmd.opts) + [
         Opt("config", "", "Configuration file to read (one --opt=value a line)"),
         Opt("verbose", 0, "Verbose level (higher is more logging)"),
+        Opt("print-args", True, "Print the command line arguments (to stderr)"),
         Opt("help", False, "Print this usage message"),
     ]
     for o in opts:
@@ -255,6 +260,8 @@ def run(argv: Sequence[str]) -> int:
         else:
             opts, args = parse_args(cmd, rest)
             setup_logging(name, opts.verbose)
+            if opts.print_args:  # as Kaldi's ParseOptions: the command line first, on stderr
+                print(" ".join(shlex.quote(a) for a in ["xvjax", name, *rest]), file=sys.stderr)
             result = cmd.func(opts, *args)
     except XvjaxError as e:
         print(f"ERROR (xvjax {name}): {e}", file=sys.stderr)

@@ -1,0 +1,368 @@
+"""Kaldi table and data-dir commands: copy-feats, copy-matrix, copy-vector, feat-to-dim, feat-to-len,
+validate-data-dir, subset-data-dir, combine-data-dir, fix-data-dir.
+
+Heavy imports stay inside the functions so `xvjax --help` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from xvjax.cli import Opt, command
+from xvjax.errors import XvjaxError
+
+log = logging.getLogger("xvjax")
+
+
+def _tables():
+    from xvjax.kaldi import tables
+
+    return tables
+
+
+def _compression(opts) -> int | None:
+    if not opts.compress:
+        return None
+    if opts.compression_method not in range(1, 8):
+        raise XvjaxError(f"--compression-method={opts.compression_method}: Kaldi accepts 1..7")
+    return opts.compression_method
+
+
+def _table_or_file(in_arg: str, out_arg: str, what: str) -> bool:
+    """True for table mode (rspecifier -> wspecifier), False for single files; mixing is an error."""
+    tables = _tables()
+    in_table, out_table = tables.is_rspecifier(in_arg), tables.is_wspecifier(out_arg)
+    if in_table != out_table:
+        raise XvjaxError(
+            f"cannot mix archives with regular files (copying {what}): '{in_arg}' -> '{out_arg}'"
+        )
+    return in_table
+
+
+@command(
+    "copy-feats",
+    "Copy features [and possibly change format or compress them]",
+    usage="""
+    Usage: xvjax copy-feats [options] (<in-rspecifier> <out-wspecifier> | <in-rxfilename> <out-wxfilename>)
+     e.g.: xvjax copy-feats ark:- ark,scp:foo.ark,foo.scp
+           xvjax copy-feats --compress=true --compression-method=2 scp:feats.scp ark:feats_cm.ark
+           xvjax copy-feats ark:feats.ark ark,t:-
+    Compression methods (Kaldi's CompressionMethod): 1 automatic (speech-feature format if more
+    than 8 rows, else two-byte), 2 speech-feature (CM), 3 two-byte auto (CM2), 4 two-byte signed
+    integer, 5 one-byte auto (CM3), 6 one-byte unsigned integer, 7 one-byte zero-one.""",
+    opts=[
+        Opt("binary", True, "Binary-mode output (for tables ',t' in the wspecifier decides)"),
+        Opt("compress", False, "If true, write output in compressed form"),
+        Opt("compression-method", 1, "Compression method, 1..7 (only with --compress=true)"),
+        Opt(
+            "write-num-frames", "", "Wspecifier to write utt2num_frames (e.g. ark,t:utt2num_frames)"
+        ),
+    ],
+    nargs=(2, 2),
+)
+def copy_feats(opts, in_arg: str, out_arg: str) -> int:
+    tables = _tables()
+    method = _compression(opts)
+    if not _table_or_file(in_arg, out_arg, "features"):
+        mat = tables.read_matrix(in_arg)
+        tables.write_object(out_arg, mat, opts.binary, method)
+        log.info("Copied features to %s", out_arg)
+        return 0
+    num_done = 0
+    frames = tables.Writer(opts.write_num_frames) if opts.write_num_frames else None
+    with tables.Writer(out_arg, compression_method=method) as writer:
+        if frames is not None:
+            frames.open()
+        try:
+            for key, mat in tables.read(in_arg, kind="matrix"):
+                writer[key] = mat.astype("float32", copy=False)
+                if frames is not None:
+                    frames[key] = int(mat.shape[0])
+                num_done += 1
+        except BaseException:
+            if frames is not None:
+                frames.abort()
+            raise
+        if frames is not None:
+            frames.close()
+    log.info("Copied %d feature matrices.", num_done)
+    return 0 if num_done else 1
+
+
+def _transform_matrix(mat, opts):
+    import numpy as np
+
+    mat = mat.astype(np.float32, copy=True)
+    if opts.scale != 1.0:  # Kaldi's order: scale, log, exp, softmax, power
+        mat *= np.float32(opts.scale)
+    if opts.apply_log:
+        mat = np.log(np.maximum(mat, np.float32(1.0e-20)))
+    if opts.apply_exp:
+        mat = np.exp(mat)
+    if opts.apply_softmax_per_row:
+        mat = np.exp(mat - mat.max(axis=1, keepdims=True))
+        mat /= mat.sum(axis=1, keepdims=True)
+    if opts.apply_power != 1.0:
+        mat = np.power(mat, np.float32(opts.apply_power))
+    return mat
+
+
+@command(
+    "copy-matrix",
+    "Copy matrices, or archives of matrices (e.g. features or transforms)",
+    usage="""
+    Usage: xvjax copy-matrix [options] (<matrix-in-rspecifier>|<matrix-in-rxfilename>) (<matrix-out-wspecifier>|<matrix-out-wxfilename>)
+     e.g.: xvjax copy-matrix --binary=false transform.mat -
+           xvjax copy-matrix ark:2.trans ark,t:-""",
+    opts=[
+        Opt("binary", True, "Write in binary mode (only relevant if output is a wxfilename)"),
+        Opt("scale", 1.0, "This option can be used to scale the matrices being copied"),
+        Opt("apply-log", False, "This option can be used to apply log on the matrices (floored)"),
+        Opt("apply-exp", False, "This option can be used to apply exp on the matrices"),
+        Opt("apply-softmax-per-row", False, "Apply softmax to each row of the matrices"),
+        Opt("apply-power", 1.0, "Raise the elements of the matrices to this power"),
+    ],
+    nargs=(2, 2),
+)
+def copy_matrix(opts, in_arg: str, out_arg: str) -> int:
+    tables = _tables()
+    changes = opts.apply_log or opts.apply_exp or opts.apply_softmax_per_row
+    changes = changes or opts.apply_power != 1.0 or opts.scale != 1.0
+    if not _table_or_file(in_arg, out_arg, "matrices"):
+        mat = tables.read_matrix(in_arg)
+        tables.write_object(out_arg, _transform_matrix(mat, opts) if changes else mat, opts.binary)
+        log.info("Copied matrix to %s", out_arg)
+        return 0
+    num_done = 0
+    with tables.Writer(out_arg) as writer:
+        for key, mat in tables.read(in_arg, kind="matrix"):
+            writer[key] = (
+                _transform_matrix(mat, opts) if changes else mat.astype("float32", copy=False)
+            )
+            num_done += 1
+    log.info("Copied %d matrices.", num_done)
+    return 0 if num_done else 1
+
+
+def _change_dim(vec, dim: int):
+    import numpy as np
+
+    if dim < 0:
+        return vec
+    out = np.zeros(dim, dtype=vec.dtype)
+    n = min(dim, vec.shape[0])
+    out[:n] = vec[:n]
+    return out
+
+
+@command(
+    "copy-vector",
+    "Copy vectors, or archives of vectors (e.g. x-vectors, mean.vec)",
+    usage="""
+    Usage: xvjax copy-vector [options] (<vector-in-rspecifier>|<vector-in-rxfilename>) (<vector-out-wspecifier>|<vector-out-wxfilename>)
+     e.g.: xvjax copy-vector --binary=false mean.vec -
+           xvjax copy-vector ark:xvector.ark ark,t:-""",
+    opts=[
+        Opt("binary", True, "Write in binary mode (only relevant if output is a wxfilename)"),
+        Opt("change-dim", -1, "Use this option to truncate or zero-pad the vectors"),
+    ],
+    nargs=(2, 2),
+)
+def copy_vector(opts, in_arg: str, out_arg: str) -> int:
+    tables = _tables()
+    if not _table_or_file(in_arg, out_arg, "vectors"):
+        vec = tables.read_vector(in_arg)
+        tables.write_object(
+            out_arg, _change_dim(vec.astype("float32", copy=False), opts.change_dim), opts.binary
+        )
+        log.info("Copied vector to %s", out_arg)
+        return 0
+    num_done = 0
+    with tables.Writer(out_arg) as writer:
+        for key, vec in tables.read(in_arg, kind="vector"):
+            writer[key] = _change_dim(vec.astype("float32", copy=False), opts.change_dim)
+            num_done += 1
+    suffix = f", setting dim to {opts.change_dim}" if opts.change_dim >= 0 else ""
+    log.info("Copied %d vectors%s.", num_done, suffix)
+    return 0 if num_done else 1
+
+
+def _print_to(wxfilename: str, text: str) -> None:
+    from xvjax.kaldi import streams
+
+    with streams.output_stream(wxfilename) as out:
+        out.write(text.encode())
+
+
+@command(
+    "feat-to-dim",
+    "Read features and write out their dimension (of the first utterance, or per utterance)",
+    usage="""
+    Usage: xvjax feat-to-dim [options] (<feat-rspecifier>|<feat-rxfilename>) (<dim-wspecifier>|<dim-wxfilename>)
+     e.g.: xvjax feat-to-dim scp:feats.scp -
+           xvjax feat-to-dim scp:feats.scp ark,t:feats_dims""",
+    nargs=(1, 2),
+)
+def feat_to_dim(opts, in_arg: str, out_arg: str = "-") -> int:
+    tables = _tables()
+    if tables.is_rspecifier(in_arg):
+        if tables.is_wspecifier(out_arg):
+            with tables.Writer(out_arg) as writer:
+                for key, mat in tables.read(in_arg, kind="matrix"):
+                    writer[key] = int(mat.shape[1])
+            return 0
+        for _, mat in tables.read(in_arg, kind="matrix"):
+            _print_to(out_arg, f"{mat.shape[1]}\n")
+            return 0
+        raise XvjaxError(f"no features in '{in_arg}'")
+    _print_to(out_arg, f"{tables.read_matrix(in_arg).shape[1]}\n")
+    return 0
+
+
+@command(
+    "feat-to-len",
+    "Write the number of frames of each utterance (or of one matrix file)",
+    usage="""
+    Usage: xvjax feat-to-len [options] <in-rspecifier> <out-wspecifier>
+       or: xvjax feat-to-len [options] <in-rxfilename>
+     e.g.: xvjax feat-to-len scp:feats.scp ark,t:utt2num_frames
+           xvjax feat-to-len foo.mat""",
+    nargs=(1, 2),
+)
+def feat_to_len(opts, in_arg: str, out_arg: str | None = None) -> int:
+    tables = _tables()
+    if out_arg is None:
+        if tables.is_rspecifier(in_arg):
+            raise XvjaxError("with one argument feat-to-len takes a matrix rxfilename, not a table")
+        print(tables.read_matrix(in_arg).shape[0])
+        return 0
+    if not tables.is_rspecifier(in_arg):
+        raise XvjaxError(
+            f"'{in_arg}' is not an rspecifier (with two arguments: <in-rspecifier> <out-wspecifier>)"
+        )
+    num_done = 0
+    with tables.Writer(out_arg) as writer:
+        for key, mat in tables.read(in_arg, kind="matrix"):
+            writer[key] = int(mat.shape[0])
+            num_done += 1
+    log.info("Wrote the lengths of %d utterances.", num_done)
+    return 0
+
+
+# ------------------------------------------------------------------------------ data dirs
+
+
+@command(
+    "validate-data-dir",
+    "Check a Kaldi data directory (sorted files, consistent ids, existing files)",
+    usage="""
+    Usage: xvjax validate-data-dir [options] <data-dir>
+     e.g.: xvjax validate-data-dir --no-feats data/train
+    Like utils/validate_data_dir.sh; prints every problem found, exits 1 if any.""",
+    opts=[
+        Opt("no-feats", False, "Do not require feats.scp"),
+        Opt("no-wav", False, "Do not require wav.scp"),
+        Opt("check-files", True, "Check that wav files and feature archives exist"),
+    ],
+    nargs=(1, 1),
+)
+def validate_data_dir_cmd(opts, data: str) -> int:
+    from xvjax.kaldi import datadir
+
+    problems = datadir.check_data_dir(
+        data, check_files=opts.check_files, need_feats=not opts.no_feats, need_wav=not opts.no_wav
+    )
+    for p in problems[1:]:
+        log.error("%s", p)
+    if problems:
+        raise XvjaxError(
+            problems[0] + (f" ({len(problems)} problems)" if len(problems) > 1 else "")
+        )
+    d = datadir.load_data_dir(data, validate=False)
+    log.info(
+        "Successfully validated data-directory %s (%d utterances, %d speakers)",
+        data,
+        len(d.utt2spk),
+        len(d.spk2utt),
+    )
+    return 0
+
+
+def _read_list(path: str) -> list[str]:
+    from xvjax.kaldi import tables
+
+    out = []
+    for _, line in tables._text_lines(path):
+        fields = line.split()
+        if fields:
+            out.append(fields[0])
+    return out
+
+
+@command(
+    "subset-data-dir",
+    "Make a subset of a data directory (by utterances, speakers, first/last N or N evenly spaced)",
+    usage="""
+    Usage: xvjax subset-data-dir [options] <src-dir> [<num-utts>] <dest-dir>
+     e.g.: xvjax subset-data-dir data/train 1000 data/train_1k
+           xvjax subset-data-dir --spk-list=spks data/train data/train_sub
+           xvjax subset-data-dir --first=100 data/train data/train_first100""",
+    opts=[
+        Opt("utt-list", "", "File whose first column lists the utterances to keep"),
+        Opt("spk-list", "", "File whose first column lists the speakers to keep"),
+        Opt("first", -1, "Keep the first N utterances"),
+        Opt("last", -1, "Keep the last N utterances"),
+    ],
+    nargs=(2, 3),
+)
+def subset_data_dir_cmd(opts, src: str, *rest: str) -> int:
+    from xvjax.kaldi import datadir
+
+    kwargs: dict = {}
+    if len(rest) == 2:
+        try:
+            kwargs["num_utts"] = int(rest[0])
+        except ValueError:
+            raise XvjaxError(f"<num-utts> must be an integer, got '{rest[0]}'") from None
+    dest = rest[-1]
+    if opts.utt_list:
+        kwargs["utts"] = _read_list(opts.utt_list)
+    if opts.spk_list:
+        kwargs["speakers"] = _read_list(opts.spk_list)
+    if opts.first >= 0:
+        kwargs["first"] = opts.first
+    if opts.last >= 0:
+        kwargs["last"] = opts.last
+    datadir.subset_data_dir(src, dest, **kwargs)
+    return 0
+
+
+@command(
+    "combine-data-dir",
+    "Combine several data directories into one",
+    usage="""
+    Usage: xvjax combine-data-dir <dest-dir> <src-dir1> <src-dir2> ...
+     e.g.: xvjax combine-data-dir data/train_combined data/train data/train_aug""",
+    nargs=(2, None),
+)
+def combine_data_dir_cmd(opts, dest: str, *srcs: str) -> int:
+    from xvjax.kaldi import datadir
+
+    datadir.combine_data_dirs(dest, list(srcs))
+    return 0
+
+
+@command(
+    "fix-data-dir",
+    "Sort a data directory and keep only utterances present in all its files",
+    usage="""
+    Usage: xvjax fix-data-dir <data-dir>
+     e.g.: xvjax fix-data-dir data/train
+    Like utils/fix_data_dir.sh; the original files are kept in <data-dir>/.backup.""",
+    nargs=(1, 1),
+)
+def fix_data_dir_cmd(opts, data: str) -> int:
+    from xvjax.kaldi import datadir
+
+    datadir.fix_data_dir(data)
+    return 0
