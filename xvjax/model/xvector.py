@@ -191,6 +191,13 @@ def _affine_in_dim(spec: ModelSpec, node: NodeSpec) -> int:
     return sum(dims[s] for s, _ in node.inputs)
 
 
+def _gaussian(key: jax.Array, shape: tuple[int, ...], stddev: float) -> jax.Array:
+    """N(0, stddev^2) float32; exactly +0.0 when stddev is 0 (as Kaldi writes it)."""
+    if stddev == 0.0:
+        return jnp.zeros(shape, jnp.float32)
+    return stddev * jax.random.normal(key, shape, jnp.float32)
+
+
 def init_node_params(spec: ModelSpec, node: NodeSpec, key: jax.Array) -> dict:
     """Kaldi-like initial parameters of one node (numpy float32)."""
     if node.op in ("affine", "linear"):
@@ -198,9 +205,9 @@ def init_node_params(spec: ModelSpec, node: NodeSpec, key: jax.Array) -> dict:
         pstd = float(node.kaldi.get("param-stddev", 1.0 / np.sqrt(in_dim)))
         bstd = float(node.kaldi.get("bias-stddev", 1.0))
         k1, k2 = jax.random.split(key)
-        out = {"kernel": pstd * jax.random.normal(k1, (in_dim, node.dim), jnp.float32)}
+        out = {"kernel": _gaussian(k1, (in_dim, node.dim), pstd)}
         if node.op == "affine":
-            out["bias"] = bstd * jax.random.normal(k2, (node.dim,), jnp.float32)
+            out["bias"] = _gaussian(k2, (node.dim,), bstd)
         return out
     if node.op == "scale_offset":
         d = int(node.attrs.get("block_dim", node.dim))
