@@ -26,6 +26,7 @@ from xvjax.errors import XvjaxError
 # Rooms that declare commands. Import is cheap: heavy modules are imported inside commands.
 COMMAND_MODULES = (
     "xvjax.kaldi.commands",
+    "xvjax.kaldi.nnet3_commands",
     "xvjax.features.commands",
     "xvjax.model.commands",
     "xvjax.backend.commands",

@@ -276,31 +276,15 @@ class KaldiInput:
         self._need(16 + size, what)
         payload = self.data[self.pos + 16 : self.pos + 16 + size]
         self.pos += 16 + size
-        mat = decompress(fmt, np.float32(min_value), np.float32(range_), rows, cols, payload)
+        mat = decompress(fmt, self.data[self.pos - 16 - size : self.pos - size], payload)
         return mat, self.data[start : self.pos]
 
 
-def decompress(fmt: int, min_value, range_, rows: int, cols: int, payload: bytes) -> np.ndarray:
-    """Kaldi CompressedMatrix::CopyToMat in float32 arithmetic (same operation order as C++)."""
-    f32 = np.float32
-    inc = f32(range_) * f32(1.52590218966964e-05)  # range * (1/65535) as in Uint16ToFloat
-    if fmt == 2:
-        q = np.frombuffer(payload, dtype="<u2", count=rows * cols).astype(f32)
-        return (f32(min_value) + inc * q).astype(f32).reshape(rows, cols)
-    if fmt == 3:
-        q = np.frombuffer(payload, dtype=np.uint8, count=rows * cols).astype(f32)
-        inc8 = f32(range_) * f32(1.0 / 255.0)
-        return (f32(min_value) + inc8 * q).astype(f32).reshape(rows, cols)
-    heads = np.frombuffer(payload, dtype="<u2", count=4 * cols).reshape(cols, 4).astype(f32)
-    p = f32(min_value) + inc * heads  # (cols, 4): p0, p25, p75, p100
-    q = np.frombuffer(payload, dtype=np.uint8, count=rows * cols, offset=8 * cols)
-    q = q.reshape(cols, rows).T.astype(f32)  # stored column by column
-    p0, p25, p75, p100 = (p[:, i][None, :] for i in range(4))
-    low = p0 + (p25 - p0) * q * f32(1 / 64.0)
-    mid = p25 + (p75 - p25) * (q - f32(64)) * f32(1 / 128.0)
-    high = p75 + (p100 - p75) * (q - f32(192)) * f32(1 / 63.0)
-    out = np.where(q <= 64, low, np.where(q <= 192, mid, high))
-    return out.astype(f32)
+def decompress(fmt: int, header: bytes, payload: bytes) -> np.ndarray:
+    """Kaldi CompressedMatrix::CopyToMat, bit-exact (delegates to `xvjax.kaldi.compressed`)."""
+    from xvjax.kaldi import compressed
+
+    return compressed.decompress(fmt, header, payload)
 
 
 class KaldiOutput:

@@ -1,0 +1,123 @@
+"""nnet3 model and egs commands: nnet3-copy, nnet3-info, nnet3-copy-egs.
+
+Heavy imports stay inside the functions so `xvjax --help` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from xvjax.cli import Opt, command
+from xvjax.errors import XvjaxError
+
+log = logging.getLogger("xvjax")
+
+
+def _read_text(path: str, what: str) -> str:
+    from xvjax.kaldi.kaldi_io_binary import read_input_bytes
+
+    try:
+        return read_input_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise XvjaxError(f"{what} {path} is not UTF-8 text") from None
+
+
+@command(
+    "nnet3-copy",
+    "Copy 'raw' nnet3 neural network, optionally editing it (like Kaldi's nnet3-copy)",
+    usage="""
+    Usage: xvjax nnet3-copy [options] <nnet-in> <nnet-out>
+     e.g.: xvjax nnet3-copy --binary=false 0.raw text.raw
+           xvjax nnet3-copy --nnet-config=resize.config final.raw 0.raw
+           xvjax nnet3-copy --nnet-config=extract.config final.raw - | ...
+    --nnet-config adds or replaces components and nodes as Kaldi's Nnet::ReadConfig does (new
+    components initialised with Kaldi's defaults; random init with non-zero stddevs uses xvjax's
+    own RNG (--srand), so it cannot equal Kaldi's numbers; zero stddevs give Kaldi's exact bytes).
+    Orphan nodes/components are kept unless --edits=remove-orphans.""",
+    opts=[
+        Opt("binary", True, "Write output in binary mode"),
+        Opt("nnet-config", "", "Config file of components/nodes to add or replace (as nnet3-init)"),
+        Opt("learning-rate", -1.0, "If >= 0, set every updatable component's learning rate"),
+        Opt("edits-config", "", "File of edit directives applied after --nnet-config"),
+        Opt("edits", "", "Inline edits, ';'-separated, e.g. 'remove-orphans'"),
+        Opt("srand", 0, "Seed for random initialisation of new components"),
+        Opt(
+            "kaldi-roundtrip",
+            True,
+            "Write statistics as Kaldi's nnet3-copy writes them (false: exactly as read)",
+        ),
+    ],
+    nargs=(2, 2),
+)
+def nnet3_copy(opts, nnet_in: str, nnet_out: str):
+    from xvjax.kaldi.nnet3 import Nnet
+    from xvjax.kaldi.nnet3.edits import apply_edits, set_learning_rate
+
+    nnet = Nnet.read(nnet_in)
+    if opts.nnet_config:
+        nnet.apply_config(
+            _read_text(opts.nnet_config, "nnet config"), rng=opts.srand, source=opts.nnet_config
+        )
+    if opts.learning_rate >= 0:
+        set_learning_rate(nnet, opts.learning_rate)
+    if opts.edits_config:
+        apply_edits(nnet, _read_text(opts.edits_config, "edits config"), opts.edits_config)
+    if opts.edits:
+        apply_edits(nnet, opts.edits, "--edits")
+    nnet.write(nnet_out, binary=opts.binary, kaldi_roundtrip=opts.kaldi_roundtrip)
+    log.info("Copied raw neural net from %s to %s", nnet_in, nnet_out)
+
+
+@command(
+    "nnet3-info",
+    "Print a summary of an nnet3 raw model (dims, config lines, components)",
+    usage="""
+    Usage: xvjax nnet3-info [options] <raw-nnet-in>
+     e.g.: xvjax nnet3-info final.raw""",
+    nargs=(1, 1),
+)
+def nnet3_info(opts, nnet_in: str):
+    from xvjax.kaldi.nnet3 import Nnet
+
+    nnet = Nnet.read(nnet_in)
+    lines = [f"num-parameters: {nnet.num_parameters()}", f"modulus: {nnet.modulus()}"]
+    lines += nnet.config_lines(include_dim=True)
+    for name, comp in nnet.components.items():
+        desc = f"component name={name} type={comp.type}, input-dim={comp.input_dim}, output-dim={comp.output_dim}"
+        for key in ("learning_rate", "learning_rate_factor", "max_change"):
+            if key in comp.attrs and (key != "learning_rate_factor" or comp.attrs[key] != 1.0):
+                if key != "max_change" or comp.attrs[key] > 0:
+                    desc += f", {key.replace('_', '-')}={comp.attrs[key]:g}"
+        lines.append(desc)
+    print("\n".join(lines))
+
+
+@command(
+    "nnet3-copy-egs",
+    "Copy nnet3 training examples (NnetExample archives), binary or text",
+    usage="""
+    Usage: xvjax nnet3-copy-egs [options] <egs-rspecifier> <egs-wspecifier>
+     e.g.: xvjax nnet3-copy-egs ark:egs.1.ark ark,t:egs.1.txt
+           xvjax nnet3-copy-egs --keep-proportion=0.5 --srand=1 ark:egs.ark ark:-
+    Compressed inputs are copied without decompressing (byte-identical to Kaldi in binary).""",
+    opts=[
+        Opt("keep-proportion", 1.0, "Fraction of examples to keep (random, --srand)"),
+        Opt("srand", 0, "Seed for --keep-proportion"),
+    ],
+    nargs=(2, 2),
+)
+def nnet3_copy_egs(opts, rspec: str, wspec: str):
+    import numpy as np
+
+    from xvjax.kaldi import egs
+
+    rng = np.random.default_rng(opts.srand)
+    num_read = num_written = 0
+    with egs.EgsWriter(wspec) as writer:
+        for key, eg in egs.read_egs(rspec):
+            num_read += 1
+            if opts.keep_proportion < 1.0 and rng.random() >= opts.keep_proportion:
+                continue
+            writer.write(key, eg)
+            num_written += 1
+    log.info("Read %d neural-network training examples, wrote %d", num_read, num_written)
