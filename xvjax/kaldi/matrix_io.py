@@ -132,7 +132,7 @@ def read_binary(f, kind: str = "auto"):
         if dim < 0:
             raise FormatError(f"bad vector header: dimension {dim}")
         shape = (dim,)
-    count = int(np.prod(shape))
+    count = shape[0] * (shape[1] if len(shape) == 2 else 1)
     data = read_exact(f, count * dtype.itemsize, _object_name(tok) + " data")
     return (
         np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
@@ -165,7 +165,8 @@ def _read_binary_basic(f, kind: str):
 def _parse_numbers(text: str, dtype, what: str) -> np.ndarray:
     tokens = text.split()
     try:
-        return np.array(tokens, dtype=np.float64).astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # 3.402824e+38 is past float32's max: inf, as strtof
+            return np.array(tokens, dtype=np.float64).astype(dtype, copy=False)
     except ValueError:
         bad = next((t for t in tokens if not _is_number(t)), tokens[0] if tokens else "")
         raise FormatError(f"bad number '{bad[:30]}' in text {what}") from None
@@ -321,6 +322,8 @@ def encode(obj, binary: bool = True, compression_method: int | None = None) -> b
         return BINARY_HEADER + _INT.pack(4, ints.size) + rec.tobytes()
     if arr.dtype.kind not in "fiub":
         raise FormatError(f"cannot write an array of dtype {arr.dtype}")
+    if kind == "matrix" and arr.size == 0:
+        arr = arr.reshape(0, 0)  # Kaldi has a single empty matrix, 0 x 0
     double = arr.dtype == np.float64
     if compression_method is not None:
         data = compressed.compress(arr, compression_method)
