@@ -479,6 +479,10 @@ def _assemble(spec: Spec, name: str, values: dict, where: str) -> Component:
                 raise XvjaxError(f"{where}: {spec.type} has no {f.token}")
             if f.kind in ARRAY_KINDS:
                 params[key] = np.asarray(value, dtype=np.float32)
+            elif f.kind in ("float", "float2"):
+                attrs[key] = float(np.float32(value))  # BaseFloat
+            elif f.kind == "double":
+                attrs[key] = float(value)
             elif f.kind == "ivec":
                 attrs[key] = [int(v) for v in np.asarray(value).tolist()]
             else:

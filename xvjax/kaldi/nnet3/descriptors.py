@@ -484,6 +484,8 @@ def _to_forwarding(g: _G) -> Descriptor:
     if k == "Scale":
         if len(g.kids) != 1 or g.kids[0].kind != "node":
             raise XvjaxError("invalid combination of Scale() with other descriptor expressions")
+        if g.alpha == 1.0:  # SimpleForwardingDescriptor with scale 1 prints as the bare name
+            return NodeRef(g.kids[0].name)
         return Scale(g.alpha, NodeRef(g.kids[0].name))
     if k == "Const":
         raise XvjaxError("Const() appears too deep in the descriptor expression")
