@@ -174,6 +174,8 @@ def extract_xvectors(
     batched together.
     """
     ex = extractor or Extractor(spec, variables, output_node, batch_size, max_batch_frames)
+    if ex.output_node != output_node:
+        raise XvjaxError(f"extractor computes '{ex.output_node}', not '{output_node}'")
     if on_error is None:
 
         def on_error(utt: str, reason: str) -> None:
@@ -214,7 +216,7 @@ def extract_xvectors(
             on_error(
                 utt,
                 f"not enough context: a chunk of {short[0].total} frames, the network needs at "
-                f"least {ex.min_frames} (use a larger --min-chunk-size or --pad-input=true)",
+                f"least {ex.min_frames} (a larger --min-chunk-size pads short chunks up to it)",
             )
             continue
         cfs = [chunk_features(mat, c) for c in chunks]
