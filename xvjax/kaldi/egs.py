@@ -34,7 +34,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput, format_float, read_input_bytes
+from xvjax.kaldi.kaldi_io_binary import (
+    KaldiInput,
+    KaldiOutput,
+    format_float,
+    map_input,
+    read_input_bytes,
+)
 
 
 @dataclasses.dataclass
@@ -313,7 +319,7 @@ def read_egs(rspec: str) -> Iterator[tuple[str, NnetExample]]:
     """Examples of an egs table: `ark:file`, `ark:-`, `ark:cmd |`, `scp:file` (file:offset)."""
     kind, _, target = _split_spec(rspec, ("ark", "scp"))
     if kind == "ark":
-        yield from _iter_archive(read_input_bytes(target), target)
+        yield from _iter_archive(map_input(target), target)
         return
     cache: dict[str, bytes] = {}
     for line_no, line in enumerate(read_input_bytes(target).decode().splitlines(), 1):
@@ -328,7 +334,7 @@ def read_egs(rspec: str) -> Iterator[tuple[str, NnetExample]]:
         if colon and tail.isdigit():
             path, offset = head, int(tail)
         if path not in cache:
-            cache = {path: read_input_bytes(path)}
+            cache = {path: map_input(path)}
         data = cache[path]
         binary = data[offset : offset + 2] == b"\0B"
         inp = KaldiInput(data, binary, path, offset + (2 if binary else 0))

@@ -376,6 +376,22 @@ def read_input_bytes(path: str) -> bytes:
         raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
 
 
+def map_input(path: str):
+    """Like read_input_bytes, but regular files are memory-mapped (large egs archives)."""
+    import mmap
+    import os
+
+    if path in ("-", "") or path.rstrip().endswith("|"):
+        return read_input_bytes(path)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
+
+
 def write_output_bytes(path: str, data: bytes) -> None:
     """Writes a Kaldi wxfilename atomically: a path, `-` (stdout) or `| command`."""
     import subprocess
