@@ -53,6 +53,8 @@ def test_nnet3_info_and_errors(kaldi_fixtures, tmp_path, capsys):
     small = kaldi_fixtures / "nnet3" / "small"
     assert cli.run(["nnet3-info", str(small / "final.raw")]) == 0
     out = capsys.readouterr().out
+    info = (small / "final.info").read_text().splitlines()
+    assert out.splitlines()[:4] == info[:4]  # left-context, right-context, num-parameters, modulus
     assert "num-parameters: 72428" in out
     assert "output-node name=output input=output.log-softmax dim=12 objective=linear" in out
     bad = tmp_path / "bad.raw"

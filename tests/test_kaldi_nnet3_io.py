@@ -82,6 +82,8 @@ def test_info_config_lines_match_nnet3_info(nnet3_dir):
         ]
         assert nnet.config_lines(include_dim=True) == expected
         assert f"modulus: {nnet.modulus()}" in info
+        left, right = nnet.context()
+        assert info[:2] == [f"left-context: {left}", f"right-context: {right}"]
         assert f"num-parameters: {nnet.num_parameters()}" in info
 
 

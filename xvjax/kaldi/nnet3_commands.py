@@ -80,7 +80,12 @@ def nnet3_info(opts, nnet_in: str):
     from xvjax.kaldi.nnet3 import Nnet
 
     nnet = Nnet.read(nnet_in)
-    lines = [f"num-parameters: {nnet.num_parameters()}", f"modulus: {nnet.modulus()}"]
+    lines = []
+    nodes = {n.name: n.kind for n in nnet.nodes}
+    if nodes.get("input") == "input" and nodes.get("output") == "output":
+        left, right = nnet.context()
+        lines += [f"left-context: {left}", f"right-context: {right}"]
+    lines += [f"num-parameters: {nnet.num_parameters()}", f"modulus: {nnet.modulus()}"]
     lines += nnet.config_lines(include_dim=True)
     for name, comp in nnet.components.items():
         desc = f"component name={name} type={comp.type}, input-dim={comp.input_dim}, output-dim={comp.output_dim}"

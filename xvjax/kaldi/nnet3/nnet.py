@@ -157,6 +157,12 @@ class Nnet:
                 ans = math.lcm(ans, D.modulus(n.input))
         return ans
 
+    def context(self, input_name: str = "input", output_name: str = "output") -> tuple[int, int]:
+        """(left, right) frame context as `nnet3-info` reports it (ComputeSimpleNnetContext)."""
+        from xvjax.kaldi.nnet3.context import simple_context
+
+        return simple_context(self, input_name, output_name)
+
     def num_parameters(self) -> int:
         return sum(c.num_parameters() for c in self.components.values())
 
@@ -298,7 +304,7 @@ class Nnet:
             components[name] = read_component(inp, type_token, name)
         inp.expect("</Nnet3>")
         nnet = cls([], components)
-        nnet._apply_config_lines(lines, source, existing=False)
+        nnet._apply_config_lines(lines, source, warn_orphans=False)
         return nnet
 
     def to_bytes(self, binary: bool = True, kaldi_roundtrip: bool = True) -> bytes:
@@ -335,8 +341,13 @@ class Nnet:
         write_output_bytes(wxfilename, self.to_bytes(binary, kaldi_roundtrip))
 
     # ------------------------------------------------------------------ config editing
-    def apply_config(self, config_text: str, rng: np.random.Generator | int | None = None,
-                     source: str = "nnet-config") -> None:  # fmt: skip
+    def apply_config(
+        self,
+        config_text: str,
+        rng: np.random.Generator | int | None = None,
+        source: str = "nnet-config",
+        warn_orphans: bool = True,
+    ) -> None:
         """`nnet3-copy --nnet-config` / `Nnet::ReadConfig`: add or replace components and nodes.
 
         A redefined node is removed from its old place and appended in the order of the new
@@ -345,6 +356,7 @@ class Nnet:
         after `output-node name=output input=tdnn6.affine`) stay, as with Kaldi's nnet3-copy.
         Random initialisation (param-stddev/bias-stddev > 0) uses `rng` (numpy), not Kaldi's RNG,
         so it cannot match Kaldi's numbers; zero stddevs give Kaldi's exact result.
+        Like Kaldi, logs a warning for each node no output uses (warn_orphans=False: quiet).
         """
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
@@ -353,9 +365,9 @@ class Nnet:
             line = raw.split("#", 1)[0].strip()
             if line:
                 lines.append(line)
-        self._apply_config_lines(lines, source, existing=True, rng=rng)
+        self._apply_config_lines(lines, source, warn_orphans=warn_orphans, rng=rng)
 
-    def _apply_config_lines(self, lines: list[str], source: str, existing: bool,
+    def _apply_config_lines(self, lines: list[str], source: str, warn_orphans: bool,
                             rng: np.random.Generator | None = None) -> None:  # fmt: skip
         parsed = [ConfigLine(line, f"{source}") for line in lines]
         new_nodes: list[tuple[ConfigLine, str]] = []
@@ -400,7 +412,7 @@ class Nnet:
         for cfg, first in new_nodes:
             nodes.append(self._node_from_config(cfg, first, readable, source))
         self.nodes = nodes
-        self.check(warn_for_orphans=existing)
+        self.check(warn_for_orphans=warn_orphans)
 
     def _node_from_config(
         self, cfg: ConfigLine, first: str, readable: set[str], source: str
