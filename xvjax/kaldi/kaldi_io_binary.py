@@ -20,6 +20,7 @@ object. Errors are `XvjaxError`s naming the source and the byte offset.
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -27,6 +28,8 @@ import numpy as np
 from xvjax.errors import XvjaxError
 
 _WS = b" \t\n\r"
+_WS_RE = re.compile(rb"[ \t\n\r]*")
+_WORD_RE = re.compile(rb"[ \t\n\r]*([^ \t\n\r]+)")
 _I32 = struct.Struct("<i")
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
@@ -64,22 +67,16 @@ class KaldiInput:
         return self.pos >= len(self.data)
 
     def _skip_ws(self) -> None:
-        data, pos, n = self.data, self.pos, len(self.data)
-        while pos < n and data[pos] in _WS:
-            pos += 1
-        self.pos = pos
+        self.pos = _WS_RE.match(self.data, self.pos).end()
 
     def _word(self, what: str) -> bytes:
         """Next whitespace-delimited word (leading whitespace skipped)."""
-        self._skip_ws()
-        data, start, n = self.data, self.pos, len(self.data)
-        if start >= n:
+        m = _WORD_RE.match(self.data, self.pos)
+        if m is None:
+            self.pos = len(self.data)
             raise self.error(f"unexpected end of file while reading {what}")
-        end = start
-        while end < n and data[end] not in _WS:
-            end += 1
-        self.pos = end
-        return data[start:end]
+        self.pos = m.end()
+        return m.group(1)
 
     # ----------------------------------------------------------------- tokens
     def token(self, what: str = "token") -> str:
