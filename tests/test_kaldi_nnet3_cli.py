@@ -76,3 +76,15 @@ def test_nnet3_copy_egs_to_text(kaldi_fixtures, tmp_path):
     again = tmp_path / "again.txt"
     assert cli.run(["nnet3-copy-egs", f"ark:{back}", f"ark,t:{again}"]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_nnet3_init(kaldi_fixtures, tmp_path):
+    from xvjax.kaldi.nnet3 import Nnet
+
+    small = kaldi_fixtures / "nnet3" / "small"
+    out = tmp_path / "0.raw"
+    assert cli.run(["nnet3-init", "--srand=3", str(small / "final.config"), str(out)]) == 0
+    nnet = Nnet.read(str(out))
+    assert nnet.config_lines() == Nnet.read(str(small / "final.raw")).config_lines()
+    assert not nnet.components["output.affine"].params["linear"].any()  # param-stddev=0.0
+    assert nnet.components["tdnn1.affine"].params["linear"].std() > 0.01

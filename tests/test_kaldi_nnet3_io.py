@@ -150,3 +150,25 @@ def test_unknown_descriptor_names_it_and_node(nnet3_dir):
     bad = text.replace(b"input=tdnn7.relu", b"input=tdnn9.relu")
     with pytest.raises(XvjaxError, match="tdnn9.relu"):
         Nnet.from_bytes(bad, "bad.txt")
+
+
+@pytest.mark.parametrize("model", ["small", "variant8k", "full"])
+def test_init_from_xconfig_final_config(nnet3_dir, model):
+    """nnet3-init of the xconfig's final.config gives the trained model's graph and settings."""
+    ref = Nnet.read(str(nnet3_dir / model / "final.raw"))
+    nnet = Nnet()
+    nnet.apply_config((nnet3_dir / model / "final.config").read_text(), rng=0)
+    assert nnet.config_lines() == ref.config_lines()
+    assert list(nnet.components) == list(ref.components)
+    trained = {"count", "oderiv_count", "num_dims_self_repaired", "num_dims_processed"}
+    if model == "variant8k":  # trained with nnet3-copy --learning-rate=...
+        trained.add("learning_rate")
+    for name, comp in nnet.components.items():
+        other = ref.components[name]
+        assert comp.type == other.type
+        assert {k: v for k, v in comp.attrs.items() if k not in trained} == {
+            k: v for k, v in other.attrs.items() if k not in trained
+        }
+        for key in ("linear", "bias", "stats_mean", "stats_var"):
+            if key in comp.params:
+                assert comp.params[key].shape == other.params[key].shape

@@ -69,6 +69,30 @@ def nnet3_copy(opts, nnet_in: str, nnet_out: str):
 
 
 @command(
+    "nnet3-init",
+    "Initialise an nnet3 network from a config file (like Kaldi's nnet3-init)",
+    usage="""
+    Usage: xvjax nnet3-init [options] [<existing-nnet-in>] <config-in> <raw-nnet-out>
+     e.g.: xvjax nnet3-init --srand=3 configs/final.config 0.raw
+    Random initial parameters come from xvjax's RNG (--srand), not Kaldi's, so they differ from
+    Kaldi's numbers; the structure and every other value are Kaldi's.""",
+    opts=[
+        Opt("binary", True, "Write output in binary mode"),
+        Opt("srand", 0, "Seed for the random initial parameters"),
+    ],
+    nargs=(2, 3),
+)
+def nnet3_init(opts, *args):
+    from xvjax.kaldi.nnet3 import Nnet
+
+    *existing, config, nnet_out = args
+    nnet = Nnet.read(existing[0]) if existing else Nnet()
+    nnet.apply_config(_read_text(config, "nnet config"), rng=opts.srand, source=config)
+    nnet.write(nnet_out, binary=opts.binary)
+    log.info("Initialized raw neural net and wrote it to %s", nnet_out)
+
+
+@command(
     "nnet3-info",
     "Print a summary of an nnet3 raw model (dims, config lines, components)",
     usage="""
