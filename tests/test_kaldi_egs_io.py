@@ -107,3 +107,33 @@ def test_truncated_and_corrupt_archives_are_clean_errors(kaldi_fixtures, tmp_pat
         list(egs.read_egs(f"ark:{bad}"))
     with pytest.raises(XvjaxError, match="specifier"):
         list(egs.read_egs(str(bad)))
+
+
+@pytest.mark.parametrize("model", ["small", "full"])
+def test_xvector_example_equals_nnet3_xvector_get_egs(kaldi_fixtures, model):
+    """Egs rebuilt from the training features (key utt-START-LEN-LABEL) are Kaldi's bytes."""
+    from xvjax.kaldi import tables
+
+    folder = kaldi_fixtures / "nnet3" / model
+    feats = dict(tables.read(f"ark:{folder / 'train_feats.ark'}"))
+    examples = list(egs.read_egs(f"ark:{folder / 'egs_sample.ark'}"))
+    assert len(examples) == 6
+    for key, eg in examples:
+        utt, start, length, label = key.rsplit("-", 3)
+        chunk = feats[utt][int(start) : int(start) + int(length)]
+        ours = egs.xvector_example(chunk, int(label), num_pdfs=12)  # --compress=true (CM)
+        assert egs.example_to_bytes(key, ours) == egs.example_to_bytes(key, eg)
+
+
+def test_xvector_example_uncompressed_text(kaldi_fixtures):
+    from xvjax.kaldi import tables
+
+    src = dict(tables.read(f"ark,t:{kaldi_fixtures / 'egs/egs_uncompressed_source_feats.txt'}"))
+    for key, eg in egs.read_egs(f"ark:{kaldi_fixtures / 'egs/egs_uncompressed.ark'}"):
+        utt, start, length, label = key.rsplit("-", 3)
+        chunk = src[utt][int(start) : int(start) + int(length)]
+        ours = egs.xvector_example(chunk, int(label), num_pdfs=20, compress=False)
+        # the source table is text (7 digits), so compare the text forms
+        assert egs.example_to_bytes(key, ours, False) == egs.example_to_bytes(key, eg, False)
+    with pytest.raises(XvjaxError, match="label"):
+        egs.xvector_example(chunk, 20, num_pdfs=20)

@@ -291,6 +291,43 @@ def example_to_bytes(key: str, eg: NnetExample, binary: bool = True) -> bytes:
     return out.getvalue()
 
 
+def xvector_example(
+    feats: np.ndarray, label: int, num_pdfs: int, compress: bool = True
+) -> NnetExample:
+    """An x-vector training example exactly as `nnet3-xvector-get-egs` builds it.
+
+    feats: (frames, dim) chunk; input indexes (0, t, 0) for t = 0..frames-1; output one index
+    (0, 0, 0) with a 1 x num_pdfs sparse one-hot row. compress=True (get_egs.sh's default)
+    stores the input as Kaldi's automatic CompressedMatrix (CM for more than 8 rows).
+    """
+    from xvjax.kaldi import compressed
+
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise XvjaxError(
+            f"x-vector example needs a non-empty (frames, dim) matrix, got {feats.shape}"
+        )
+    if not 0 <= label < num_pdfs:
+        raise XvjaxError(f"label {label} outside [0, {num_pdfs})")
+    frames = feats.shape[0]
+    indexes = np.zeros((frames, 3), dtype=np.int32)
+    indexes[:, 1] = np.arange(frames, dtype=np.int32)
+    raw = None
+    if compress:
+        raw = compressed.compress(feats, 1)
+        tok, _, rest = raw.partition(b" ")
+        inp = KaldiInput(raw, True, "compressed")
+        inp.pos = len(tok) + 1
+        feats, _ = inp.compressed_matrix_body(tok.decode(), "features")
+    output = SparseMatrix(num_pdfs, [(np.array([label], np.int32), np.array([1.0], np.float32))])
+    return NnetExample(
+        {
+            "input": NnetIo("input", indexes, feats, raw),
+            "output": NnetIo("output", np.zeros((1, 3), np.int32), output),
+        }
+    )
+
+
 # ---------------------------------------------------------------------------- tables (shim)
 
 
