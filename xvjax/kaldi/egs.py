@@ -16,7 +16,13 @@ API:
 
     for key, eg in read_egs("ark:egs.1.ark"): eg.io["input"].features  # (rows, dim) float32
     for key, feats, label in read_xvector_egs("ark:egs.1.ark"): ...     # x-vector egs
-    with EgsWriter("ark,t:out.txt") as w: w.write(key, eg)
+    eg = xvector_example(feats, label, num_pdfs, compress=True)         # = nnet3-xvector-get-egs
+    with EgsWriter("ark,t:out.txt") as w: w.write(key, eg)             # or write_egs(wspec, pairs)
+    example_to_bytes(key, eg, binary=True)                              # one archive entry
+
+Types: NnetExample(io: dict[name, NnetIo]); NnetIo(name, indexes (rows, 3) int32 (n, t, x),
+features float32 (rows, dim) or SparseMatrix(num_cols, rows=[(indices, values), ...]),
+compressed: original CM bytes or None); NnetIo.dense() gives a dense float32 matrix.
 
 Compressed inputs are decoded with Kaldi's float32 arithmetic (`kaldi_io_binary.decompress`)
 and their original bytes are kept (`NnetIo.compressed`) so a binary copy is byte-identical.

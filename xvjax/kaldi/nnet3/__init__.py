@@ -14,6 +14,17 @@ Public API (stable; the Flax converter and extraction code use it):
     nnet.write("out.raw", binary=True)       # atomic; Kaldi's exact bytes for unmodified models
     nnet.to_bytes(binary=False)              # the text form as bytes
     nnet2 = nnet.copy(); nnet == nnet2
+    nnet.context()                           # (left, right) frame context, as nnet3-info
+    nnet.num_parameters(); nnet.modulus(); nnet.orphan_nodes(); nnet.config_lines(include_dim=True)
+    from xvjax.kaldi.nnet3.edits import apply_edits, set_learning_rate   # nnet3-copy --edits
+    apply_edits(nnet, "set-learning-rate-factor name=tdnn[1-5]* learning-rate-factor=0")
+
+Writing: `kaldi_roundtrip=True` (default) emulates what Kaldi's Read+Write do to BatchNorm and
+nonlinearity statistics (double sums divided in float), so the output equals `nnet3-copy`'s
+bytes (final.txt, resized_0.raw in the fixtures); `kaldi_roundtrip=False` writes the stored
+values verbatim (reading a file and writing it back in the same mode is then byte-identical).
+New components from config lines get Kaldi's InitFromConfig defaults; random parameters
+(non-zero param-stddev/bias-stddev) come from numpy, not Kaldi's RNG.
 
 Component params by meaning: affine/NG-affine/fixed-affine/tdnn `linear` (out, in) and `bias`
 (out,); LinearComponent `linear`; BatchNorm `stats_mean`, `stats_var` (attrs dim, block_dim,
