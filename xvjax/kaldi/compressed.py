@@ -97,8 +97,8 @@ def _percentiles(mat: np.ndarray, min_value, range_) -> np.ndarray:
     n = mat.shape[0]
     if n >= 5:
         q = n // 4
-        part = np.partition(mat, [0, q, 3 * q, n - 1], axis=0)
-        stats = part[[0, q, 3 * q, n - 1]]
+        part = np.partition(np.ascontiguousarray(mat.T), [0, q, 3 * q, n - 1], axis=1)
+        stats = part[:, [0, q, 3 * q, n - 1]].T
     else:
         stats = np.sort(mat, axis=0)
     u = _float_to_uint(stats, min_value, range_, 65535)
@@ -116,22 +116,22 @@ def _trunc_to_int(x: np.ndarray) -> np.ndarray:
 
 
 def _float_to_char(values: np.ndarray, p: tuple) -> np.ndarray:
-    """Kaldi's FloatToChar for a (num_rows, num_cols) block with per-column float percentiles."""
+    """Kaldi's FloatToChar for a (num_rows, num_cols) block with per-column float percentiles.
+
+    Each value falls in one of three ranges [p0, p25), [p25, p75), [p75, p100] mapped to codes
+    0..64, 64..192, 192..255; the range's start/width/scale are gathered per element and the code
+    is `offset + int(float(f * scale) + 0.5)` with f in float32, as Kaldi computes it.
+    """
     p0, p25, p75, p100 = p
+    seg = (values >= p25).astype(np.intp) + (values >= p75)  # 0, 1, 2
+    cols = np.arange(values.shape[1])
+    start = np.stack([p0, p25, p75])[seg, cols]
+    width = np.stack([p25 - p0, p75 - p25, p100 - p75])[seg, cols]
+    scale = np.array([64, 128, 63], dtype=_F32)[seg]
+    offset = np.array([0, 64, 192])[seg]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        low = _trunc_to_int(((values - p0) / (p25 - p0) * _F32(64)).astype(np.float64) + 0.5)
-        mid = 64 + _trunc_to_int(
-            ((values - p25) / (p75 - p25) * _F32(128)).astype(np.float64) + 0.5
-        )
-        high = 192 + _trunc_to_int(
-            ((values - p75) / (p100 - p75) * _F32(63)).astype(np.float64) + 0.5
-        )
-    out = np.where(
-        values < p25,
-        np.clip(low, 0, 64),
-        np.where(values < p75, np.clip(mid, 64, 192), np.clip(high, 192, 255)),
-    )
-    return out.astype(np.uint8)
+        code = offset + _trunc_to_int(((values - start) / width * scale).astype(np.float64) + 0.5)
+    return np.clip(code, offset, offset + np.array([64, 128, 63])[seg]).astype(np.uint8)
 
 
 def _char_to_float(q: np.ndarray, p: tuple) -> np.ndarray:
@@ -186,8 +186,13 @@ def decompress(fmt: int, header: bytes, payload: bytes) -> np.ndarray:
     if fmt == 3:
         q = np.frombuffer(payload, dtype=np.uint8).reshape(num_rows, num_cols)
         step = _F32(np.float64(range_) * (1.0 / 255.0))
-        return min_value + q.astype(_F32) * step
+        table = min_value + np.arange(256, dtype=_F32) * step  # same float ops, once per code
+        return table[q]
     pct = np.frombuffer(payload, dtype="<u2", count=4 * num_cols).reshape(num_cols, 4)
     pf = _uint16_to_float(pct, min_value, range_)
-    q = np.frombuffer(payload, dtype=np.uint8, offset=8 * num_cols).reshape(num_cols, num_rows).T
-    return np.ascontiguousarray(_char_to_float(q, tuple(pf[:, i] for i in range(4))))
+    # Per column, the 256 possible byte codes decode through a lookup table (256, num_cols).
+    table = _char_to_float(
+        np.arange(256, dtype=np.uint8)[:, None], tuple(pf[:, i] for i in range(4))
+    )
+    q = np.frombuffer(payload, dtype=np.uint8, offset=8 * num_cols).reshape(num_cols, num_rows)
+    return np.ascontiguousarray(table[q, np.arange(num_cols)[:, None]].T)

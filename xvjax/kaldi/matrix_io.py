@@ -51,6 +51,11 @@ def read_exact(f, n: int, what: str) -> bytes:
 
 def _read_token(f) -> bytes:
     """A binary token such as FM/CM2, consuming the single space after it."""
+    if hasattr(f, "peek"):
+        head = f.peek(8)[:8]
+        end = head.find(b" ")
+        if end > 0:
+            return f.read(end + 1)[:-1]
     tok = bytearray()
     while True:
         c = f.read(1)
@@ -133,10 +138,23 @@ def read_binary(f, kind: str = "auto"):
             raise FormatError(f"bad vector header: dimension {dim}")
         shape = (dim,)
     count = shape[0] * (shape[1] if len(shape) == 2 else 1)
-    data = read_exact(f, count * dtype.itemsize, _object_name(tok) + " data")
-    return (
-        np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
-    )
+    return read_array(f, dtype, count, _object_name(tok) + " data").reshape(shape)
+
+
+def read_array(f, dtype, count: int, what: str) -> np.ndarray:
+    """`count` little-endian values read straight into a new native-order array."""
+    nbytes = count * dtype.itemsize
+    try:
+        out = np.empty(count, dtype=dtype.newbyteorder("<"))
+    except (MemoryError, ValueError):
+        raise FormatError(f"corrupt {what}: implausible size of {nbytes} bytes") from None
+    got = f.readinto(memoryview(out).cast("B")) if nbytes else 0
+    while got < nbytes:  # pipes may return short reads
+        more = f.readinto(memoryview(out).cast("B")[got:])
+        if not more:
+            raise FormatError(f"truncated {what}: expected {nbytes} bytes, got {got}")
+        got += more
+    return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
 
 def _read_binary_basic(f, kind: str):

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import subprocess
@@ -57,49 +56,125 @@ def printable(name: str) -> str:
     return "standard input" if name in ("", "-") else name
 
 
-class _PipeReader(io.BufferedReader):
-    """Stdout of a shell command; closing it waits and checks the exit status."""
+class InputStream:
+    """A small buffered reader over a raw stream, with cheap `peek(n)` (BufferedReader.peek copies
+    its whole buffer), `readinto` straight into numpy arrays, `readline`, and `seek` for files."""
 
-    def __init__(self, command: str):
-        self.command = command
-        try:
-            self.proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE)
-        except OSError as e:
-            raise XvjaxError(f"cannot run input command '{command}': {e.strerror}") from None
-        super().__init__(self.proc.stdout, buffer_size=1 << 20)
+    def __init__(self, raw, name: str, chunk: int = 1 << 20, proc: subprocess.Popen | None = None):
+        self.raw, self.name, self.chunk, self.proc = raw, name, chunk, proc
+        self._buf, self._pos = b"", 0
+        self.closed = False
+
+    def _fill(self, n: int) -> int:
+        avail = len(self._buf) - self._pos
+        if avail >= n:
+            return avail
+        parts = [self._buf[self._pos :]]
+        while avail < n:
+            data = self.raw.read(max(self.chunk, n - avail))
+            if not data:
+                break
+            parts.append(data)
+            avail += len(data)
+        self._buf, self._pos = b"".join(parts), 0
+        return avail
+
+    def peek(self, n: int = 1) -> bytes:
+        self._fill(n)
+        return self._buf[self._pos : self._pos + n]
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self._buf[self._pos :]]
+            while data := self.raw.read(self.chunk):
+                parts.append(data)
+            self._buf, self._pos = b"", 0
+            return b"".join(parts)
+        avail = len(self._buf) - self._pos
+        if n > avail and n > self.chunk:  # big read: buffer remainder + the rest directly
+            out = bytearray(n)
+            got = self.readinto(memoryview(out))
+            return bytes(out[:got])
+        self._fill(n)
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += len(out)
+        return out
+
+    def readinto(self, view) -> int:
+        view = memoryview(view).cast("B")
+        n = len(view)
+        k = min(n, len(self._buf) - self._pos)
+        view[:k] = self._buf[self._pos : self._pos + k]
+        self._pos += k
+        while k < n:
+            got = self.raw.readinto(view[k:])
+            if not got:
+                break
+            k += got
+        return k
+
+    def readline(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\n", self._pos)
+            if end >= 0:
+                line = self._buf[self._pos : end + 1]
+                self._pos = end + 1
+                return line
+            avail = len(self._buf) - self._pos
+            if self._fill(avail + 1) == avail:  # end of data
+                return self.read(avail)
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+    def seek(self, offset: int) -> None:
+        self.raw.seek(offset)
+        self._buf, self._pos = b"", 0
+
+    def tell(self) -> int:
+        return self.raw.tell() - (len(self._buf) - self._pos)
 
     def close(self) -> None:
         if self.closed:
+            return
+        self.closed = True
+        if self.proc is None:
+            self.raw.close()
             return
         try:
             at_end = not self.peek(1)
         except (OSError, ValueError):
             at_end = False
-        super().close()
+        self.raw.close()
         status = self.proc.wait()
         # A reader that stops early makes the command die of SIGPIPE: not an error then.
         if status != 0 and at_end:
-            raise XvjaxError(f"input command '{self.command}' exited with status {status}")
+            raise XvjaxError(f"input command '{self.name}' exited with status {status}")
 
 
-def open_input(rx: str, binary_check: bool = False) -> io.BufferedIOBase:
+def open_input(rx: str, chunk: int = 1 << 20) -> InputStream:
     """Opens an rxfilename for binary reading, positioned at its offset. Caller closes it."""
     kind, target, offset = classify_rxfilename(rx)
     if kind == "stdin":
-        return sys.stdin.buffer
+        return InputStream(sys.stdin.buffer, "-", chunk)
     if kind == "pipe":
-        return _PipeReader(target)
+        try:
+            proc = subprocess.Popen(target, shell=True, stdout=subprocess.PIPE, bufsize=0)
+        except OSError as e:
+            raise XvjaxError(f"cannot run input command '{target}': {e.strerror}") from None
+        return InputStream(proc.stdout, target, chunk, proc)
     try:
-        f = open(target, "rb", buffering=1 << 20)
+        raw = open(target, "rb", buffering=0)
     except OSError as e:
         raise XvjaxError(f"cannot open '{target}' for reading: {e.strerror}") from None
     if offset:
-        size = os.fstat(f.fileno()).st_size
+        size = os.fstat(raw.fileno()).st_size
         if offset >= size and os.path.isfile(target):
-            f.close()
+            raw.close()
             raise XvjaxError(f"offset {offset} is past the end of '{target}' ({size} bytes)")
-        f.seek(offset)
-    return f
+        raw.seek(offset)
+    return InputStream(raw, target, chunk)
 
 
 @contextlib.contextmanager
@@ -109,7 +184,7 @@ def input_stream(rx: str):
     try:
         yield f
     finally:
-        if f is not sys.stdin.buffer:
+        if f.raw is not sys.stdin.buffer:
             f.close()
 
 

@@ -227,37 +227,49 @@ def _apply_range(obj, rng, where: str):
     return obj[rows, cols]
 
 
+_SPACE = re.compile(rb"[ \t\r\n]")
+
+
 def _read_key(f) -> str | None:
     """Reads `key` + one space/tab (newline left in place); None at a clean end of archive."""
-    c = f.read(1)
-    while c and c in b" \t\r\n":
-        c = f.read(1)
-    if not c:
-        return None
-    key = bytearray(c)
+    key = bytearray()
     while True:
-        c = f.peek(1)[:1] if hasattr(f, "peek") else None
-        if c is None:
-            c = f.read(1)
-            if c and c in b" \t\r\n":
-                break
+        chunk = f.peek(256)[:256] if hasattr(f, "peek") else f.read(1)
+        if not chunk:
+            if key:
+                raise FormatError(f"truncated archive: end of data after key '{_show(key)}'")
+            return None
+        if not hasattr(f, "peek"):  # unbuffered stream: byte by byte
+            if chunk in b" \t\r\n":
+                if key:
+                    if chunk == b"\n":
+                        raise FormatError(f"no object after key '{_show(key)}'")
+                    break
+                continue
+            key += chunk
         else:
-            if not c or c in b" \t\r\n":
-                if c in (b" ", b"\t"):
+            if not key:
+                stripped = chunk.lstrip(b" \t\r\n")
+                if len(stripped) < len(chunk):
+                    f.read(len(chunk) - len(stripped))
+                    continue
+            m = _SPACE.search(chunk)
+            end = m.start() if m else -1
+            if end < 0:
+                key += f.read(len(chunk))
+            else:
+                key += f.read(end)
+                if chunk[end : end + 1] in (b" ", b"\t"):
                     f.read(1)
                 break
-            f.read(1)
-        if not c:
-            break
-        key += c
         if len(key) > 4096:
             raise FormatError("expected a key: no space after 4096 characters (not an archive?)")
-    if not c:
-        raise FormatError(f"truncated archive: end of data after key '{_show(key)}'")
     try:
         return key.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormatError(f"key {_show(key)!r} is not valid UTF-8 (not an archive?)") from None
+        raise FormatError(
+            f"key {_show(bytes(key))!r} is not valid UTF-8 (not an archive?)"
+        ) from None
 
 
 def _show(key: bytes) -> str:
@@ -332,8 +344,8 @@ class _ObjectReader:
                 return _apply_range(matrix_io.read_object(f, self.kind, self.dtype), rng, rx)
         if path != self._path:
             self.close()
-            try:
-                self._file = open(path, "rb", buffering=1 << 20)
+            try:  # small chunks: random access reads one object per seek
+                self._file = streams.InputStream(open(path, "rb", buffering=0), path, chunk=1 << 14)
             except OSError as e:
                 raise XvjaxError(f"cannot open '{path}': {e.strerror}") from None
             self._path = path
