@@ -172,3 +172,27 @@ def test_init_from_xconfig_final_config(nnet3_dir, model):
         for key in ("linear", "bias", "stats_mean", "stats_var"):
             if key in comp.params:
                 assert comp.params[key].shape == other.params[key].shape
+
+
+def test_read_from_pipe_and_legacy_tokens(nnet3_dir, tmp_path):
+    small = nnet3_dir / "small"
+    text = (small / "final.txt").read_bytes()
+    piped = Nnet.read(f"cat {small / 'final.raw'} |")
+    assert piped.to_bytes(binary=False) == text
+    # back-compatibility tokens Kaldi's Read accepts (older models): written canonically
+    old = text.replace(
+        b"<Alpha> 4 </NaturalGradientAffineComponent>",
+        b"<Alpha> 4 <MaxChangePerSample> 0.1 <IsGradient> F <UpdateCount> 1 "
+        b"<ActiveScalingCount> 2 <MaxChangeScaleStats> 3 </NaturalGradientAffineComponent>",
+        1,
+    )
+    assert old != text
+    path = tmp_path / "old.txt"
+    path.write_bytes(old)
+    assert Nnet.read(str(path)).to_bytes(binary=False, kaldi_roundtrip=False) == text
+    # a nonlinearity written before <OderivRms> existed reads with Kaldi's defaults
+    start = text.index(b"<OderivRms>", text.index(b"<ComponentName> output.log-softmax"))
+    end = text.index(b"<NumDimsSelfRepaired>", start)
+    nnet = Nnet.from_bytes(text[:start] + text[end:], "older.txt")
+    comp = nnet.components["output.log-softmax"]
+    assert comp.params["oderiv_rms"].shape == (0,) and comp.attrs["oderiv_count"] == 0.0
