@@ -236,7 +236,7 @@ def read_text(f, kind: str = "auto", dtype=np.float32):
         raise FormatError(f"unexpected text after ']': '{after.strip()[:30]}'")
     rows = [r for r in inside.split("\n") if r.strip()]
     multiline = inside.lstrip(" \t\r").startswith("\n")
-    if kind == "vector" or (kind == "auto" and not multiline and rows):
+    if kind == "vector" or (kind == "auto" and not multiline and len(rows) == 1):
         if len(rows) > 1:
             raise FormatError("text vector spans several lines (is it a matrix?)")
         return _parse_numbers(inside, dtype, "vector")

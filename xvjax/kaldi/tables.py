@@ -25,6 +25,13 @@ Writers write float64 arrays as double objects, float32 as float; `compression_m
 Errors are `XvjaxError`s with one line naming the file, the key and the problem. With `p`,
 unreadable scp entries are skipped and a broken archive ends the table, each with a warning.
 Text tables (utt2spk, spk2utt, trials) are read with `read_text_table` / `read_text_lists`.
+
+Why not kaldiio (2.18) underneath: it reads plain FM/DM/FV/DV correctly (the tests cross-check
+it), but its compressed matrices are not Kaldi's numbers (decoding CM/CM2/CM3 differs from
+copy-feats' output by up to 4e-3 for method 4, and its compressed writes differ from Kaldi's bytes
+for methods 1-4, 6, 7), and it lacks the s/cs/o/p/bg options, `scp:` wspecifiers, int32/float
+holders, atomic writes, permissive reading and errors naming file and key. So the formats live in
+`matrix_io.py` / `compressed.py`, the streams in `streams.py`; kaldiio is only a test oracle.
 """
 
 from __future__ import annotations
@@ -318,7 +325,8 @@ def read_scp(rx: str) -> list[tuple[str, str]]:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise XvjaxError(f"{streams.printable(rx)}:{num}: not UTF-8 text") from None
-            key, _, rest = line.strip().partition(" ")
+            fields = line.strip().split(None, 1)  # key, then the rest (may hold spaces: pipes)
+            key, rest = (fields + ["", ""])[:2]
             rest = rest.strip()
             if not key or not rest:
                 raise XvjaxError(
