@@ -64,10 +64,7 @@ class Component:
             self.name,
             self.type,
             {k: np.array(v, copy=True) for k, v in self.params.items()},
-            {
-                k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
-                for k, v in self.attrs.items()
-            },
+            {k: _copy_value(v) for k, v in self.attrs.items()},
         )
 
     def __eq__(self, other) -> bool:
@@ -85,6 +82,14 @@ class Component:
             if not np.array_equal(np.asarray(v), np.asarray(other.attrs[k])):
                 return False
         return True
+
+
+def _copy_value(v):
+    if isinstance(v, np.ndarray):
+        return np.array(v, copy=True)
+    if isinstance(v, list):
+        return list(v)
+    return v
 
 
 # ---------------------------------------------------------------------------- specs
