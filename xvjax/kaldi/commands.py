@@ -289,10 +289,10 @@ def validate_data_dir_cmd(opts, data: str) -> int:
 
 
 def _read_list(path: str) -> list[str]:
-    from xvjax.kaldi import tables
+    from xvjax.kaldi import text_tables
 
     out = []
-    for _, line in tables._text_lines(path):
+    for _, line in text_tables.text_lines(path):
         fields = line.split()
         if fields:
             out.append(fields[0])

@@ -36,7 +36,6 @@ holders, atomic writes, permissive reading and errors naming file and key. So th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Iterator
@@ -46,6 +45,18 @@ import numpy as np
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import matrix_io, streams
 from xvjax.kaldi.matrix_io import FormatError
+from xvjax.kaldi.specifiers import (
+    RSpecifier,
+    WSpecifier,
+    apply_range,
+    check_key,
+    is_rspecifier,
+    is_wspecifier,
+    parse_rspecifier,
+    parse_wspecifier,
+    split_range,
+)
+from xvjax.kaldi.text_tables import read_text_lists, read_text_table, write_text_table
 
 log = logging.getLogger("xvjax")
 
@@ -74,165 +85,7 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------------------ specifiers
-
-
-@dataclasses.dataclass(frozen=True)
-class RSpecifier:
-    type: str  # "ark" or "scp"
-    filename: str
-    once: bool = False
-    permissive: bool = False
-    sorted: bool = False
-    called_sorted: bool = False
-    background: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class WSpecifier:
-    type: str  # "ark", "scp" or "both" (ark,scp)
-    ark: str | None
-    scp: str | None
-    binary: bool | None = None  # None: not given (writers default to binary)
-    flush: bool = False
-    permissive: bool = False
-
-
-_R_FLAGS = {
-    "o": ("once", True),
-    "no": ("once", False),
-    "p": ("permissive", True),
-    "np": ("permissive", False),
-    "s": ("sorted", True),
-    "ns": ("sorted", False),
-    "cs": ("called_sorted", True),
-    "ncs": ("called_sorted", False),
-    "bg": ("background", True),
-}
-
-
-def _split_options(spec: str) -> tuple[list[str], str] | None:
-    if ":" not in spec or not spec or spec[-1].isspace():
-        return None
-    before, _, after = spec.partition(":")
-    return [o.strip() for o in before.split(",")], after
-
-
-def parse_rspecifier(rspec: str) -> RSpecifier:
-    """Parses `ark:`/`scp:` rspecifiers with their options; XvjaxError if it is not one."""
-    parts = _split_options(rspec)
-    if parts is None:
-        raise XvjaxError(f"bad rspecifier '{rspec}' (expected e.g. ark:feats.ark or scp:feats.scp)")
-    options, filename = parts
-    kind, flags = None, {}
-    for opt in options:
-        if opt in ("b", "t"):
-            continue
-        if opt in _R_FLAGS:
-            name, value = _R_FLAGS[opt]
-            flags[name] = value
-        elif opt in ("ark", "scp") and kind is None:
-            kind = opt
-        else:
-            raise XvjaxError(f"bad rspecifier '{rspec}': unknown or repeated option '{opt}'")
-    if kind is None:
-        raise XvjaxError(f"bad rspecifier '{rspec}': neither ark nor scp given")
-    return RSpecifier(kind, filename, **flags)
-
-
-def parse_wspecifier(wspec: str) -> WSpecifier:
-    """Parses `ark:`, `scp:` and `ark,scp:` wspecifiers with b/t/f/nf/p options."""
-    parts = _split_options(wspec)
-    if parts is None:
-        raise XvjaxError(
-            f"bad wspecifier '{wspec}' (expected e.g. ark:out.ark or ark,scp:a.ark,a.scp)"
-        )
-    options, filename = parts
-    kind, binary, flush, permissive = None, None, False, False
-    for opt in options:
-        if opt == "b":
-            binary = True
-        elif opt == "t":
-            binary = False
-        elif opt == "f":
-            flush = True
-        elif opt == "nf":
-            flush = False
-        elif opt == "p":
-            permissive = True
-        elif opt == "ark" and kind is None:
-            kind = "ark"
-        elif opt == "scp" and kind in (None, "ark"):
-            kind = "both" if kind == "ark" else "scp"
-        else:
-            raise XvjaxError(f"bad wspecifier '{wspec}': unknown or misplaced option '{opt}'")
-    if kind is None:
-        raise XvjaxError(f"bad wspecifier '{wspec}': neither ark nor scp given")
-    ark = scp = None
-    if kind == "ark":
-        ark = filename
-    elif kind == "scp":
-        scp = filename
-    else:
-        ark, sep, scp = filename.partition(",")
-        if not sep or not scp:
-            raise XvjaxError(f"bad wspecifier '{wspec}': ark,scp needs two filenames 'a.ark,a.scp'")
-    return WSpecifier(kind, ark, scp, binary, flush, permissive)
-
-
-def is_rspecifier(text: str) -> bool:
-    try:
-        parse_rspecifier(text)
-        return True
-    except XvjaxError:
-        return False
-
-
-def is_wspecifier(text: str) -> bool:
-    try:
-        parse_wspecifier(text)
-        return True
-    except XvjaxError:
-        return False
-
-
 # ------------------------------------------------------------------------------ reading
-
-_RANGE = re.compile(r"^(.+)\[([0-9:,\s]*)\]$")
-
-
-def _split_range(rx: str) -> tuple[str, tuple[slice, slice] | None]:
-    """`foo.ark:12[0:9,3:5]` -> ("foo.ark:12", (rows 0..9, cols 3..5)); Kaldi ranges are inclusive."""
-    m = _RANGE.match(rx)
-    if not m:
-        return rx, None
-    parts = m.group(2).split(",")
-    if len(parts) > 2:
-        raise XvjaxError(f"bad range '[{m.group(2)}]' in '{rx}'")
-    slices = []
-    for part in parts + [""] * (2 - len(parts)):
-        part = part.strip()
-        if not part:
-            slices.append(slice(None))
-            continue
-        lo, sep, hi = part.partition(":")
-        if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(hi) < int(lo):
-            raise XvjaxError(f"bad range '[{m.group(2)}]' in '{rx}' (want [first:last] rows)")
-        slices.append(slice(int(lo), int(hi) + 1))
-    return m.group(1), (slices[0], slices[1])
-
-
-def _apply_range(obj, rng, where: str):
-    if rng is None:
-        return obj
-    if not isinstance(obj, np.ndarray) or obj.ndim != 2:
-        raise XvjaxError(f"{where}: a [range] applies only to matrices")
-    rows, cols = rng
-    for sl, n, what in ((rows, obj.shape[0], "rows"), (cols, obj.shape[1], "columns")):
-        if sl.stop is not None and sl.stop > n:
-            raise XvjaxError(f"{where}: range {sl.start}:{sl.stop - 1} exceeds the {n} {what}")
-    return obj[rows, cols]
-
 
 _SPACE = re.compile(rb"[ \t\r\n]")
 
@@ -345,11 +198,11 @@ class _ObjectReader:
         self._file = None
 
     def read(self, rx: str):
-        target, rng = _split_range(rx)
+        target, rng = split_range(rx)
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
             with streams.input_stream(target) as f:
-                return _apply_range(matrix_io.read_object(f, self.kind, self.dtype), rng, rx)
+                return apply_range(matrix_io.read_object(f, self.kind, self.dtype), rng, rx)
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
@@ -358,7 +211,7 @@ class _ObjectReader:
                 raise XvjaxError(f"cannot open '{path}': {e.strerror}") from None
             self._path = path
         self._file.seek(offset)
-        return _apply_range(matrix_io.read_object(self._file, self.kind, self.dtype), rng, rx)
+        return apply_range(matrix_io.read_object(self._file, self.kind, self.dtype), rng, rx)
 
     def close(self) -> None:
         if self._file is not None:
@@ -543,13 +396,6 @@ _MISSING = object()
 # ------------------------------------------------------------------------------ writing
 
 
-def _check_key(key: str, wspec: str) -> None:
-    if not isinstance(key, str) or not key or any(c.isspace() for c in key):
-        raise XvjaxError(
-            f"invalid key {key!r} for table '{wspec}' (keys are non-empty, no whitespace)"
-        )
-
-
 class Writer:
     """Table writer; `w[key] = obj` (or `w.write(key, obj)`), committed when the block ends.
 
@@ -601,7 +447,7 @@ class Writer:
     def write(self, key: str, obj) -> None:
         if not self._outputs and self._scp_targets is None:
             self.open()
-        _check_key(key, self.wspec)
+        check_key(key, self.wspec)
         try:
             data = matrix_io.encode(obj, self.binary, self.compression_method)
         except XvjaxError as e:
@@ -660,13 +506,13 @@ def write_dict(wspec: str, table: dict, compression_method: int | None = None) -
 
 def read_object(rxfilename: str, kind: str = "auto", dtype=None):
     """One object from an rxfilename (`transform.mat`, `mean.vec`, `-`, `cmd |`, `a.ark:123`)."""
-    target, rng = _split_range(rxfilename)
+    target, rng = split_range(rxfilename)
     try:
         with streams.input_stream(target) as f:
             obj = matrix_io.read_object(f, kind, dtype)
     except FormatError as e:
         raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
-    return _apply_range(obj, rng, rxfilename)
+    return apply_range(obj, rng, rxfilename)
 
 
 def read_matrix(rxfilename: str, dtype=None) -> np.ndarray:
@@ -702,72 +548,3 @@ def write_vector(wxfilename: str, vec: np.ndarray, binary: bool = True) -> None:
             f"{wxfilename}: expected a float vector, got {vec.dtype} of shape {vec.shape}"
         )
     write_object(wxfilename, vec, binary)
-
-
-# ------------------------------------------------------------------------------ text tables
-
-
-def _text_path(path: str) -> str:
-    """Accepts a plain path/rxfilename or an `ark:`/`ark,t:` rspecifier for text tables."""
-    if is_rspecifier(path):
-        spec = parse_rspecifier(path)
-        if spec.type != "ark":
-            raise XvjaxError(f"text table '{path}' must be a file or ark: (not scp:)")
-        return spec.filename
-    return path
-
-
-def _text_lines(path: str) -> Iterator[tuple[int, str]]:
-    rx = _text_path(path)
-    with streams.input_stream(rx) as f:
-        for num, raw in enumerate(f, 1):
-            try:
-                yield num, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise XvjaxError(
-                    f"{streams.printable(rx)}:{num}: not UTF-8 text (byte {e.start + 1} of the line)"
-                ) from None
-
-
-def read_text_table(path: str, sorted_check: bool = False) -> dict[str, str]:
-    """`key value` per line (utt2spk, utt2num_frames, num_utts.ark); value is the rest of the line.
-
-    Blank lines are skipped; a line without a value and a duplicate key are errors; with
-    `sorted_check` keys must be strictly increasing (as `LC_ALL=C sort` orders them).
-    """
-    out: dict[str, str] = {}
-    prev = None
-    for num, line in _text_lines(path):
-        parts = line.strip().split(maxsplit=1)
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise XvjaxError(f"{path}:{num}: expected 'key value', got '{line.strip()[:60]}'")
-        key = parts[0]
-        if key in out:
-            raise XvjaxError(f"{path}:{num}: duplicate key '{key}'")
-        if sorted_check and prev is not None and key.encode() < prev.encode():
-            raise XvjaxError(
-                f"{path}:{num}: key '{key}' after '{prev}': not sorted (LC_ALL=C sort)"
-            )
-        out[key], prev = parts[1].strip(), key
-    return out
-
-
-def read_text_lists(path: str, sorted_check: bool = False) -> dict[str, list[str]]:
-    """`key v1 v2 ...` per line (spk2utt)."""
-    return {k: v.split() for k, v in read_text_table(path, sorted_check).items()}
-
-
-def write_text_table(path: str, table: dict, sort: bool = True) -> None:
-    """Writes `key value` lines atomically; list values are joined by spaces (spk2utt)."""
-    keys = sorted(table, key=lambda k: k.encode()) if sort else list(table)
-    lines = []
-    for key in keys:
-        _check_key(key, path)
-        value = table[key]
-        if isinstance(value, (list, tuple)):
-            value = " ".join(str(v) for v in value)
-        lines.append(f"{key} {value}\n")
-    with streams.output_stream(path) as out:
-        out.write("".join(lines).encode("utf-8"))

@@ -1,0 +1,204 @@
+"""Data-directory validation, like Kaldi's utils/validate_data_dir.sh, with one line per problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from xvjax.errors import XvjaxError
+from xvjax.kaldi import specifiers, streams
+from xvjax.kaldi.datadir_core import _ckey, _sorted, utt2spk_to_spk2utt
+
+
+def _check_table(path: str, problems: list[str], min_fields: int = 2) -> dict[str, str] | None:
+    """Reads a key-value file, recording format/sort/duplicate problems; None if unreadable."""
+    try:
+        with streams.input_stream(path) as f:
+            raw = f.read()
+    except XvjaxError as e:
+        problems.append(str(e))
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        problems.append(f"{path}:{line}: not UTF-8 text")
+        return None
+    out: dict[str, str] = {}
+    prev = None
+    for num, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            if num <= text.count("\n"):
+                problems.append(f"{path}:{num}: empty line")
+            continue
+        fields = line.split()
+        if len(fields) < min_fields:
+            problems.append(
+                f"{path}:{num}: expected at least {min_fields} fields, got '{line.strip()[:60]}'"
+            )
+            continue
+        key = fields[0]
+        if key in out:
+            problems.append(f"{path}:{num}: duplicate key '{key}'")
+            continue
+        if prev is not None and _ckey(key) < _ckey(prev):
+            problems.append(
+                f"{path}:{num}: key '{key}' after '{prev}': not sorted (use LC_ALL=C sort, or fix_data_dir)"
+            )
+        out[key] = line.split(None, 1)[1].strip()
+        prev = key
+    return out
+
+
+def _compare_keys(
+    problems: list[str], path: str, keys: Iterable[str], want: set[str], what: str
+) -> None:
+    keys = set(keys)
+    missing, extra = want - keys, keys - want
+    if missing:
+        ex = _sorted(missing)[0]
+        problems.append(f"{path}: {len(missing)} {what} missing (e.g. '{ex}')")
+    if extra:
+        ex = _sorted(extra)[0]
+        problems.append(f"{path}: {len(extra)} keys not in utt2spk/{what} (e.g. '{ex}')")
+
+
+def check_data_dir(
+    path: str, check_files: bool = True, need_feats: bool = False, need_wav: bool = False
+) -> list[str]:
+    """All problems found in a data dir, one line each (empty list = valid).
+
+    Checks as utils/validate_data_dir.sh: every file sorted with unique keys, spk2utt consistent
+    with utt2spk, utterances sorted consistently with speakers (speaker-id prefixes), the same
+    utterance set in utt2spk, feats.scp, vad.scp, utt2num_frames, utt2dur and segments (or wav.scp
+    without segments), segments' recordings in wav.scp, numeric fields valid; with `check_files`
+    also that wav files and feature archives named in the scp files exist.
+    """
+    problems: list[str] = []
+    j = lambda name: os.path.join(path, name)  # noqa: E731
+    if not os.path.isdir(path):
+        return [f"data directory '{path}' does not exist"]
+    if not os.path.exists(j("utt2spk")):
+        return [f"{j('utt2spk')}: missing (every data dir needs utt2spk)"]
+    utt2spk = _check_table(j("utt2spk"), problems)
+    if utt2spk is None:
+        return problems
+    for utt, spk in utt2spk.items():
+        if len(spk.split()) != 1:
+            problems.append(f"{j('utt2spk')}: utterance '{utt}': expected one speaker, got '{spk}'")
+    utts = set(utt2spk)
+    if not utts:
+        problems.append(f"{j('utt2spk')}: empty")
+    ordered = _sorted(utts)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if _ckey(utt2spk[b]) < _ckey(utt2spk[a]):
+            problems.append(
+                f"{j('utt2spk')}: utterance '{b}' (speaker '{utt2spk[b]}') sorts after '{a}' (speaker "
+                f"'{utt2spk[a]}'): utterance ids must be sorted consistently with speakers (make speaker-ids prefixes)"
+            )
+            break
+    expected_spk2utt = {k: " ".join(v) for k, v in utt2spk_to_spk2utt(utt2spk).items()}
+    if os.path.exists(j("spk2utt")):
+        spk2utt = _check_table(j("spk2utt"), problems)
+        if spk2utt is not None:
+            for spk in _sorted(set(spk2utt) | set(expected_spk2utt)):
+                got = " ".join(spk2utt.get(spk, "").split())
+                if got != expected_spk2utt.get(spk, ""):
+                    problems.append(
+                        f"{j('spk2utt')}: speaker '{spk}' does not match utt2spk "
+                        f"(got '{got[:60]}', want '{expected_spk2utt.get(spk, '')[:60]}'); regenerate with utt2spk_to_spk2utt"
+                    )
+                    break
+    else:
+        problems.append(f"{j('spk2utt')}: missing (create it from utt2spk)")
+
+    segments = None
+    if os.path.exists(j("segments")):
+        segments = _check_table(j("segments"), problems, min_fields=4)
+        if segments is not None:
+            _compare_keys(problems, j("segments"), segments, utts, "utterances")
+            for utt, rest in segments.items():
+                f = rest.split()
+                try:
+                    start, end = float(f[1]), float(f[2])
+                    if len(f) > 4 or (len(f) == 4 and int(f[3]) < 0):
+                        raise ValueError
+                except (ValueError, IndexError):
+                    problems.append(f"{j('segments')}: segment '{utt}': bad line '{utt} {rest}'")
+                    continue
+                if start < 0 or (end != -1 and end <= start):
+                    problems.append(
+                        f"{j('segments')}: segment '{utt}': bad times start={start} end={end}"
+                    )
+    if os.path.exists(j("wav.scp")):
+        wav = _check_table(j("wav.scp"), problems)
+        if wav is not None:
+            if segments is not None:
+                recs = {rest.split()[0] for rest in segments.values()}
+                missing = recs - set(wav)
+                if missing:
+                    problems.append(
+                        f"{j('wav.scp')}: {len(missing)} recordings used in segments missing (e.g. '{_sorted(missing)[0]}')"
+                    )
+            else:
+                _compare_keys(problems, j("wav.scp"), wav, utts, "utterances")
+            if check_files:
+                for rec, spec in wav.items():
+                    kind, target, _ = streams.classify_rxfilename(spec)
+                    if kind == "file" and not os.path.exists(target):
+                        problems.append(
+                            f"{j('wav.scp')}: recording '{rec}': file '{target}' does not exist"
+                        )
+                        break
+    elif need_wav:
+        problems.append(f"{j('wav.scp')}: missing")
+    for name in ("feats.scp", "vad.scp"):
+        if os.path.exists(j(name)):
+            scp = _check_table(j(name), problems)
+            if scp is not None:
+                _compare_keys(problems, j(name), scp, utts, "utterances")
+                if check_files:
+                    for utt, spec in scp.items():
+                        target, _ = specifiers.split_range(spec)
+                        kind, fname, _ = streams.classify_rxfilename(target)
+                        if kind == "file" and not os.path.exists(fname):
+                            problems.append(
+                                f"{j(name)}: utterance '{utt}': file '{fname}' does not exist"
+                            )
+                            break
+        elif name == "feats.scp" and need_feats:
+            problems.append(f"{j(name)}: missing")
+    for name, kind in (("utt2num_frames", int), ("utt2dur", float)):
+        if os.path.exists(j(name)):
+            table = _check_table(j(name), problems)
+            if table is not None:
+                _compare_keys(problems, j(name), table, utts, "utterances")
+                for utt, value in table.items():
+                    try:
+                        if kind(value) < 0:
+                            raise ValueError
+                    except ValueError:
+                        problems.append(f"{j(name)}: utterance '{utt}': bad value '{value}'")
+                        break
+    if os.path.exists(j("spk2gender")):
+        genders = _check_table(j("spk2gender"), problems)
+        if genders is not None:
+            _compare_keys(problems, j("spk2gender"), genders, set(utt2spk.values()), "speakers")
+            bad = [s for s, g in genders.items() if g not in ("m", "f")]
+            if bad:
+                problems.append(f"{j('spk2gender')}: speaker '{bad[0]}': gender must be m or f")
+    return problems
+
+
+def validate_data_dir(
+    path: str, check_files: bool = True, need_feats: bool = False, need_wav: bool = False
+) -> None:
+    """Raises XvjaxError naming the first problem (and how many more) if the data dir is invalid."""
+    problems = check_data_dir(path, check_files, need_feats, need_wav)
+    if problems:
+        more = (
+            f" (and {len(problems) - 1} more problems; run xvjax validate-data-dir)"
+            if len(problems) > 1
+            else ""
+        )
+        raise XvjaxError(problems[0] + more)
