@@ -22,13 +22,8 @@ from xvjax.kaldi.kaldi_io_binary import (
     write_output_bytes,
 )
 from xvjax.kaldi.nnet3 import descriptors as D
-from xvjax.kaldi.nnet3.components import (
-    Component,
-    ConfigLine,
-    init_component,
-    read_component,
-    write_component,
-)
+from xvjax.kaldi.nnet3.components import Component, read_component, write_component
+from xvjax.kaldi.nnet3.config import ConfigLine, init_component
 
 log = logging.getLogger("xvjax")
 
