@@ -7,22 +7,26 @@ m = n psi/(n psi + 1) u,
 Expanding the square it is an inner product of per-side features plus a per-enrolment constant:
     llr = <[m/s2, q], [v, v^2]> + c,   q = 1/2 (1/(1+psi) - 1/s2),
     c = 1/2 sum[log(1+psi) - log s2 - m^2/s2],
-so a block of scores is one GEMM of (rows, 2D) x (2D, cols) (or (rows, D) x (D, cols) plus a
-per-test term when every enrolment has the same n). Features and constants are computed in
-float64 on the host; the GEMM runs in `dtype`:
+and q depends on the enrolment only through n. So a block of scores is one (rows, D) x (D, cols)
+GEMM plus per-enrolment constants plus a small table q_u . v^2 (one row per distinct n), gathered
+per enrolment. Features and constants are computed in float64 on the host; the GEMM runs in
+`dtype`:
 
-- `score_trials` (Kaldi trial lists) defaults to float64: identical to Kaldi's double
-  `LogLikelihoodRatio` up to ~1e-12 (Kaldi rounds the transformed vectors and the score to float32).
-- `score_matrix` / `iter_score_blocks` (dense) default to float32: about 2x faster; the error is
-  ~1e-5 absolute for scores of magnitude ~100 (tests check < 1e-4 against float64). Pass
-  `dtype=np.float64` for double.
+- `score_trials` (Kaldi trial lists) defaults to float64: equal to the double formula of Kaldi's
+  `LogLikelihoodRatio` to ~1e-12 (Kaldi itself rounds the transformed vectors and the printed
+  score to float32, so its files differ from exact values by up to ~5e-5 for |score| ~ 100).
+- `score_matrix` / `iter_score_blocks` (dense) default to float32 (jax's default dtype, faster):
+  errors up to ~5e-5 absolute for scores of magnitude ~100 (tests check < 1e-4 against Kaldi
+  and float64). Pass `dtype=np.float64` for double (enabled locally with `jax.enable_x64`).
+The pairwise (trial list) and dense paths use the same features, so dense scoring equals
+trial-list scoring on the same pairs (to 1e-10 in float64).
 
 Dense scoring runs over enrolment blocks x test blocks of `block_size`, each enrolment block
 sharded over the available devices on a 1-D mesh (`jax.make_mesh((num_devices,), ("data",))`,
 rows split with `NamedSharding(mesh, P("data", None))`), the test block replicated. Device memory
 is bounded by the block shapes; only `score_matrix` materialises the full N x M result (use
-`iter_score_blocks` to stream). Every block uses the same padded shape, so results do not depend on
-the block size beyond GEMM rounding.
+`iter_score_blocks` to stream). Every block uses the same padded shape; float64 results do not
+depend on the block size (< 1e-11), float32 ones only through GEMM rounding (< 1e-4).
 """
 
 from __future__ import annotations
@@ -52,36 +56,37 @@ __all__ = [
 
 
 class EnrollFeatures(NamedTuple):
-    """Per-enrolment scoring features (float64): lin (N, D) = m/s2, quad (N, D) = q, const (N,)."""
+    """Per-enrolment scoring features (float64).
+
+    lin: (N, D) m/s2; const: (N,) c; quad: (U, D) the q of each distinct num_utts;
+    quad_idx: (N,) int32 row of `quad` for each enrolment.
+    """
 
     lin: np.ndarray
-    quad: np.ndarray
     const: np.ndarray
-
-    @property
-    def shared_quad(self) -> bool:
-        """True when every row has the same quadratic coefficients (all n equal)."""
-        return bool(np.all(self.quad == self.quad[:1]))
+    quad: np.ndarray
+    quad_idx: np.ndarray
 
 
 def enroll_features(plda: Plda, enroll: np.ndarray, num_utts=1) -> EnrollFeatures:
     """Features of transformed enrolment vectors (N, D) with their num_utts (int or (N,))."""
     u = np.atleast_2d(np.asarray(enroll, dtype=np.float64))
-    n = np.broadcast_to(np.asarray(num_utts, dtype=np.float64), (u.shape[0],))[:, None]
+    counts = np.broadcast_to(np.asarray(num_utts, dtype=np.float64), (u.shape[0],))
+    uniq, idx = np.unique(counts, return_inverse=True)
     psi = np.asarray(plda.psi, dtype=np.float64)[None, :]
-    shrink = n * psi / (n * psi + 1.0)
+    n = counts[:, None]
     var = 1.0 + psi / (n * psi + 1.0)
-    mean = shrink * u
+    mean = n * psi / (n * psi + 1.0) * u
     lin = mean / var
-    quad = 0.5 * (1.0 / (1.0 + psi) - 1.0 / var)
     const = 0.5 * (np.sum(np.log1p(psi)) - np.sum(np.log(var), axis=1) - np.sum(mean * lin, axis=1))
-    return EnrollFeatures(lin, np.broadcast_to(quad, u.shape).copy(), const)
+    var_u = 1.0 + psi / (uniq[:, None] * psi + 1.0)
+    quad = 0.5 * (1.0 / (1.0 + psi) - 1.0 / var_u)
+    return EnrollFeatures(lin, const, quad, idx.reshape(-1).astype(np.int32))
 
 
 def test_features(test: np.ndarray) -> np.ndarray:
-    """[v, v^2] (N, 2D) float64 for transformed test vectors (N, D)."""
-    v = np.atleast_2d(np.asarray(test, dtype=np.float64))
-    return np.concatenate([v, v * v], axis=1)
+    """Test-side features: the transformed test vectors v themselves, (N, D) float64."""
+    return np.atleast_2d(np.asarray(test, dtype=np.float64))
 
 
 def prepare_enroll(
@@ -134,14 +139,14 @@ def _jitted(name: str):
         import jax
         import jax.numpy as jnp
 
-        def block(fe, ce, ft, ct):  # (be, K), (be,), (bt, K), (bt,) -> (be, bt)
-            return fe @ ft.T + ce[:, None] + ct[None, :]
+        def block(fe, ce, qi, ft, qt):  # (be, D), (be,), (be,), (bt, D), (U, bt) -> (be, bt)
+            return fe @ ft.T + ce[:, None] + qt[qi]
 
         def normalize(s, me, se, mt, st, wz, wt):  # S-norm (wz=wt=1/2), Z-norm (1, 0), T (0, 1)
             return wz * ((s - me[:, None]) / se[:, None]) + wt * ((s - mt[None, :]) / st[None, :])
 
-        def pairs(fe, ce, ft, ie, it):  # trial-list scores for index blocks
-            return jnp.sum(fe[ie] * ft[it], axis=1) + ce[ie]
+        def pairs(fe, ce, qi, ft, qt, ie, it):  # trial-list scores for index blocks
+            return jnp.sum(fe[ie] * ft[it], axis=1) + ce[ie] + qt[qi[ie], it]
 
         _JIT["block"] = jax.jit(block)
         _JIT["pairs"] = jax.jit(pairs)
@@ -149,14 +154,23 @@ def _jitted(name: str):
     return _JIT[name]
 
 
-def _split_features(ef: EnrollFeatures, tf: np.ndarray):
-    """(fe, ce, ft, ct) for the GEMM: K = D with a per-test constant when quad is shared."""
-    dim = ef.lin.shape[1]
-    if ef.shared_quad:
-        ct = tf[:, dim:] @ ef.quad[0]
-        return ef.lin, ef.const, tf[:, :dim], ct
-    fe = np.concatenate([ef.lin, ef.quad], axis=1)
-    return fe, ef.const, tf, np.zeros(tf.shape[0])
+class Split(NamedTuple):
+    """Scoring operands: score(e, t) = fe[e] . ft[t] + ce[e] + qt[qi[e], t].
+
+    fe (N_e, D) = m/s2; ce (N_e,); qi (N_e,) int32 index of the enrolment's quadratic
+    coefficients among the U distinct ones (one per distinct num_utts); ft (N_t, D) = v;
+    qt (U, N_t) = q_u . v^2 (float64).
+    """
+
+    fe: np.ndarray
+    ce: np.ndarray
+    qi: np.ndarray
+    ft: np.ndarray
+    qt: np.ndarray
+
+
+def _split_features(ef: EnrollFeatures, tf: np.ndarray) -> Split:
+    return Split(ef.lin, ef.const, ef.quad_idx, tf, ef.quad @ (tf * tf).T)
 
 
 # ----------------------------------------------------------------------------- trial lists
@@ -213,7 +227,7 @@ def score_pairs(
     for idx, size, what in ((ie, len(ef.const), "enrolment"), (it, tf.shape[0], "test")):
         if idx.min() < 0 or idx.max() >= size:
             raise XvjaxError(f"trial index out of range for {size} {what} vectors")
-    fe = np.concatenate([ef.lin, ef.quad], axis=1)
+    sp = _split_features(ef, tf)
     mesh = device_mesh(devices)
     ndev = mesh.size
     block = _round_up(min(block_size, _round_up(num, ndev)), ndev)
@@ -221,15 +235,15 @@ def score_pairs(
     with _x64(dtype):
         rep = NamedSharding(mesh, P())
         shard = NamedSharding(mesh, P("data"))
-        fe_d = jax.device_put(fe.astype(dtype), rep)
-        ce_d = jax.device_put(ef.const.astype(dtype), rep)
-        ft_d = jax.device_put(tf.astype(dtype), rep)
+        ops = [jax.device_put(a.astype(dtype), rep) for a in (sp.fe, sp.ce)]
+        ops.append(jax.device_put(sp.qi, rep))
+        ops += [jax.device_put(a.astype(dtype), rep) for a in (sp.ft, sp.qt)]
         fn = _jitted("pairs")
         for start in range(0, num, block):
             stop = min(start + block, num)
             bi = jax.device_put(_pad_rows(ie[start:stop], block), shard)
             bt = jax.device_put(_pad_rows(it[start:stop], block), shard)
-            out[start:stop] = np.asarray(fn(fe_d, ce_d, ft_d, bi, bt))[: stop - start]
+            out[start:stop] = np.asarray(fn(*ops, bi, bt))[: stop - start]
     return out
 
 
@@ -246,7 +260,7 @@ def iter_score_blocks(
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yields (row0, col0, scores) for every enrolment-block x test-block of the dense matrix.
 
-    ef: `EnrollFeatures` of N_e enrolments; tf: (N_t, 2D) `test_features`.
+    ef: `EnrollFeatures` of N_e enrolments; tf: (N_t, D) `test_features`.
     block_size: rows (and columns) per block, or (rows, cols). scores is a host (rows, cols)
     float array (`dtype`). Enrolment rows are sharded over `devices`.
     enroll_stats / test_stats: optional cohort statistics (`xvjax.backend.snorm.CohortStats`,
@@ -258,7 +272,7 @@ def iter_score_blocks(
     from jax.sharding import PartitionSpec as P
 
     be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
-    fe, ce, ft, ct = _split_features(ef, tf)
+    fe, ce, qi, ft, qt = _split_features(ef, tf)
     num_e, num_t = fe.shape[0], ft.shape[0]
     mesh = device_mesh(devices)
     ndev = mesh.size
@@ -286,7 +300,7 @@ def iter_score_blocks(
             (
                 t0,
                 jax.device_put(_pad_rows(ft[t0 : t0 + bt], bt).astype(dtype), rep),
-                jax.device_put(_pad_rows(ct[t0 : t0 + bt], bt).astype(dtype), rep),
+                jax.device_put(_pad_rows(qt[:, t0 : t0 + bt].T, bt).T.astype(dtype), rep),
             )
             for t0 in range(0, num_t, bt)
         ]
@@ -302,12 +316,13 @@ def iter_score_blocks(
             ne = min(be, num_e - e0)
             fe_d = jax.device_put(_pad_rows(fe[e0 : e0 + be], be).astype(dtype), rows)
             ce_d = jax.device_put(_pad_rows(ce[e0 : e0 + be], be).astype(dtype), rows1)
+            qi_d = jax.device_put(_pad_rows(qi[e0 : e0 + be], be), rows1)
             if use_norm:
                 me_d = jax.device_put(_pad_rows(me[e0 : e0 + be], be).astype(dtype), rows1)
                 se_d = jax.device_put(_pad_rows(se[e0 : e0 + be], be, 1.0).astype(dtype), rows1)
-            for t0, ft_d, ct_d in test_blocks:
+            for t0, ft_d, qt_d in test_blocks:
                 nt = min(bt, num_t - t0)
-                blk = fn(fe_d, ce_d, ft_d, ct_d)
+                blk = fn(fe_d, ce_d, qi_d, ft_d, qt_d)
                 if use_norm:
                     blk = norm_fn(blk, me_d, se_d, *t_stats[t0], *weights)
                 yield e0, t0, np.asarray(blk)[:ne, :nt]
@@ -364,8 +379,10 @@ def cosine_matrix(
 ) -> np.ndarray:
     """Dense (N_e, N_t) cosine similarities, blocked and sharded like `score_matrix`."""
     e, t = _unit(enroll), _unit(test)
-    ef = EnrollFeatures(e, np.zeros_like(e), np.zeros(e.shape[0]))
-    tf = np.concatenate([t, t * t], axis=1)
+    ef = EnrollFeatures(
+        e, np.zeros(e.shape[0]), np.zeros((1, e.shape[1])), np.zeros(len(e), np.int32)
+    )
+    tf = t
     out = np.empty((e.shape[0], t.shape[0]), dtype=dtype)
     for r0, c0, blk in iter_score_blocks(
         ef, tf, block_size=block_size, dtype=dtype, devices=devices

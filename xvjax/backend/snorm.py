@@ -83,14 +83,17 @@ def cohort_stats_from_scores(scores: np.ndarray, top_k: int | None = None) -> Co
 
 def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats:
     """Whole-cohort mean/std from cohort feature moments, float64, no cohort scores."""
-    fe, ce, ft, ct = _split_features(ef, cohort_tf)
-    g = np.concatenate([ft, ct[:, None]], axis=1)  # (C, K+1)
-    mu = g.mean(axis=0)
-    gc = g - mu
-    cov = gc.T @ gc / g.shape[0]
-    a = np.concatenate([fe, np.ones((fe.shape[0], 1))], axis=1)  # (N, K+1)
-    mean = a @ mu + ce
-    var = np.einsum("ij,ij->i", a @ cov, a)
+    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
+    a = np.concatenate([fe, np.ones((fe.shape[0], 1))], axis=1)  # (N, D+1)
+    mean, var = np.empty(fe.shape[0]), np.empty(fe.shape[0])
+    for u in range(qt.shape[0]):  # one group per distinct num_utts
+        rows = qi == u
+        g = np.concatenate([ft, qt[u][:, None]], axis=1)  # (C, D+1)
+        mu = g.mean(axis=0)
+        gc = g - mu
+        cov = gc.T @ gc / g.shape[0]
+        mean[rows] = a[rows] @ mu + ce[rows]
+        var[rows] = np.einsum("ij,ij->i", a[rows] @ cov, a[rows])
     return CohortStats(mean, np.sqrt(np.maximum(var, 0.0)))
 
 
@@ -121,7 +124,7 @@ def cohort_stats(
     dtype=np.float32,
     devices=None,
 ) -> CohortStats:
-    """Cohort statistics of N models (`EnrollFeatures`) against C cohort vectors ((C, 2D) features).
+    """Cohort statistics of N models (`EnrollFeatures`) against C cohort vectors ((C, D) test features).
 
     top_k None (or >= C): whole cohort, closed form in float64. Otherwise the N x C scores are
     computed in row blocks of `block_size` (sharded over devices, in `dtype`) and reduced to the
@@ -138,7 +141,7 @@ def cohort_stats(
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    fe, ce, ft, ct = _split_features(ef, cohort_tf)
+    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
     num = fe.shape[0]
     mesh = device_mesh(devices)
     block = _round_up(min(block_size, _round_up(num, mesh.size)), mesh.size)
@@ -148,12 +151,13 @@ def cohort_stats(
         rows, rows1 = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("data"))
         rep = NamedSharding(mesh, P())
         ft_d = jax.device_put(ft.astype(dtype), rep)
-        ct_d = jax.device_put(ct.astype(dtype), rep)
+        qt_d = jax.device_put(qt.astype(dtype), rep)
         for r0 in range(0, num, block):
             n = min(block, num - r0)
             fe_d = jax.device_put(_pad_rows(fe[r0 : r0 + block], block).astype(dtype), rows)
             ce_d = jax.device_put(_pad_rows(ce[r0 : r0 + block], block).astype(dtype), rows1)
-            m, s = stats_fn(score_fn(fe_d, ce_d, ft_d, ct_d))
+            qi_d = jax.device_put(_pad_rows(qi[r0 : r0 + block], block), rows1)
+            m, s = stats_fn(score_fn(fe_d, ce_d, qi_d, ft_d, qt_d))
             mean[r0 : r0 + n] = np.asarray(m)[:n]
             std[r0 : r0 + n] = np.asarray(s)[:n]
     return CohortStats(mean, std)
@@ -219,7 +223,7 @@ def tnorm(scores, test_stats: CohortStats) -> np.ndarray:
 class SideFeatures(NamedTuple):
     """Everything scoring and normalisation need, computed once from raw vectors.
 
-    enroll: `EnrollFeatures` (N_e); test: (N_t, 2D) test features; enroll_stats / test_stats:
+    enroll: `EnrollFeatures` (N_e); test: (N_t, D) test features; enroll_stats / test_stats:
     `CohortStats` or None (when the method does not use that side).
     """
 
