@@ -1,0 +1,353 @@
+"""Where training chunks come from: a Kaldi data dir's feats.scp, egs archives (TFDS and on-the-fly
+audio sources live in `tfds_source.py` and `audio_source.py`).
+
+An *utterance store* knows `utt2spk`, `utt2len` (frames the network will see, i.e. after voiced-frame
+selection) and `feat_dim`, and returns one utterance's prepared features with `load(utt)`;
+`ChunkLoader` turns a `ChunkSampler` stream into minibatches from any store. `EgsLoader` reads
+Kaldi's own egs archives (already cut into chunks) instead.
+
+Every loader yields `TrainBatch(feats (local_batch, chunk, dim) float32, labels (local_batch,) int32,
+position)` where `position` is what a checkpoint stores to resume right after this batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from xvjax.data.chunks import ChunkSampler
+from xvjax.errors import XvjaxError
+from xvjax.kaldi import tables
+
+log = logging.getLogger("xvjax")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBatch:
+    feats: np.ndarray  # (local_batch, chunk_len, feat_dim) float32
+    labels: np.ndarray  # (local_batch,) int32
+    position: dict  # loader position after this batch
+
+
+# ----------------------------------------------------------------------------- data dirs
+
+
+def _data_file(data_dir: str, name: str) -> str | None:
+    path = os.path.join(data_dir, name)
+    return path if os.path.isfile(path) else None
+
+
+def read_utt2spk(data_dir: str) -> dict[str, str]:
+    path = _data_file(data_dir, "utt2spk")
+    if path is None:
+        raise XvjaxError(f"data dir {data_dir}: no utt2spk")
+    return tables.read_text_table(path)
+
+
+class FeatsStore:
+    """Features of a Kaldi data dir (`feats.scp`), prepared as `prepare_feats_for_egs.sh` does.
+
+    `prep`: "raw" = apply sliding CMN (recipe settings: window 300, centred, no variance norm) and
+    keep the frames `vad.scp` marks voiced; "prepared" = use feats.scp as it is (a `*_no_sil` dir);
+    "auto" = "raw" when the dir has a vad.scp, else "prepared".
+    `utt2len` is read from `utt2num_frames` (prepared) or from the VAD decisions (raw); without
+    either the features are read once to count frames. Prepared utterances are cached in memory when
+    `cache` (the default; set False for corpora larger than RAM).
+    """
+
+    def __init__(self, data_dir: str, prep: str = "auto", cache: bool = True, cmn_opts=None):
+        self.data_dir = data_dir
+        feats_scp = _data_file(data_dir, "feats.scp")
+        if feats_scp is None:
+            raise XvjaxError(f"data dir {data_dir}: no feats.scp (run make-features first)")
+        vad_scp = _data_file(data_dir, "vad.scp")
+        if prep == "auto":
+            prep = "raw" if vad_scp else "prepared"
+        if prep not in ("raw", "prepared"):
+            raise XvjaxError(f"feature preparation must be auto, raw or prepared, got '{prep}'")
+        if prep == "raw" and vad_scp is None:
+            raise XvjaxError(f"data dir {data_dir}: raw features need a vad.scp")
+        self.prep = prep
+        self.utt2spk = read_utt2spk(data_dir)
+        self._feats = tables.RandomAccess(f"scp:{feats_scp}")
+        self._vad = tables.RandomAccess(f"scp:{vad_scp}") if prep == "raw" else None
+        self._cache: dict[str, np.ndarray] | None = {} if cache else None
+        if cmn_opts is None:
+            from xvjax.features.options import RECIPE_CMN
+
+            cmn_opts = RECIPE_CMN
+        self.cmn_opts = cmn_opts
+        self.utt2len = self._lengths()
+        first = next(iter(self.utt2len), None)
+        if first is None:
+            raise XvjaxError(f"data dir {data_dir}: no utterance has features")
+        self.feat_dim = int(self.load(first).shape[1])
+
+    def _lengths(self) -> dict[str, int]:
+        keys = set(self._feats.keys())
+        utts = [u for u in self.utt2spk if u in keys]
+        if self._vad is not None:
+            vad_keys = set(self._vad.keys())
+            missing = [u for u in utts if u not in vad_keys]
+            if missing:
+                log.warning(
+                    "%d utterances of %s have no VAD decisions and were dropped (e.g. %s)",
+                    len(missing),
+                    self.data_dir,
+                    missing[0],
+                )
+            return {u: int(np.sum(np.asarray(self._vad[u]) > 0.5)) for u in utts if u in vad_keys}
+        path = _data_file(self.data_dir, "utt2num_frames")
+        if path is not None:
+            table = tables.read_text_table(path)
+            if all(u in table for u in utts):
+                return {u: int(table[u]) for u in utts}
+        return {u: int(self.load(u).shape[0]) for u in utts}
+
+    def load(self, utt: str) -> np.ndarray:
+        """(frames, feat_dim) float32 prepared features of `utt`."""
+        if self._cache is not None and utt in self._cache:
+            return self._cache[utt]
+        feats = np.asarray(self._feats[utt], np.float32)
+        if feats.ndim != 2:
+            raise XvjaxError(f"{self.data_dir}/feats.scp: '{utt}' is not a matrix")
+        if self._vad is not None:
+            from xvjax.features.cmvn import sliding_cmn_numpy
+
+            vad = np.asarray(self._vad[utt])
+            if len(vad) != len(feats):
+                raise XvjaxError(
+                    f"{self.data_dir}: '{utt}' has {len(feats)} feature frames but {len(vad)} VAD "
+                    "decisions"
+                )
+            feats = sliding_cmn_numpy(feats, self.cmn_opts)[vad > 0.5]
+        if self._cache is not None:
+            self._cache[utt] = feats
+        return feats
+
+
+# ----------------------------------------------------------------------------- chunk loader
+
+
+class _Prefetcher:
+    """Runs `make(item)` for the items of `source` in one background thread, in order."""
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator, make, depth: int):
+        self._q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source, make), daemon=True)
+        self._thread.start()
+
+    def _run(self, source, make):
+        try:
+            for item in source:
+                out = make(item)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(out, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # hand the error to the consumer
+            self._q.put(e)
+            return
+        self._q.put(self._DONE)
+
+    def __next__(self):
+        out = self._q.get()
+        if out is self._DONE:
+            raise StopIteration
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class ChunkLoader:
+    """Minibatches of chunks from an utterance store, in `ChunkSampler` order.
+
+    `position` / `load_state_dict` give and set the position of the next batch; iteration prefetches
+    `prefetch` batches in a background thread without changing the order.
+    """
+
+    def __init__(self, store, sampler: ChunkSampler, prefetch: int = 2):
+        self.store, self.sampler, self.prefetch = store, sampler, prefetch
+        self._it: _Prefetcher | None = None
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.close()
+        self.sampler.load_state_dict(state)
+
+    def make_batch(self, spec) -> TrainBatch:
+        table = self.sampler.table
+        n = spec.chunk_len
+        feats = np.empty((len(spec.utt_idx), n, self.store.feat_dim), np.float32)
+        for row, (u, off) in enumerate(zip(spec.utt_idx, spec.offsets, strict=True)):
+            utt = table.utt_ids[int(u)]
+            x = self.store.load(utt)
+            if off + n > len(x):
+                raise XvjaxError(
+                    f"utterance '{utt}' has {len(x)} frames, fewer than its length in the "
+                    f"allocation ({table.lengths[int(u)]}): features changed since start?"
+                )
+            feats[row] = x[off : off + n]
+        return TrainBatch(feats, spec.labels.astype(np.int32), spec.next_position)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TrainBatch:
+        if self.prefetch <= 0:
+            return self.make_batch(next(self.sampler))
+        if self._it is None:
+            self._it = _Prefetcher(self.sampler, self.make_batch, self.prefetch)
+        return next(self._it)
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
+
+# ----------------------------------------------------------------------------- egs archives
+
+
+def egs_archives(egs: str | Sequence[str]) -> list[str]:
+    """An egs dir (its `egs.N.ark` in N order) or explicit archive paths."""
+    if isinstance(egs, str) and os.path.isdir(egs):
+        paths = glob.glob(os.path.join(egs, "egs.*.ark"))
+        num = lambda p: int(m.group(1)) if (m := re.search(r"egs\.(\d+)\.ark$", p)) else 0
+        paths = sorted(paths, key=num)
+        if not paths:
+            raise XvjaxError(f"egs dir {egs}: no egs.*.ark archives")
+        return paths
+    paths = [egs] if isinstance(egs, str) else list(egs)
+    for p in paths:
+        if not os.path.isfile(p):
+            raise XvjaxError(f"egs archive {p} does not exist")
+    return paths
+
+
+def egs_num_speakers(egs: str) -> int | None:
+    """Number of output classes from an egs dir's `pdf2num` (Kaldi writes one count per pdf)."""
+    path = os.path.join(egs, "pdf2num") if os.path.isdir(egs) else None
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            return len(f.read().split())
+    return None
+
+
+def read_egs_archive(path: str) -> list[tuple[str, np.ndarray, int]]:
+    """[(key, feats (T, F) float32, label)] of one `egs.N.ark` (reader: `xvjax.kaldi.egs`)."""
+    from xvjax.kaldi.egs import read_xvector_egs
+
+    return [(k, np.asarray(x, np.float32), int(y)) for k, x, y in read_xvector_egs(f"ark:{path}")]
+
+
+class EgsLoader:
+    """Minibatches from Kaldi x-vector egs archives, like `nnet3-shuffle-egs | nnet3-merge-egs`.
+
+    Each epoch visits the archives in a seeded random order; within an archive the examples are
+    shuffled (seeded) and grouped by chunk length, and cut into minibatches of `batch_size` (a
+    partial last minibatch is dropped). Position: {"epoch", "archive", "batch"}.
+    """
+
+    def __init__(
+        self,
+        egs: str | Sequence[str],
+        batch_size: int,
+        seed: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+        num_speakers: int | None = None,
+    ):
+        self.paths = egs_archives(egs)
+        if batch_size % process_count:
+            raise XvjaxError(
+                f"batch size {batch_size} is not divisible by {process_count} processes"
+            )
+        self.batch_size, self.seed = batch_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.local_batch = batch_size // process_count
+        self.position = {"epoch": 0, "archive": 0, "batch": 0}
+        self._loaded: tuple[tuple[int, int], list] | None = None
+        first = self._batches(0, 0)
+        if not first:
+            raise XvjaxError(f"egs archive {self._order(0)[0]}: fewer examples than one minibatch")
+        self.feat_dim = int(first[0][0].shape[-1])
+        self.num_speakers = num_speakers or (
+            egs_num_speakers(egs) if isinstance(egs, str) else None
+        )
+
+    def _order(self, epoch: int) -> list[str]:
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
+        return [self.paths[i] for i in perm]
+
+    def _batches(self, epoch: int, archive: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._loaded is not None and self._loaded[0] == (epoch, archive):
+            return self._loaded[1]
+        egs = read_egs_archive(self._order(epoch)[archive])
+        rng = np.random.default_rng([self.seed, epoch, archive, 1])
+        egs = [egs[i] for i in rng.permutation(len(egs))]
+        by_len: dict[int, list] = {}
+        for eg in egs:
+            by_len.setdefault(eg[1].shape[0], []).append(eg)
+        batches = []
+        for n in sorted(by_len):
+            group = by_len[n]
+            for b in range(len(group) // self.batch_size):
+                rows = group[b * self.batch_size : (b + 1) * self.batch_size]
+                feats = np.stack([r[1] for r in rows])
+                labels = np.asarray([r[2] for r in rows], np.int32)
+                batches.append((feats, labels))
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+        self._loaded = ((epoch, archive), batches)
+        return batches
+
+    def state_dict(self) -> dict:
+        return dict(self.position)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.position = {k: int(state[k]) for k in ("epoch", "archive", "batch")}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TrainBatch:
+        e, a, b = self.position["epoch"], self.position["archive"], self.position["batch"]
+        for _ in range(len(self.paths) + 1):
+            batches = self._batches(e, a)
+            if b < len(batches):
+                break
+            a, b = a + 1, 0
+            if a >= len(self.paths):
+                e, a = e + 1, 0
+        else:
+            raise XvjaxError("egs archives hold no complete minibatch")
+        feats, labels = batches[b]
+        lo = self.process_index * self.local_batch
+        sl = slice(lo, lo + self.local_batch)
+        self.position = {"epoch": e, "archive": a, "batch": b + 1}
+        return TrainBatch(feats[sl], labels[sl], dict(self.position))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,147 @@
+"""The training config: `base_config()` with every field and its default, and the loader for
+`--config=configs/finetune.py[:arg] --config.a.b=value` command lines (ml_collections config_flags).
+
+Config files in `configs/` define `get_config()` that starts from `base_config()` and changes a few
+fields (flax-examples style).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+
+from xvjax.errors import XvjaxError
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Start: a Kaldi nnet3 .raw or an xvjax model dir; "" = from scratch with `model`.
+    c.init_from = ""
+    c.resize_output = True  # new output layer sized to the training speakers
+    c.output_init = ml_collections.ConfigDict(dict(param_stddev=0.0, bias_stddev=0.0))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            frame_dims=(512, 512, 512, 512, 1500),
+            embedding_dims=(512, 512),
+            bn_momentum=0.99,
+            output_affine="output.affine",
+        )
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            source="feats",  # feats | audio | egs | tfds
+            train_dir="",  # Kaldi data dir (feats: feats.scp [+ vad.scp]; audio: wav.scp)
+            feats_prep="auto",  # raw (CMN + VAD here) | prepared (a *_no_sil dir) | auto
+            cache=True,
+            egs_dir="",
+            num_speakers=0,  # egs without pdf2num
+            tfds_dir="",
+            tfds_split="train",
+            min_chunk=200,  # Kaldi --min-frames-per-chunk
+            max_chunk=400,  # Kaldi --max-frames-per-chunk
+            chunk_quantum=25,  # chunk lengths rounded down to multiples (bounds jit compiles)
+            frames_per_archive=1_000_000,  # Kaldi --frames-per-iter
+            num_repeats=50,  # Kaldi --num-repeats
+            min_utts_per_spk=2,
+            prefetch=2,
+            # on-the-fly features from audio (source=audio)
+            mfcc_config="",  # Kaldi conf/mfcc.conf; "" = voxceleb (16 kHz) / sre16 (8 kHz) by rate
+            vad_config="",
+            musan="",  # MUSAN dir (noise/ music/ speech/)
+            rirs="",  # RIRS_NOISES dir
+            aug_prob=0.0,  # probability that a chunk is augmented (one of reverb/noise/music/babble)
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            optimizer="sgd",  # sgd (Kaldi momentum form) | adam | adamw
+            momentum=0.5,
+            initial_lr=0.01,
+            final_lr=0.001,
+            schedule="exponential",  # exponential (Kaldi) | cosine | constant
+            warmup_steps=0,
+            weight_decay=0.0,
+            b1=0.9,
+            b2=0.999,
+            freeze="",  # regex(es) on layer names, e.g. "tdnn[1-5]"
+            train_only="",  # e.g. "output" or "tdnn[6-7],output"
+            lr_mults="",  # e.g. "tdnn[6-7]:0.5,output:2"
+            freeze_bn=True,  # BatchNorm stats of frozen layers stay as imported
+            max_change=0.75,  # per-layer cap when the model has none (Kaldi relu-batchnorm default)
+            max_change_per_layer="",  # e.g. "output:1.5"
+            max_param_change=2.0,  # Kaldi --max-param-change
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=1000,
+            batch_size=64,
+            compute_dtype="float32",  # or bfloat16 (params stay float32)
+            log_every=20,
+            checkpoint_every=200,
+            keep_checkpoints=3,
+            async_checkpoints=True,
+            tensorboard=True,
+            progress=True,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            dev_dir="",  # in-domain dev data dir (features)
+            trials="",  # Kaldi trials file on it
+            every=0,  # steps between dev EER evaluations (0 = only at the end)
+            at_start=True,
+            output_node="tdnn6.affine",
+            max_utts=0,
+        )
+    )
+    c.dist = ml_collections.ConfigDict(
+        dict(coordinator="", num_processes=1, process_id=0, cpu_collectives="gloo")
+    )
+    return c
+
+
+def load_config(
+    config_arg: str, overrides: Sequence[str] = ()
+) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """`configs/x.py[:arg]` + ["--config.a.b=v", ...] -> (ConfigDict, the override strings).
+
+    Overrides are typed by the field they set (ml_collections' config_flags rules).
+    """
+    import os
+
+    from absl import flags
+    from ml_collections import config_flags
+
+    path = config_arg.split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise XvjaxError(f"config file {path} does not exist")
+    base = None
+    for item in overrides:
+        if not item.startswith("--config."):
+            raise XvjaxError(f"expected --config.FIELD=VALUE, got '{item}'")
+        field = item[len("--config.") :].split("=", 1)[0]
+        if base is None:
+            base, _ = load_config(config_arg)
+        node = base
+        for part in field.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                raise XvjaxError(f"config has no field '{field}' (from {item})")
+            node = node[part]
+    fv = flags.FlagValues()
+    argv = ["xvjax-train", f"--config={config_arg}", *overrides]
+    config_flags.DEFINE_config_file(
+        "config", default=None, flag_values=fv, lock_config=True, sys_argv=argv
+    )
+    try:
+        fv(argv, known_only=False)
+        cfg = fv.config
+    except flags.Error as e:
+        raise XvjaxError(f"config: {e}") from None
+    except Exception as e:  # errors raised by the user's config file
+        raise XvjaxError(f"cannot load config '{config_arg}': {type(e).__name__}: {e}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise XvjaxError(f"config file {config_arg} did not give a ConfigDict from get_config()")
+    return cfg, list(overrides)

@@ -1,0 +1,151 @@
+"""The training step: pure function, jitted once over a data-parallel device mesh.
+
+    mesh = make_mesh()                                   # all devices of all processes, axis "data"
+    step = make_train_step(model.apply, tx, mesh, frozen_bn=("tdnn1", ...))
+    state = replicate(state, mesh)
+    state, metrics = step(state, shard_batch({"feats": x, "labels": y}, mesh))
+
+The batch is split over the "data" axis (`NamedSharding(mesh, P("data"))`), the state is replicated
+(`P()`). Under `jax.jit` with these shardings the model code is written for the global batch: the
+BatchNorm minibatch mean/variance and the gradient are reductions over the global batch, so XLA inserts
+the cross-device (and cross-host) all-reduces; a sharded step computes the same numbers as one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from xvjax.train.state import TrainState
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """1-D data-parallel mesh over all (global) devices."""
+    devices = list(devices) if devices is not None else jax.devices()
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh) -> Any:
+    """Copies every leaf onto all devices of the mesh (works across processes).
+
+    Always a fresh buffer (`may_alias=False`), so donating the result never deletes `tree`.
+    """
+    sharding = replicated(mesh)
+
+    def put(x):
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding, may_alias=False)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, tree)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """This process's rows of the global batch -> global arrays split over the "data" axis."""
+    sharding = data_sharded(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
+
+
+def cross_entropy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """log_probs: (batch, num_speakers) log-softmax; labels: (batch,) int -> mean NLL."""
+    one_hot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
+    return -jnp.mean(jnp.sum(one_hot * log_probs, axis=-1))
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    apply_fn: Callable[..., Any],
+    tx: optax.GradientTransformation,
+    frozen_bn: tuple[str, ...] = (),
+    compute_dtype: Any = jnp.float32,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on batch {"feats": (B, T, F), "labels": (B,)}; returns (state, metrics).
+
+    Params stay float32; with `compute_dtype=bfloat16` the forward/backward pass runs on bf16 copies
+    (the loss, the update and the BatchNorm statistics are float32). BatchNorm layers in `frozen_bn`
+    run in test mode and keep their statistics.
+    """
+    feats, labels = batch["feats"], batch["labels"]
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        variables = {"params": _cast(params, compute_dtype), "batch_stats": state.batch_stats}
+        log_probs, new_vars = apply_fn(
+            variables,
+            feats.astype(compute_dtype),
+            train=True,
+            frozen_bn=frozen_bn,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_key},
+        )
+        log_probs = log_probs.astype(jnp.float32)
+        return cross_entropy(log_probs, labels), (log_probs, new_vars.get("batch_stats", {}))
+
+    (loss, (log_probs, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_stats = jax.tree.map(
+        lambda new, old: new.astype(old.dtype), dict(new_stats), dict(state.batch_stats)
+    )
+    for layer in frozen_bn:  # frozen statistics stay bit-identical whatever the model returns
+        if layer in state.batch_stats:
+            new_stats[layer] = state.batch_stats[layer]
+    accuracy = jnp.mean((jnp.argmax(log_probs, axis=-1) == labels).astype(jnp.float32))
+    metrics = {"loss": loss, "accuracy": accuracy, "update_norm": optax.tree.norm(updates)}
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
+    )
+    return new_state, metrics
+
+
+def make_train_step(
+    apply_fn: Callable[..., Any],
+    tx: optax.GradientTransformation,
+    mesh,
+    frozen_bn: Sequence[str] = (),
+    compute_dtype: Any = jnp.float32,
+    donate: bool = True,
+):
+    """`train_step` jitted over `mesh`: state replicated, batch split on its leading axis."""
+    step = lambda state, batch: train_step(
+        state,
+        batch,
+        apply_fn=apply_fn,
+        tx=tx,
+        frozen_bn=tuple(frozen_bn),
+        compute_dtype=compute_dtype,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(replicated(mesh), data_sharded(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=(0,) if donate else (),
+    )
