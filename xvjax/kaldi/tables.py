@@ -37,7 +37,9 @@ holders, atomic writes, permissive reading and errors naming file and key. So th
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -190,14 +192,23 @@ def read_scp(rx: str) -> list[tuple[str, str]]:
 
 
 class _ObjectReader:
-    """Opens scp targets, keeping the last archive open so consecutive offsets need no reopen."""
+    """Opens scp targets, keeping the last archive open so consecutive offsets need no reopen.
+
+    Thread-safe: a data loader may read from a background thread while the main thread reads too.
+    """
 
     def __init__(self, kind: str, dtype):
         self.kind, self.dtype = kind, dtype
         self._path: str | None = None
         self._file = None
+        self._size = 0
+        self._lock = threading.Lock()
 
     def read(self, rx: str):
+        with self._lock:
+            return self._read(rx)
+
+    def _read(self, rx: str):
         target, rng = split_range(rx)
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
@@ -206,10 +217,14 @@ class _ObjectReader:
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
-                self._file = streams.InputStream(open(path, "rb", buffering=0), path, chunk=1 << 14)
+                raw = open(path, "rb", buffering=0)
+                self._size = os.fstat(raw.fileno()).st_size
+                self._file = streams.InputStream(raw, path, chunk=1 << 14)
             except OSError as e:
                 raise XvjaxError(f"cannot open '{path}': {e.strerror}") from None
             self._path = path
+        if offset >= self._size and os.path.isfile(path):
+            raise XvjaxError(f"offset {offset} is past the end of '{path}' ({self._size} bytes)")
         self._file.seek(offset)
         return apply_range(matrix_io.read_object(self._file, self.kind, self.dtype), rng, rx)
 
@@ -286,6 +301,7 @@ class RandomAccess:
         self._iter = None
         self._last: str | None = None
         self._done = False
+        self._lock = threading.RLock()  # archives are read sequentially: one reader at a time
 
     # scp
     def _scp_index(self) -> dict[str, str]:
@@ -332,6 +348,10 @@ class RandomAccess:
             self._last = k
 
     def _lookup(self, key: str):
+        with self._lock:
+            return self._lookup_unlocked(key)
+
+    def _lookup_unlocked(self, key: str):
         if self.spec.type == "scp":
             index = self._scp_index()
             if key not in index:
@@ -350,10 +370,11 @@ class RandomAccess:
         return self._cache.pop(key) if self.spec.once else self._cache[key]
 
     def __contains__(self, key: str) -> bool:
-        if self.spec.type == "scp":
-            return key in self._scp_index()
-        self._advance_to(key)
-        return key in self._cache
+        with self._lock:
+            if self.spec.type == "scp":
+                return key in self._scp_index()
+            self._advance_to(key)
+            return key in self._cache
 
     def get(self, key: str, default=None):
         obj = self._lookup(key)
@@ -367,15 +388,21 @@ class RandomAccess:
 
     def keys(self):
         """All keys (for archives this reads the whole archive)."""
-        if self.spec.type == "scp":
-            return self._scp_index().keys()
-        if not self._done:
-            for k, obj in self._iter or _iter_archive(
-                self.spec.filename, self.kind, self.dtype, self.spec.permissive, False, self.label
-            ):
-                self._cache.setdefault(k, obj)
-            self._done = True
-        return self._cache.keys()
+        with self._lock:
+            if self.spec.type == "scp":
+                return self._scp_index().keys()
+            if not self._done:
+                for k, obj in self._iter or _iter_archive(
+                    self.spec.filename,
+                    self.kind,
+                    self.dtype,
+                    self.spec.permissive,
+                    False,
+                    self.label,
+                ):
+                    self._cache.setdefault(k, obj)
+                self._done = True
+            return self._cache.keys()
 
     def close(self) -> None:
         if self._reader is not None:
