@@ -188,3 +188,11 @@ def test_text_writes_are_byte_identical_to_kaldi(kaldi_fixtures, tmp_path):
         f"ark,t:{out}", tables.read_dict(f"ark:{kaldi_fixtures}/backend/num_utts.ark", kind="int32")
     )
     assert out.read_bytes() == (kaldi_fixtures / "backend/num_utts.ark").read_bytes()
+
+
+def test_trials(kaldi_fixtures):
+    trials = tables.read_trials(str(kaldi_fixtures / "backend/trials"))
+    pairs = tables.read_trials(str(kaldi_fixtures / "backend/trials.pairs"))
+    assert trials[0] == ("evl0000", "evl0000-001", "target") and len(trials) == len(pairs)
+    assert [t[:2] for t in trials] == [p[:2] for p in pairs] and pairs[0][2] is None
+    assert {t[2] for t in trials} == {"target", "nontarget"}

@@ -58,7 +58,7 @@ from xvjax.kaldi.specifiers import (
     parse_wspecifier,
     split_range,
 )
-from xvjax.kaldi.text_tables import read_text_lists, read_text_table, write_text_table
+from xvjax.kaldi.text_tables import read_text_lists, read_text_table, read_trials, write_text_table
 
 log = logging.getLogger("xvjax")
 
@@ -83,6 +83,7 @@ __all__ = [
     "read_scp",
     "read_text_table",
     "read_text_lists",
+    "read_trials",
     "write_text_table",
 ]
 

@@ -74,3 +74,22 @@ def write_text_table(path: str, table: dict, sort: bool = True) -> None:
         lines.append(f"{key} {value}\n")
     with streams.output_stream(path) as out:
         out.write("".join(lines).encode("utf-8"))
+
+
+def read_trials(path: str) -> list[tuple[str, str, str | None]]:
+    """Trials / score lines `enroll test [target|nontarget|score]`, in order (keys repeat here).
+
+    Returns (enroll, test, third field or None); a line with fewer than 2 or more than 3 fields
+    is an error naming the file and line.
+    """
+    out: list[tuple[str, str, str | None]] = []
+    for num, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) not in (2, 3):
+            raise XvjaxError(
+                f"{path}:{num}: expected 'enroll test [label]', got '{line.strip()[:60]}'"
+            )
+        out.append((fields[0], fields[1], fields[2] if len(fields) == 3 else None))
+    return out
