@@ -264,3 +264,25 @@ def test_sharded_over_two_devices_equals_single_device(bk, norm_case, tmp_path):
     st = snorm.cohort_stats(ef, scoring.prepare_test(model, c["cohort"]), 20, dtype=np.float64)
     assert np.abs(out["mean"] - st.mean).max() < 1e-11
     assert np.abs(out["std"] - st.std).max() < 1e-11
+
+
+def test_plda_is_a_pytree_and_one_call_norm(norm_case):
+    import jax
+
+    c = norm_case
+    leaves = jax.tree.leaves(c["model"])
+    assert len(leaves) == 3 and leaves[0].shape == (48,)
+    doubled = jax.tree.map(lambda a: 2 * a, c["model"])
+    assert isinstance(doubled, plda_lib.Plda)
+    s = snorm.norm_trial_scores(
+        c["model"],
+        c["enroll"],
+        c["test"],
+        c["cohort"],
+        c["ie"],
+        c["it"],
+        c["n"],
+        method="asnorm",
+        top_k=20,
+    )
+    assert np.abs(s - c["ref_a"]).max() < 5e-5

@@ -328,6 +328,17 @@ def ivector_compute_plda(opts, spk2utt_rspec, rspec, plda_wx):
         raise XvjaxError(
             "no speakers with multiple utterances, unable to estimate PLDA (check spk2utt)"
         )
+    counts: dict[str, int] = {}
+    for s in spk_ids:
+        counts[s] = counts.get(s, 0) + 1
+    singles = sum(1 for c in counts.values() if c == 1)
+    if singles:
+        log.info(
+            "%d of %d speakers have a single utterance (they inform the between-class "
+            "covariance only)",
+            singles,
+            num_spk_done,
+        )
     model = plda_lib.train_plda(x[np.asarray(rows)], spk_ids, opts.num_em_iters)
     plda_io.write_plda(model, plda_wx, binary=opts.binary)
     return 0

@@ -55,6 +55,7 @@ __all__ = [
     "prepare_norm",
     "norm_trials",
     "iter_norm_blocks",
+    "norm_trial_scores",
 ]
 
 METHODS = ("snorm", "asnorm", "znorm", "tnorm")
@@ -302,3 +303,36 @@ def iter_norm_blocks(prep: SideFeatures, *, block_size=2048, dtype=np.float32, d
         enroll_stats=prep.enroll_stats,
         test_stats=prep.test_stats,
     )
+
+
+def norm_trial_scores(
+    plda: Plda,
+    enroll: np.ndarray,
+    test: np.ndarray,
+    cohort: np.ndarray,
+    enroll_idx,
+    test_idx,
+    num_utts=1,
+    *,
+    method: str = "snorm",
+    top_k: int | None = None,
+    normalize_length: bool = True,
+    simple_length_norm: bool = False,
+    dtype=np.float64,
+    devices=None,
+) -> np.ndarray:
+    """One call: normalised PLDA scores (T,) of a trial list (raw vectors in, see `prepare_norm`)."""
+    prep = prepare_norm(
+        plda,
+        enroll,
+        test,
+        cohort,
+        num_utts,
+        method=method,
+        top_k=top_k,
+        normalize_length=normalize_length,
+        simple_length_norm=simple_length_norm,
+        dtype=dtype,
+        devices=devices,
+    )
+    return norm_trials(prep, enroll_idx, test_idx, dtype=dtype, devices=devices)[1]
