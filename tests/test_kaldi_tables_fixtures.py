@@ -196,3 +196,33 @@ def test_trials(kaldi_fixtures):
     assert trials[0] == ("evl0000", "evl0000-001", "target") and len(trials) == len(pairs)
     assert [t[:2] for t in trials] == [p[:2] for p in pairs] and pairs[0][2] is None
     assert {t[2] for t in trials} == {"target", "nontarget"}
+
+
+def _fixture_tables(root):
+    """Every table file in the fixtures (egs, nnet3 models and PLDA are other formats)."""
+    skip = ("egs_sample", "final.", "resized_0", "plda", "kaldi_stderr", "scores_", "wav")
+    for folder in ("features", "backend", "nnet3/small", "nnet3/full", "nnet3/variant8k"):
+        for path in sorted((root / folder).iterdir()):
+            name = path.name
+            if any(name.startswith(s) for s in skip):
+                continue
+            if name.endswith((".ark", ".scp")) or (name.endswith(".txt") and folder != "backend"):
+                yield path
+            elif name.endswith(".ark.txt"):
+                yield path
+
+
+def test_every_fixture_table_reads(kaldi_fixtures, monkeypatch):
+    counts = {}
+    for path in _fixture_tables(kaldi_fixtures):
+        monkeypatch.chdir(path.parent)  # scp paths are relative to their folder
+        kind = "scp" if path.suffix == ".scp" else "ark"
+        table = tables.read_dict(f"{kind}:{path.name}")
+        assert table, path
+        for key, obj in table.items():
+            assert isinstance(obj, (np.ndarray, int)) and np.all(np.isfinite(obj)), (path, key)
+        counts[path.name] = len(table)
+    assert len(counts) >= 60 and counts["train.scp"] == 2400 and counts["train_feats.ark"] == 24
+    monkeypatch.chdir(kaldi_fixtures / "features")
+    with pytest.raises(Exception, match="key 'u1_16k' .*found a WAV file, not a Kaldi object"):
+        tables.read_dict("scp:wav16.scp")

@@ -281,6 +281,8 @@ def read_object(f, kind: str = "auto", dtype=None):
     if head == BINARY_HEADER:
         f.read(2)
         obj = read_binary(f, kind)
+    elif head == b"RI" and (f.peek(4)[:4] if hasattr(f, "peek") else b"") == b"RIFF":
+        raise FormatError("found a WAV file, not a Kaldi object (wav.scp entries are audio)")
     else:
         obj = read_text(f, kind, dtype or np.float32)
     if dtype is not None and isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
