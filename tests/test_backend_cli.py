@@ -314,3 +314,92 @@ def test_manifest_pipeline_with_xvjax_binaries(bk, tmp_path):
     assert max_diff(ours, read_scores(bk / "scores_plda_adapt_mean_adapt")) < 1e-4
     assert (tmp_path / "eer").read_text() == "18.13"
     assert (tmp_path / "mindcf").read_text() == "0.9000\n"
+
+
+def vec_table(path):
+    return tables.read_dict(f"ark,t:{path}", kind="vector")
+
+
+def test_vector_tools_reproduce_kaldi_files(bk, tmp_path, capsys):
+    t = tmp_path
+    assert (
+        run(["ivector-mean", f"ark,t:{bk / 'adapt.ark.txt'}", str(t / "mean.vec")], capsys)[0] == 0
+    )
+    ours = tables.read_vector(str(t / "mean.vec"), dtype=np.float64)
+    assert (
+        np.abs(ours - tables.read_vector(str(bk / "mean_adapt.vec"), dtype=np.float64)).max() < 1e-5
+    )
+    rc, _, err = run(
+        [
+            "ivector-mean",
+            f"ark:{bk / 'enroll.spk2utt'}",
+            f"ark,t:{bk / 'enroll.ark.txt'}",
+            f"ark,t:{t / 'spk.ark'}",
+            f"ark,t:{t / 'num_utts.ark'}",
+        ],
+        capsys,
+    )
+    assert rc == 0 and "Norm of mean of speakers is 21.4511" in err
+    assert (t / "num_utts.ark").read_text() == (bk / "num_utts.ark").read_text()
+    spk, ref = vec_table(t / "spk.ark"), vec_table(bk / "enroll_spk.ark.txt")
+    assert list(spk) == list(ref) and max(np.abs(spk[k] - ref[k]).max() for k in ref) < 1e-5
+    # subtract mean.vec -> transform-vec -> normalize-length, through files
+    steps = [
+        [
+            "ivector-subtract-global-mean",
+            str(bk / "mean.vec"),
+            f"ark,t:{t / 'spk.ark'}",
+            f"ark:{t / 'a.ark'}",
+        ],
+        ["transform-vec", str(bk / "transform.mat"), f"ark:{t / 'a.ark'}", f"ark:{t / 'b.ark'}"],
+        ["ivector-normalize-length", f"ark:{t / 'b.ark'}", f"ark,t:{t / 'c.ark'}"],
+    ]
+    for argv in steps:
+        assert run(argv, capsys)[0] == 0
+    got, ref = vec_table(t / "c.ark"), vec_table(bk / "enroll_prepared_mean.ark.txt")
+    assert max(np.abs(got[k] - ref[k]).max() for k in ref) < 1e-5
+    # PLDA adaptation and smoothing through the commands
+    rc, _, _ = run(
+        [
+            "ivector-adapt-plda",
+            "--within-covar-scale=0.75",
+            "--between-covar-scale=0.25",
+            str(bk / "plda"),
+            f"ark,t:{bk / 'adapt_prepared.ark.txt'}",
+            str(t / "plda_adapt"),
+        ],
+        capsys,
+    )
+    assert rc == 0
+    ours, kaldi = (
+        plda_io.read_plda(str(t / "plda_adapt")),
+        plda_io.read_plda(str(bk / "plda_adapt")),
+    )
+    assert np.abs(ours.psi - kaldi.psi).max() / kaldi.psi.max() < 1e-5
+    assert np.abs(ours.mean - kaldi.mean).max() < 1e-7
+    rc, _, err = run(
+        [
+            "ivector-copy-plda",
+            "--smoothing=0.1",
+            "--binary=false",
+            str(bk / "plda"),
+            str(t / "smooth.txt"),
+        ],
+        capsys,
+    )
+    assert rc == 0 and "Smoothing within-class covariance by 0.1" in err
+    ours, kaldi = (
+        plda_io.read_plda(str(t / "smooth.txt")),
+        plda_io.read_plda(str(bk / "plda_smooth0.1.txt")),
+    )
+    assert np.abs(ours.transform - kaldi.transform).max() < 1e-6
+    # copying what Kaldi wrote reproduces its bytes, binary and text
+    assert run(["ivector-copy-plda", str(bk / "plda"), str(t / "copy")], capsys)[0] == 0
+    assert (t / "copy").read_bytes() == (bk / "plda").read_bytes()
+    assert (
+        run(["ivector-copy-plda", "--binary=false", str(bk / "plda"), str(t / "copy.txt")], capsys)[
+            0
+        ]
+        == 0
+    )
+    assert (t / "copy.txt").read_bytes() == (bk / "plda.txt").read_bytes()
