@@ -70,8 +70,9 @@ class InputStream:
         if avail >= n:
             return avail
         parts = [self._buf[self._pos :]]
+        read = getattr(self.raw, "read1", self.raw.read)  # what is there, without waiting for more
         while avail < n:
-            data = self.raw.read(max(self.chunk, n - avail))
+            data = read(max(self.chunk, n - avail))
             if not data:
                 break
             parts.append(data)
