@@ -1,0 +1,318 @@
+"""Front-end numerics against Kaldi's own outputs (../shared/fixtures/kaldi/features, dither 0)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile
+
+from xvjax.errors import XvjaxError
+from xvjax.features import kaldi_fft, reference
+from xvjax.features.cmvn import sliding_cmn, sliding_cmn_numpy
+from xvjax.features.mfcc import compute_fbank, compute_mfcc, extract_frames, num_frames
+from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
+from xvjax.features.pipeline import prepare_feats, select_voiced_frames
+from xvjax.features.vad import compute_vad, compute_vad_numpy
+from xvjax.kaldi import tables
+
+U16 = ["u1_16k", "u2_16k", "u5_16k", "u6_16k_silence", "u7_16k_long"]
+U8 = ["u3_8k", "u4_8k"]
+
+
+def _load(fx, names):
+    waves = [soundfile.read(fx / "audio" / f"{n}.wav", dtype="int16")[0] for n in names]
+    batch = np.zeros((len(waves), max(map(len, waves))), np.float32)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    return batch, np.array([len(w) for w in waves], np.int32)
+
+
+def _text(fx, name):
+    return tables.read_dict(f"ark,t:{fx / 'features' / name}")
+
+
+def _pad(table, keys):
+    dim = table[keys[0]].shape[1]
+    out = np.zeros((len(keys), max(len(table[k]) for k in keys), dim), np.float32)
+    for i, k in enumerate(keys):
+        out[i, : len(table[k])] = table[k]
+    return out, np.array([len(table[k]) for k in keys], np.int32)
+
+
+def _cases(fx):
+    conf = fx / "features"
+    return {
+        "mfcc16k": (U16, MfccOptions.from_config_file(str(conf / "mfcc16k.conf"))),
+        "mfcc8k": (U8, MfccOptions.from_config_file(str(conf / "mfcc8k.conf"))),
+        "mfcc16k_defaults": (U16, MfccOptions(dither=0.0)),
+        "mfcc8k_defaults": (U8, MfccOptions(dither=0.0, sample_frequency=8000)),
+        "fbank16k_80": (U16, FbankOptions(dither=0.0, num_mel_bins=80)),
+    }
+
+
+@pytest.fixture(scope="module")
+def computed(kaldi_fixtures):
+    out = {}
+    for name, (utts, opts) in _cases(kaldi_fixtures).items():
+        wav, lens = _load(kaldi_fixtures, utts)
+        fn = compute_fbank if isinstance(opts, FbankOptions) else compute_mfcc
+        feats, nf = jax.device_get(fn(jnp.asarray(wav), jnp.asarray(lens), opts))
+        out[name] = {u: feats[i, : nf[i]] for i, u in enumerate(utts)}
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["mfcc16k", "mfcc8k", "mfcc16k_defaults", "mfcc8k_defaults", "fbank16k_80"]
+)
+def test_features_match_kaldi(kaldi_fixtures, computed, name):
+    """99.9% of values within 1e-3 and all within 1e-2 (snip-edges false: *k, true: defaults)."""
+    ref = _text(kaldi_fixtures, f"{name}.txt")
+    ours = computed[name]
+    assert sorted(ours) == sorted(ref)
+    errs = []
+    for utt, r in ref.items():
+        assert ours[utt].shape == r.shape, utt
+        errs.append(np.abs(ours[utt] - r).ravel())
+    err = np.concatenate(errs)
+    assert np.mean(err <= 1e-3) >= 0.999, np.mean(err <= 1e-3)
+    assert err.max() <= 1e-2, err.max()
+
+
+def test_xla_fft_path_close_to_kaldi(kaldi_fixtures):
+    utts, opts = _cases(kaldi_fixtures)["mfcc8k"]
+    wav, lens = _load(kaldi_fixtures, utts)
+    feats, nf = compute_mfcc(jnp.asarray(wav), jnp.asarray(lens), opts, fft_impl="xla")
+    ref = _text(kaldi_fixtures, "mfcc8k.txt")
+    for i, u in enumerate(utts):
+        np.testing.assert_allclose(np.asarray(feats)[i, : nf[i]], ref[u], atol=1e-2)
+
+
+def test_kaldi_fft_replay_is_a_dft():
+    x = np.random.default_rng(0).standard_normal((5, 256)).astype(np.float32) * 1000
+    ours = kaldi_fft.power_spectrum_numpy(x, 256)
+    exact = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-5 * exact.max())
+
+
+@pytest.mark.parametrize("snip_edges", [True, False])
+@pytest.mark.parametrize("n", [1, 7, 150, 399, 400, 401, 1000, 1234])
+def test_framing_matches_kaldi_loop(snip_edges, n):
+    """Frame count and edge reflection (incl. repeated reflection of very short input)."""
+    opts = MfccOptions(snip_edges=snip_edges, dither=0.0)
+    wave = np.arange(1, n + 1, dtype=np.float32)
+    total = n + 37  # padded batch: the utterance's own length decides the reflection
+    batch = np.zeros((1, total), np.float32)
+    batch[0, :n] = wave
+    frames = np.asarray(extract_frames(jnp.asarray(batch), jnp.asarray([n]), opts))[0]
+    nf = reference.num_frames(n, opts)
+    assert int(num_frames(n, opts)) == nf
+    for f in range(nf):
+        np.testing.assert_array_equal(frames[f], reference._frame(wave, f, opts))
+
+
+VARIANTS = [
+    dict(window_type="hamming"),
+    dict(window_type="hanning", preemphasis_coefficient=0.0),
+    dict(window_type="rectangular", remove_dc_offset=False),
+    dict(window_type="blackman", blackman_coeff=0.4),
+    dict(window_type="sine"),
+    dict(round_to_power_of_two=False),
+    dict(use_energy=False, htk_compat=True),
+    dict(htk_compat=True),
+    dict(raw_energy=False, energy_floor=1.0),
+    dict(cepstral_lifter=0.0, num_ceps=20, num_mel_bins=40, low_freq=64, high_freq=-400),
+    dict(frame_length=20, frame_shift=12.5, snip_edges=False),
+    dict(vtln_warp=0.9),
+]
+
+
+@pytest.mark.parametrize(
+    "variant,fft_impl",
+    [(v, "kaldi") for v in VARIANTS] + [(v, "xla") for v in VARIANTS[::4]],
+    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()),
+)
+def test_mfcc_options_match_float64_reference(kaldi_fixtures, variant, fft_impl):
+    wav, lens = _load(kaldi_fixtures, ["u5_16k"])
+    opts = MfccOptions(dither=0.0, **variant)
+    feats, nf = compute_mfcc(jnp.asarray(wav), jnp.asarray(lens), opts, fft_impl=fft_impl)
+    ref = reference.features_numpy(wav[0, : lens[0]], opts)
+    assert int(nf[0]) == len(ref)
+    np.testing.assert_allclose(np.asarray(feats)[0, : nf[0]], ref, atol=1e-2, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "variant", [dict(use_energy=True), dict(use_energy=True, htk_compat=True),
+                dict(use_log_fbank=False), dict(use_power=False)],
+)  # fmt: skip
+def test_fbank_options_match_float64_reference(kaldi_fixtures, variant):
+    wav, lens = _load(kaldi_fixtures, ["u5_16k"])
+    opts = FbankOptions(dither=0.0, **variant)
+    feats, nf = compute_fbank(jnp.asarray(wav), jnp.asarray(lens), opts)
+    ref = reference.features_numpy(wav[0, : lens[0]], opts)
+    np.testing.assert_allclose(np.asarray(feats)[0, : nf[0]], ref, rtol=1e-3, atol=1e-2)
+
+
+def test_dither_is_keyed_and_deterministic(kaldi_fixtures):
+    wav, lens = _load(kaldi_fixtures, ["u5_16k"])
+    opts = MfccOptions(dither=1.0)
+    args = (jnp.asarray(wav), jnp.asarray(lens), opts)
+    a = np.asarray(compute_mfcc(*args, jax.random.key(1))[0])
+    b = np.asarray(compute_mfcc(*args, jax.random.key(1))[0])
+    c = np.asarray(compute_mfcc(*args, jax.random.key(2))[0])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    undithered = np.asarray(
+        compute_mfcc(jnp.asarray(wav), jnp.asarray(lens), MfccOptions(dither=0.0))[0]
+    )
+    nf = int(lens[0]) // 160
+    loud = undithered[0, :nf, 0] > 15
+    np.testing.assert_allclose(a[0, :nf, 0][loud], undithered[0, :nf, 0][loud], atol=0.05)
+    with pytest.raises(XvjaxError, match="PRNG key"):
+        compute_mfcc(*args)
+
+
+def test_vad_identical(kaldi_fixtures, computed):
+    vopts = VadOptions.from_config_file(str(kaldi_fixtures / "features" / "vad.conf"))
+    for tag, utts in (("16k", U16), ("8k", U8)):
+        ref = _text(kaldi_fixtures, f"vad{tag}.txt")
+        mfcc = _text(kaldi_fixtures, f"mfcc{tag}.txt")
+        feats, nf = _pad(mfcc, utts)
+        batched = np.asarray(compute_vad(jnp.asarray(feats), jnp.asarray(nf), vopts))
+        ours, onf = _pad(computed[f"mfcc{tag}"], utts)
+        from_ours = np.asarray(compute_vad(jnp.asarray(ours), jnp.asarray(onf), vopts))
+        for i, u in enumerate(utts):
+            np.testing.assert_array_equal(batched[i, : nf[i]], ref[u])
+            np.testing.assert_array_equal(compute_vad_numpy(mfcc[u], vopts), ref[u])
+            np.testing.assert_array_equal(from_ours[i, : nf[i]], ref[u])  # from our own MFCC
+            assert not batched[i, nf[i] :].any()
+
+
+@pytest.mark.parametrize(
+    "tag,opts",
+    [
+        ("cmn16k", CmnOptions(cmn_window=300, center=True)),
+        ("cmn8k", CmnOptions(cmn_window=300, center=True)),
+        ("cmn16k_normvars", CmnOptions(cmn_window=200, min_cmn_window=50, center=True, norm_vars=True)),
+    ],
+)  # fmt: skip
+def test_sliding_cmn_matches_kaldi(kaldi_fixtures, tag, opts):
+    ref = _text(kaldi_fixtures, f"{tag}.txt")
+    mfcc = _text(kaldi_fixtures, f"mfcc{'8k' if '8k' in tag else '16k'}.txt")
+    keys = sorted(mfcc)
+    feats, nf = _pad(mfcc, keys)
+    out = np.asarray(sliding_cmn(jnp.asarray(feats), jnp.asarray(nf), opts))
+    for i, k in enumerate(keys):
+        np.testing.assert_allclose(out[i, : nf[i]], ref[k], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(sliding_cmn_numpy(mfcc[k], opts), ref[k], atol=1e-4, rtol=0)
+        assert not out[i, nf[i] :].any()
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("norm_vars", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 40, 99, 100, 101, 350, 777])
+def test_sliding_cmn_windows_and_short_utterances(center, norm_vars, n):
+    """Batched float32 version == Kaldi's double loop rule, incl. utterances shorter than the window."""
+    opts = CmnOptions(cmn_window=100, min_cmn_window=30, center=center, norm_vars=norm_vars)
+    x = np.random.default_rng(n).standard_normal((n, 3)).astype(np.float32) * 5 + 20
+    ref = _kaldi_sliding_loop(x.astype(np.float64), opts)
+    batch = np.zeros((2, 800, 3), np.float32)
+    batch[1, :n] = x
+    out = np.asarray(sliding_cmn(jnp.asarray(batch), jnp.asarray([0, n]), opts))[1, :n]
+    np.testing.assert_allclose(out, ref, atol=2e-4 if norm_vars else 1e-4)
+    np.testing.assert_allclose(sliding_cmn_numpy(x, opts), ref, atol=1e-5)
+
+
+def _kaldi_sliding_loop(x, opts):
+    """Direct transcription of the window rule with explicit sums (independent of cmvn.py)."""
+    n = len(x)
+    out = np.zeros_like(x)
+    for t in range(n):
+        if opts.center:
+            start = t - opts.cmn_window // 2
+            end = start + opts.cmn_window
+        else:
+            start, end = t - opts.cmn_window, t + 1
+        if start < 0:
+            end -= start
+            start = 0
+        if not opts.center and end > t:
+            end = max(t + 1, opts.min_cmn_window)
+        if end > n:
+            start = max(start - (end - n), 0)
+            end = n
+        win = x[start:end]
+        out[t] = x[t] - win.mean(0)
+        if opts.norm_vars:
+            if len(win) == 1:
+                out[t] = 0.0
+            else:
+                var = np.maximum((win**2).mean(0) - win.mean(0) ** 2, 1e-10)
+                out[t] /= np.sqrt(var)
+    return out
+
+
+def test_select_voiced_frames_identical(kaldi_fixtures):
+    for tag in ("16k", "8k"):
+        cmn = _text(kaldi_fixtures, f"cmn{tag}.txt")
+        vad = _text(kaldi_fixtures, f"vad{tag}.txt")
+        prepared = _text(kaldi_fixtures, f"prepared{tag}.txt")
+        keys = sorted(cmn)
+        feats, nf = _pad(cmn, keys)
+        voiced = np.zeros(feats.shape[:2], np.float32)
+        for i, k in enumerate(keys):
+            voiced[i, : nf[i]] = vad[k]
+        out, counts = select_voiced_frames(jnp.asarray(feats), jnp.asarray(nf), jnp.asarray(voiced))
+        out = np.asarray(out)
+        for i, k in enumerate(keys):
+            if k not in prepared:  # the silent file: Kaldi skips it, we return 0 frames
+                assert int(counts[i]) == 0 and not out[i].any()
+                continue
+            np.testing.assert_array_equal(out[i, : counts[i]], prepared[k])
+            assert not out[i, counts[i] :].any()
+
+
+def test_prepare_feats_end_to_end(kaldi_fixtures):
+    """wav -> MFCC -> sliding CMN -> voiced frames, vs Kaldi's prepared16k (same frames kept)."""
+    opts = MfccOptions.from_config_file(str(kaldi_fixtures / "features" / "mfcc16k.conf"))
+    vopts = VadOptions.from_config_file(str(kaldi_fixtures / "features" / "vad.conf"))
+    wav, lens = _load(kaldi_fixtures, U16)
+    feats, counts = prepare_feats(jnp.asarray(wav), jnp.asarray(lens), opts, vopts)
+    feats = np.asarray(feats)
+    prepared = _text(kaldi_fixtures, "prepared16k.txt")
+    errs = []
+    for i, u in enumerate(U16):
+        if u not in prepared:
+            assert int(counts[i]) == 0
+            continue
+        assert int(counts[i]) == len(prepared[u])
+        errs.append(np.abs(feats[i, : counts[i]] - prepared[u]).ravel())
+    err = np.concatenate(errs)
+    assert np.mean(err <= 1e-3) >= 0.999 and err.max() <= 1e-2
+
+
+def test_prepare_feats_bad_input_is_isolated(kaldi_fixtures):
+    """NaN/inf audio, too-short and all-zero utterances get 0 frames; the others are unchanged."""
+    opts = dataclasses.replace(MfccOptions.from_config_file(
+        str(kaldi_fixtures / "features" / "mfcc16k.conf")))  # fmt: skip
+    vopts = VadOptions(
+        vad_energy_threshold=5.5, vad_frames_context=2, vad_proportion_threshold=0.12
+    )
+    wav, _ = _load(kaldi_fixtures, ["u5_16k"])
+    n = wav.shape[1]
+    batch = np.zeros((5, n), np.float32)
+    batch[:] = wav[0]
+    full = np.full((5,), n, np.int32)
+    good = np.asarray(prepare_feats(jnp.asarray(batch), jnp.asarray(full), opts, vopts)[0])[0]
+    batch[1, 100] = np.nan
+    batch[2, 5] = np.inf
+    batch[4] = 0.0
+    lengths = np.array([n, n, n, 50, n], np.int32)  # row 3: shorter than half a frame shift
+    feats, counts = prepare_feats(jnp.asarray(batch), jnp.asarray(lengths), opts, vopts)
+    feats, counts = np.asarray(feats), np.asarray(counts)
+    assert counts.tolist()[1:] == [0, 0, 0, 0]
+    np.testing.assert_array_equal(feats[0], good)
+    assert np.isfinite(feats).all() and not feats[1:].any()
