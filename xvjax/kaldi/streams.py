@@ -65,9 +65,11 @@ class InputStream:
         self._buf, self._pos = b"", 0
         self.closed = False
 
-    def _fill(self, n: int) -> int:
+    def _fill(self, n: int, exact: bool = True) -> int:
+        """Buffers at least n bytes (fewer at the end of data); with exact=False, stops as soon as
+        a read returned something, so streaming pipelines are not held up."""
         avail = len(self._buf) - self._pos
-        if avail >= n:
+        if avail >= n or (not exact and avail):
             return avail
         parts = [self._buf[self._pos :]]
         read = getattr(self.raw, "read1", self.raw.read)  # what is there, without waiting for more
@@ -77,11 +79,19 @@ class InputStream:
                 break
             parts.append(data)
             avail += len(data)
+            if not exact:
+                break
         self._buf, self._pos = b"".join(parts), 0
         return avail
 
     def peek(self, n: int = 1) -> bytes:
+        """The next n bytes (fewer only at the end of data), not consumed."""
         self._fill(n)
+        return self._buf[self._pos : self._pos + n]
+
+    def peek_available(self, n: int) -> bytes:
+        """Up to n next bytes, at least one unless at the end, without waiting for more."""
+        self._fill(n, exact=False)
         return self._buf[self._pos : self._pos + n]
 
     def read(self, n: int | None = -1) -> bytes:

@@ -97,7 +97,10 @@ def _read_key(f) -> str | None:
     """Reads `key` + one space/tab (newline left in place); None at a clean end of archive."""
     key = bytearray()
     while True:
-        chunk = f.peek(256)[:256] if hasattr(f, "peek") else f.read(1)
+        if hasattr(f, "peek_available"):
+            chunk = f.peek_available(256)
+        else:
+            chunk = f.peek(256)[:256] if hasattr(f, "peek") else f.read(1)
         if not chunk:
             if key:
                 raise FormatError(f"truncated archive: end of data after key '{_show(key)}'")
