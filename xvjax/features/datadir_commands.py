@@ -115,3 +115,128 @@ def make_features(opts, data_dir, log_dir=None, mfcc_dir=None):
         name, len(num_frames), missing,
     )  # fmt: skip
     return 0
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(",", ":").split(":") if v.strip())
+    except ValueError:
+        raise XvjaxError(f"--{name}: expected colon-separated numbers, got '{text}'") from None
+    if not values:
+        raise XvjaxError(f"--{name}: empty list")
+    return values
+
+
+@command(
+    "augment-data-dir",
+    "Write an augmented copy of a data dir (augment_data_dir.py / reverberate_data_dir.py).",
+    usage="Usage: xvjax augment-data-dir [options] <input-data-dir> <output-data-dir>\n"
+    " One kind per call, as in Kaldi's x-vector recipes:\n"
+    "  reverb: --rir-lists=RIRS_NOISES/simulated_rirs/smallroom/rir_list,"
+    "RIRS_NOISES/simulated_rirs/mediumroom/rir_list --utt-suffix=reverb\n"
+    "  noise:  --fg-noise-dir=musan/noise --fg-snrs=15:10:5:0 --fg-interval=1 --utt-suffix=noise\n"
+    "  music:  --bg-noise-dir=musan/music --bg-snrs=15:10:8:5 --num-bg-noises=1 --utt-suffix=music\n"
+    "  babble: --bg-noise-dir=musan/speech --bg-snrs=20:17:15:13 --num-bg-noises=3:4:5:6:7 "
+    "--utt-suffix=babble\n"
+    " Noise dirs may be a MUSAN folder, a folder of wavs or a Kaldi data dir (wav.scp).\n"
+    " Writes 16-bit wavs to <output-data-dir>/wavs/ and a data dir pointing at them.",
+    opts=[
+        Opt("rir-lists", "", "Comma-separated RIRS_NOISES rir_list files (or data dirs of RIRs)"),
+        Opt("fg-noise-dir", "", "Foreground noise source (MUSAN noise, wav folder or data dir)"),
+        Opt("bg-noise-dir", "", "Background noise source (MUSAN music/speech, ... )"),
+        Opt("fg-snrs", "20:10:0", "Colon-separated foreground SNRs (dB)"),
+        Opt("bg-snrs", "20:10:0", "Colon-separated background SNRs (dB)"),
+        Opt("num-bg-noises", "1", "Colon-separated choices of the number of background noises"),
+        Opt("fg-interval", 0.0, "Seconds between foreground noises"),
+        Opt("utt-suffix", "", "Suffix added to utterance ids (utt-suffix)"),
+        Opt("utt-prefix", "", "Prefix added to utterance ids (prefix-utt)"),
+        Opt("modify-spk-id", False, "Also add the prefix/suffix to speaker ids"),
+        Opt("random-seed", 123, "Seed (same seed -> identical output)"),
+        Opt("max-source-seconds", 600.0, "Keep at most this much of each noise file"),
+        Opt("progress", True, "Show a progress bar"),
+    ],
+    nargs=(2, 2),
+)
+def augment_data_dir(opts, in_dir, out_dir):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from xvjax.features import augment, sources
+    from xvjax.features.extract import bucket_length
+    from xvjax.kaldi import audio, datadir
+
+    kinds = [k for k in ("rir_lists", "fg_noise_dir", "bg_noise_dir") if getattr(opts, k)]
+    if len(kinds) != 1:
+        raise XvjaxError("give exactly one of --rir-lists, --fg-noise-dir, --bg-noise-dir")
+    if not opts.utt_suffix and not opts.utt_prefix:
+        raise XvjaxError("give --utt-suffix or --utt-prefix so augmented ids differ from the input")
+    d = datadir.load_data_dir(in_dir, check_files=False)
+    if os.path.abspath(in_dir) == os.path.abspath(out_dir):
+        raise XvjaxError("input and output data dirs must differ")
+    first = next(iter(d.iter_audio(skip_errors=True)), None)
+    if first is None:
+        raise XvjaxError(f"{in_dir}: no readable audio")
+    rate = int(first[2])
+    cap = opts.max_source_seconds or None
+    if opts.rir_lists:
+        specs = [s for p in opts.rir_lists.split(",") for s in sources.resolve(p, "rirs")]
+        bank = sources.load_specs(specs, rate, None, scale=1.0 / 32768.0)
+    elif opts.fg_noise_dir:
+        bank = sources.load_specs(sources.resolve(opts.fg_noise_dir, "noise"), rate, cap)
+    else:
+        bank = sources.load_specs(sources.resolve(opts.bg_noise_dir, "music"), rate, cap)
+    fg_snrs, bg_snrs = _floats(opts.fg_snrs, "fg-snrs"), _floats(opts.bg_snrs, "bg-snrs")
+    counts = tuple(int(c) for c in _floats(opts.num_bg_noises, "num-bg-noises"))
+    interval = int(round(opts.fg_interval * rate))
+
+    @jax.jit
+    def run(key, x, n):
+        if opts.rir_lists:
+            i = jax.random.randint(key, (), 0, bank.size)
+            return augment.reverberate(x, n, bank.signals[i], bank.lengths[i])
+        if opts.fg_noise_dir:
+            return augment.add_foreground(key, x, n, bank, fg_snrs, interval, 64)[0]
+        return augment.add_background(key, x, n, bank, bg_snrs, counts)[0]
+
+    def new_id(x):
+        return f"{opts.utt_prefix}-{x}" if opts.utt_prefix else f"{x}-{opts.utt_suffix}"
+
+    wav_dir = os.path.abspath(os.path.join(out_dir, "wavs"))
+    os.makedirs(wav_dir, exist_ok=True)
+    base = jax.random.key(opts.random_seed)
+    utt2spk, wav_scp = {}, {}
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(d.utts), unit="utt", desc="augment-data-dir")
+    for index, (utt, samples, sr) in enumerate(d.iter_audio(skip_errors=True)):
+        if bar is not None:
+            bar.update(1)
+        if sr != rate or samples.ndim != 1 or not np.all(np.isfinite(samples)) or not len(samples):
+            log.warning(
+                "skipping utterance %s: bad audio (rate %s, %d samples)", utt, sr, len(samples)
+            )
+            continue
+        padded = np.zeros(bucket_length(len(samples)), np.float32)
+        padded[: len(samples)] = samples
+        out = run(jax.random.fold_in(base, index), jnp.asarray(padded), len(samples))
+        new = new_id(utt)
+        path = os.path.join(wav_dir, f"{new}.wav")
+        audio.write_wav(path, np.asarray(out)[: len(samples)], int(sr))
+        spk = d.utt2spk[utt]
+        utt2spk[new] = new_id(spk) if opts.modify_spk_id else spk
+        wav_scp[new] = path
+    if bar is not None:
+        bar.close()
+    if not utt2spk:
+        raise XvjaxError(f"{in_dir}: no utterance could be augmented")
+    gender = None
+    if d.spk2gender and opts.modify_spk_id:
+        gender = {new_id(s): g for s, g in d.spk2gender.items()}
+    elif d.spk2gender:
+        gender = dict(d.spk2gender)
+    datadir.write_data_dir(out_dir, utt2spk, wav_scp=wav_scp, spk2gender=gender)
+    log.info("Wrote %d augmented utterances to %s", len(utt2spk), out_dir)
+    return 0
