@@ -164,3 +164,22 @@ def test_permissive_copy_skips_with_warning(run, kaldi_fixtures, tmp_path, capsy
     assert run("copy-feats", f"ark,p:{tmp_path}/bad.ark", f"ark:{tmp_path}/out.ark") == 0
     assert list(tables.read_dict(f"ark:{tmp_path}/out.ark")) == ["u3_8k"]
     assert "WARNING" in capsys.readouterr().err
+
+
+def test_real_pipeline_between_processes(kaldi_fixtures, tmp_path):
+    """`xvjax copy-feats ... ark:- | xvjax copy-feats ark:- ark,t:-` through a shell pipe."""
+    import subprocess
+    import sys
+
+    f = kaldi_fixtures / "features"
+    xv = f"{sys.executable} -m xvjax.cli"
+    cmd = (
+        f"{xv} copy-feats --compress=true ark,t:{f}/mfcc16k.txt ark:- | "
+        f"{xv} copy-feats ark:- ark,t:{tmp_path}/out.txt"
+    )
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_bytes() == (
+        f / "mfcc16k_compressed_decoded.txt"
+    ).read_bytes()
+    assert proc.stderr.count("Copied 5 feature matrices.") == 2
