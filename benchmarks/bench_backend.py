@@ -16,6 +16,11 @@ Cases (each runs in its own subprocess so the reported peak RSS is that case's a
   the cohort statistics block-wise (GEMM, then a separate jitted top_k step) and normalises each
   block on the device; numpy materialises both cohort score matrices, np.partition, then
   normalises the full matrix.
+- cohort_variants: the --dense-size x --cohort cohort statistics of one side, computed (a) in
+  closed form from cohort feature moments (whole cohort, no cohort scores; what `snorm` uses),
+  (b) whole cohort by explicit blocked scoring + jitted mean/std, (c) top-k with the GEMM and
+  the top_k/moments step as separate jitted calls (what `asnorm` uses), (d) the same fused in
+  one jit (PERF_NOTES: XLA CPU fuses this badly).
 Kaldi's own ivector-plda-scoring was measured at ~0.18M trials/s on this machine (PERF_NOTES).
 """
 
@@ -42,6 +47,7 @@ CASES = [
     "dense_numpy",
     "asnorm_jax",
     "asnorm_numpy",
+    "cohort_variants",
 ]
 
 
@@ -87,11 +93,73 @@ def numpy_dense(plda, u, v):
     return lin @ v.T + const[:, None] + (v * v @ quad)[None, :]
 
 
+def cohort_variants(plda, a) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from xvjax.backend import scoring, snorm
+
+    enroll, cohort = vectors(a.dense_size, a.dim, 4), vectors(a.cohort, a.dim, 6)
+    ef = scoring.prepare_enroll(plda, enroll)
+    cf = scoring.prepare_test(plda, cohort)
+    out = {}
+    t0 = time.perf_counter()
+    snorm._closed_form_stats(ef, cf)
+    out["closed_form"] = time.perf_counter() - t0
+
+    block_fn = scoring._jitted("block")
+
+    def moments(s):
+        m = jnp.mean(s, axis=1)
+        return m, jnp.sqrt(jnp.mean(jnp.square(s - m[:, None]), axis=1))
+
+    k = a.top_k
+
+    def topk(s):
+        top = jax.lax.top_k(s, k)[0]
+        return moments(top)
+
+    fused = jax.jit(lambda *ops: topk(block_fn(*ops)))
+    moments_j = jax.jit(moments)
+    topk_j = jax.jit(topk)
+    sp = scoring._split_features(ef, cf)
+    rows = a.block_size
+    ft, qt = jnp.asarray(sp.ft, jnp.float32), jnp.asarray(sp.qt, jnp.float32)
+
+    def run(step):
+        res = []
+        for r0 in range(0, len(enroll), rows):
+            sl = slice(r0, r0 + rows)
+            fe = jnp.asarray(scoring._pad_rows(sp.fe[sl], rows), jnp.float32)
+            ce = jnp.asarray(scoring._pad_rows(sp.ce[sl], rows), jnp.float32)
+            qi = jnp.asarray(scoring._pad_rows(sp.qi[sl], rows))
+            res.append(step(fe, ce, qi, ft, qt))
+        jax.block_until_ready(res)
+
+    variants = {
+        "full_explicit": lambda *ops: moments_j(block_fn(*ops)),
+        "topk_separate": lambda *ops: topk_j(block_fn(*ops)),
+        "topk_fused": fused,
+    }
+    for name, step in variants.items():
+        run(step)  # compile
+        t0 = time.perf_counter()
+        run(step)
+        out[name] = time.perf_counter() - t0
+    return out
+
+
 def run_case(name: str, a) -> dict:
     from xvjax.backend import scoring, snorm
 
     plda = synthetic_plda(a.dim)
     out: dict = {"case": name}
+    if name == "cohort_variants":
+        v = cohort_variants(plda, a)
+        out.update(seconds=v["topk_separate"], trials=a.dense_size * a.cohort)
+        out["note"] = ", ".join(f"{k} {t:.2f} s" for k, t in v.items())
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
     if name.startswith("trials"):
         rng = np.random.default_rng(1)
         enroll, test = vectors(20000, a.dim, 2), vectors(50000, a.dim, 3)
@@ -219,7 +287,7 @@ def main() -> None:
             print(f"{case:<14} FAILED: {proc.stderr.strip().splitlines()[-1:]}")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        note = ""
+        note = r.get("note", "")
         if "cohort_stats_seconds" in r:
             note = f"cohort stats {r['cohort_stats_seconds']:.2f} s"
         rate = r["trials"] / r["seconds"]

@@ -135,3 +135,55 @@ def test_calibration_file_round_trip(tmp_path):
     calibration.save_calibration(cal, str(tmp_path / "cal.vec"))
     assert (tmp_path / "cal.vec").read_text().strip() == "[ 1.25 -3.5 ]"
     assert calibration.load_calibration(str(tmp_path / "cal.vec")) == cal
+
+
+def loop_eer(target, nontarget):
+    """compute-eer's loop, transcribed literally (the vectorised version must agree)."""
+    target = sorted(np.float32(target))
+    nontarget = sorted(np.float32(nontarget))
+    p = 0
+    while p + 1 < len(target):
+        n = int(len(nontarget) * p * 1.0 / len(target))
+        q = max(len(nontarget) - 1 - n, 0)
+        if nontarget[q] < target[p]:
+            break
+        p += 1
+    return float(np.float32(p * 1.0 / len(target))), float(target[p])
+
+
+def loop_min_dcf(scores, labels, p, c_miss, c_fa):
+    """compute_min_dcf.py's loops, transcribed literally."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    lab = [int(labels[i]) for i in order]
+    fnrs, fprs, a, b = [], [], 0, 0
+    for x in lab:
+        a += x
+        b += 1 - x
+        fnrs.append(a)
+        fprs.append(b)
+    fnrs = [x / float(sum(lab)) for x in fnrs]
+    fprs = [1 - x / float(len(lab) - sum(lab)) for x in fprs]
+    best, thr = float("inf"), scores[order[0]]
+    for i in range(len(lab)):
+        c = c_miss * fnrs[i] * p + c_fa * fprs[i] * (1 - p)
+        if c < best:
+            best, thr = c, scores[order[i]]
+    return best / min(c_miss * p, c_fa * (1 - p)), thr
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_vectorised_metrics_equal_the_literal_loops(seed):
+    rng = np.random.default_rng(seed)
+    n_t, n_n = int(rng.integers(1, 30)), int(rng.integers(1, 80))
+    grid = float(rng.choice([0.25, 0.5, 1.0]))  # coarse grids: many ties across classes
+    target = np.round(rng.normal(1, 1.5, n_t) / grid) * grid
+    nontarget = np.round(rng.normal(-1, 1.5, n_n) / grid) * grid
+    scores = np.r_[target, nontarget]
+    labels = np.r_[np.ones(n_t, bool), np.zeros(n_n, bool)]
+    perm = rng.permutation(len(scores))
+    scores, labels = scores[perm], labels[perm]
+    assert metrics.compute_eer(scores, labels) == loop_eer(target, nontarget)
+    p, c_miss, c_fa = float(rng.choice([0.01, 0.05, 0.5])), float(rng.choice([1, 10])), 1.0
+    got = metrics.compute_min_dcf(scores, labels, p, c_miss, c_fa)
+    want = loop_min_dcf(list(scores), list(labels), p, c_miss, c_fa)
+    assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-12)
