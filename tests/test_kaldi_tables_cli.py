@@ -168,11 +168,12 @@ def test_permissive_copy_skips_with_warning(run, kaldi_fixtures, tmp_path, capsy
 
 def test_real_pipeline_between_processes(kaldi_fixtures, tmp_path):
     """`xvjax copy-feats ... ark:- | xvjax copy-feats ark:- ark,t:-` through a shell pipe."""
+    import os
     import subprocess
     import sys
 
     f = kaldi_fixtures / "features"
-    xv = f"{sys.executable} -m xvjax.cli"
+    xv = os.path.join(os.path.dirname(sys.executable), "xvjax")  # the installed console script
     cmd = (
         f"{xv} copy-feats --compress=true ark,t:{f}/mfcc16k.txt ark:- | "
         f"{xv} copy-feats ark:- ark,t:{tmp_path}/out.txt"
