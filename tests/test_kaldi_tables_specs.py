@@ -281,3 +281,13 @@ def test_single_object_files_and_dev_null(tmp_path):
     tables.write_dict("ark:/dev/null", {"a": m})
     with pytest.raises(XvjaxError, match="cannot open"):
         tables.read_matrix(str(tmp_path / "nope.mat"))
+
+
+def test_failing_output_command_is_an_error():
+    big = {f"k{i}": np.zeros((2000, 40), np.float32) for i in range(8)}  # more than a pipe buffer
+    with pytest.raises(
+        XvjaxError, match="output command 'false' stopped reading|exited with status 1"
+    ):
+        tables.write_dict("ark:| false", big)
+    with pytest.raises(XvjaxError, match="exited with status 3"):
+        tables.write_dict("ark:| cat > /dev/null; exit 3", {"a": np.ones(2, np.float32)})

@@ -242,7 +242,15 @@ class Output:
         try:
             return self.stream.write(data)
         except BrokenPipeError:
-            raise
+            if self.kind == "pipe":
+                try:
+                    status = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    status = "unknown"
+                raise XvjaxError(
+                    f"output command '{self.target}' stopped reading (exit status {status})"
+                ) from None
+            raise  # stdout closed by the reader (e.g. `| head`): the CLI exits quietly
         except OSError as e:
             raise XvjaxError(f"error writing to '{self.wx}': {e.strerror}") from None
 
