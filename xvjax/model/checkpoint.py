@@ -104,11 +104,11 @@ def check_variables(spec: ModelSpec, variables: dict, where: str) -> None:
     """Raises XvjaxError if the variables do not have the shapes `spec` implies."""
     import jax
 
-    from xvjax.model.xvector import init_variables
+    from xvjax.model.xvector import variable_shapes
 
-    want = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0)))
+    is_shape = lambda t: isinstance(t, tuple)
+    want_shapes = jax.tree.map(lambda t: t, variable_shapes(spec), is_leaf=is_shape)
     got_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
-    want_shapes = jax.tree.map(lambda a: tuple(a.shape), want)
     if got_shapes != want_shapes:
         raise XvjaxError(f"{where}: variables do not match the model spec")
 

@@ -84,6 +84,11 @@ def _parts(desc, node: str, levels: dict[str, str]) -> list[tuple[str, int]]:
     )
 
 
+def _f32(v) -> float:
+    """A float32 Kaldi value as the shortest double that rounds to it (0.001, not 0.0010000000475)."""
+    return float(repr(np.float32(v)).removeprefix("np.float32(").removesuffix(")"))
+
+
 def _np32(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
@@ -182,10 +187,10 @@ def _kaldi_meta(comp) -> dict[str, Any]:
     for k in KEEP_KALDI:
         v = _get(comp, k)
         if v is not None:
-            meta[k] = float(v) if not isinstance(v, str) else v
+            meta[k] = _f32(v) if not isinstance(v, str) else v
     lr = _get(comp, "learning-rate")
     if lr is not None:
-        meta["learning-rate"] = float(lr)
+        meta["learning-rate"] = _f32(lr)
     return meta
 
 
@@ -219,7 +224,7 @@ def _convert_component(name: str, comp, inputs, in_dim: int):
     if t in SIMPLE_TYPES:
         op = SIMPLE_TYPES[t]
         if t in ("DropoutComponent", "GeneralDropoutComponent"):
-            meta["dropout-proportion"] = float(_get(comp, "dropout-proportion", default=0.0))
+            meta["dropout-proportion"] = _f32(_get(comp, "dropout-proportion", default=0.0))
         dim = int(_get(comp, "dim", default=in_dim))
         if dim != in_dim:
             raise XvjaxError(f"node {name}: {t} dim {dim} != input dim {in_dim}")
@@ -228,8 +233,8 @@ def _convert_component(name: str, comp, inputs, in_dim: int):
         dim = int(_get(comp, "dim"))
         block = int(_get(comp, "block-dim", default=dim))
         attrs = {
-            "epsilon": float(_get(comp, "epsilon", default=1e-3)),
-            "target_rms": float(_get(comp, "target-rms", default=1.0)),
+            "epsilon": _f32(_get(comp, "epsilon", default=1e-3)),
+            "target_rms": _f32(_get(comp, "target-rms", default=1.0)),
             "block_dim": block,
         }
         st = {
@@ -261,7 +266,7 @@ def _convert_component(name: str, comp, inputs, in_dim: int):
             "right_context": int(_get(comp, "right-context")),
             "num_log_count_features": nlc,
             "output_stddevs": _flag(_get(comp, "output-stddevs", default=False)),
-            "variance_floor": float(_get(comp, "variance-floor", default=1e-10)),
+            "variance_floor": _f32(_get(comp, "variance-floor", default=1e-10)),
         }
         return NodeSpec(name, "stats_pooling", tuple(inputs), d - 1 + nlc, attrs, meta), None, None
     if t == "ScaleAndOffsetComponent":

@@ -149,7 +149,8 @@ def stats_pool(x: jax.Array, weights: jax.Array, ext: dict, pool: dict) -> jax.A
 
     x: (B, T, D) frame-level input; weights: (B, T) per-frame counts (0 for frames outside the
     window or not computable / padding). Mean = sum(w x) / count; stddev =
-    sqrt(max(sum(w x^2)/count - mean^2, variance_floor)) (biased). Returns (B, out_dim).
+    sqrt(max(sum(w (x - mean)^2) / count, variance_floor)) (biased; Kaldi's
+    E[x^2] - mean^2 up to rounding). Returns (B, out_dim).
     """
     count = jnp.sum(weights, axis=1, keepdims=True)  # (B, 1)
     mean = jnp.einsum("bt,btd->bd", weights, x) / count
@@ -159,9 +160,11 @@ def stats_pool(x: jax.Array, weights: jax.Array, ext: dict, pool: dict) -> jax.A
         parts.append(jnp.broadcast_to(jnp.log(count), (x.shape[0], n_log)))
     parts.append(mean)
     if pool.get("output_stddevs", True) and ext.get("include_variance", True):
-        sq = jnp.einsum("bt,btd->bd", weights, jnp.square(x)) / count
-        var = jnp.maximum(sq - jnp.square(mean), float(pool.get("variance_floor", 1e-10)))
-        parts.append(jnp.sqrt(var))
+        # Two-pass (centred) variance: the same quantity as Kaldi's E[x^2] - mean^2, without the
+        # float32 cancellation that makes that form depend on summation order.
+        centred = jnp.square(x - mean[:, None, :])
+        var = jnp.einsum("bt,btd->bd", weights, centred) / count
+        parts.append(jnp.sqrt(jnp.maximum(var, float(pool.get("variance_floor", 1e-10)))))
     elif ext.get("include_variance", True) and not pool.get("output_stddevs", True):
         # Kaldi then outputs the raw second-moment averages after the means.
         parts.append(jnp.einsum("bt,btd->bd", weights, jnp.square(x)) / count)

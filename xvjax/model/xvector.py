@@ -191,29 +191,45 @@ def _affine_in_dim(spec: ModelSpec, node: NodeSpec) -> int:
     return sum(dims[s] for s, _ in node.inputs)
 
 
-def _gaussian(key: jax.Array, shape: tuple[int, ...], stddev: float) -> jax.Array:
-    """N(0, stddev^2) float32; exactly +0.0 when stddev is 0 (as Kaldi writes it)."""
+def _gaussian(key, shape: tuple[int, ...], stddev: float):
+    """N(0, stddev^2) float32; exactly +0.0 when stddev is 0 (as Kaldi writes it).
+
+    `key` is a jax PRNG key (traced under `model.init`) or a `np.random.Generator` (the fast
+    eager path of `init_variables`, which avoids one XLA compile per parameter shape).
+    """
+    if isinstance(key, np.random.Generator):
+        if stddev == 0.0:
+            return np.zeros(shape, np.float32)
+        return (key.standard_normal(shape, dtype=np.float32) * np.float32(stddev)).astype(
+            np.float32
+        )
     if stddev == 0.0:
         return jnp.zeros(shape, jnp.float32)
     return stddev * jax.random.normal(key, shape, jnp.float32)
 
 
-def init_node_params(spec: ModelSpec, node: NodeSpec, key: jax.Array) -> dict:
-    """Kaldi-like initial parameters of one node (numpy float32)."""
+def _split(key, n: int):
+    if isinstance(key, np.random.Generator):
+        return key.spawn(n)
+    return list(jax.random.split(key, n))
+
+
+def init_node_params(spec: ModelSpec, node: NodeSpec, key) -> dict:
+    """Kaldi-like initial parameters of one node (`key`: jax key or numpy Generator)."""
     if node.op in ("affine", "linear"):
         in_dim = _affine_in_dim(spec, node)
         pstd = float(node.kaldi.get("param-stddev", 1.0 / np.sqrt(in_dim)))
         bstd = float(node.kaldi.get("bias-stddev", 1.0))
-        k1, k2 = jax.random.split(key)
+        k1, k2 = _split(key, 2)
         out = {"kernel": _gaussian(k1, (in_dim, node.dim), pstd)}
         if node.op == "affine":
             out["bias"] = _gaussian(k2, (node.dim,), bstd)
         return out
     if node.op == "scale_offset":
         d = int(node.attrs.get("block_dim", node.dim))
-        out = {"scales": jnp.ones((d,), jnp.float32)}
+        out = {"scales": np.ones((d,), np.float32)}
         if node.attrs.get("use_offsets", True):
-            out["offsets"] = jnp.zeros((d,), jnp.float32)
+            out["offsets"] = np.zeros((d,), np.float32)
         return out
     raise ValueError(node.op)
 
@@ -221,9 +237,9 @@ def init_node_params(spec: ModelSpec, node: NodeSpec, key: jax.Array) -> dict:
 def init_node_stats(node: NodeSpec) -> dict:
     d = int(node.attrs.get("block_dim", node.dim))
     return {
-        "mean": jnp.zeros((d,), jnp.float32),
-        "var": jnp.ones((d,), jnp.float32),
-        "count": jnp.zeros((), jnp.float32),
+        "mean": np.zeros((d,), np.float32),
+        "var": np.ones((d,), np.float32),
+        "count": np.zeros((), np.float32),
     }
 
 
@@ -238,19 +254,60 @@ def _layer_groups(spec: ModelSpec) -> tuple[dict[str, list[NodeSpec]], dict[str,
     return pgroups, sgroups
 
 
-def _init_layer_params(spec: ModelSpec, nodes: list[NodeSpec], key: jax.Array) -> dict:
-    keys = jax.random.split(key, len(nodes))
+def _init_layer_params(spec: ModelSpec, nodes: list[NodeSpec], key) -> dict:
+    keys = _split(key, len(nodes))
     return {n.var_path[1]: init_node_params(spec, n, k) for n, k in zip(nodes, keys, strict=True)}
 
 
+def _numpy_rng(key: jax.Array) -> np.random.Generator:
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
+
+
+def variable_shapes(spec: ModelSpec) -> Variables:
+    """The shapes of `init_variables(spec, key)` (a tree of tuples), without sampling."""
+    dims = spec.dims()
+    pgroups, sgroups = _layer_groups(spec)
+    params: dict = {}
+    for layer, nodes in pgroups.items():
+        params[layer] = {}
+        for n in nodes:
+            if n.op in ("affine", "linear"):
+                p = {"kernel": (sum(dims[s] for s, _ in n.inputs), n.dim)}
+                if n.op == "affine":
+                    p["bias"] = (n.dim,)
+            else:
+                d = int(n.attrs.get("block_dim", n.dim))
+                p = {"scales": (d,)}
+                if n.attrs.get("use_offsets", True):
+                    p["offsets"] = (d,)
+            params[layer][n.var_path[1]] = p
+    stats = {
+        layer: {
+            n.var_path[1]: {
+                "mean": (int(n.attrs.get("block_dim", n.dim)),),
+                "var": (int(n.attrs.get("block_dim", n.dim)),),
+                "count": (),
+            }
+            for n in nodes
+        }
+        for layer, nodes in sgroups.items()
+    }
+    return {"params": params, "batch_stats": stats}
+
+
 def init_variables(spec: ModelSpec, key: jax.Array) -> Variables:
-    """Kaldi-like initial variables for `spec` (see the module docstring)."""
+    """Kaldi-like initial variables for `spec` (see the module docstring), numpy float32.
+
+    Deterministic given `key` (the Gaussians come from a numpy generator seeded by it).
+    """
     pgroups, sgroups = _layer_groups(spec)
     params = {}
     for i, (layer, nodes) in enumerate(sorted(pgroups.items())):
-        params[layer] = _init_layer_params(spec, nodes, jax.random.fold_in(key, i))
+        rng = _numpy_rng(jax.random.fold_in(key, i))
+        params[layer] = _init_layer_params(spec, nodes, rng)
     stats = {
-        layer: {n.var_path[1]: init_node_stats(n) for n in nodes}
+        layer: {n.var_path[1]: jax.tree.map(np.asarray, init_node_stats(n)) for n in nodes}
         for layer, nodes in sorted(sgroups.items())
     }
     return {"params": params, "batch_stats": stats}
@@ -348,7 +405,7 @@ def resize_output(
     layer, sub = node.var_path
     params = jax.tree.map(lambda a: a, dict(variables["params"]))
     params[layer] = dict(params[layer])
-    params[layer][sub] = init_node_params(new_spec, new_spec.node(output_affine), key)
+    params[layer][sub] = init_node_params(new_spec, new_spec.node(output_affine), _numpy_rng(key))
     out = dict(variables)
     out["params"] = params
     return new_spec, out
