@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "xvjax.backend.commands",
     "xvjax.train.commands",
     "xvjax.recipe.commands",
+    "xvjax.recipe.demo",
 )
 
 log = logging.getLogger("xvjax")
@@ -280,4 +281,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m xvjax.cli`: commands register on the imported module, not on __main__.
+    from xvjax.cli import main as _main
+
+    _main()
