@@ -27,19 +27,24 @@ log = logging.getLogger("xvjax")
     nargs=(2, 2),
 )
 def nnet3_to_flax_cmd(opts, nnet_in: str, model_dir: str) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
     from xvjax.kaldi import nnet3
     from xvjax.model.checkpoint import save_model
     from xvjax.model.convert import nnet3_to_flax
 
     nnet = nnet3.Nnet.read(nnet_in)
     spec, variables = nnet3_to_flax(nnet)
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        template = Path(tmp) / "template.raw"
-        nnet.write(str(template), binary=True)
-        save_model(model_dir, spec, variables, nnet_template_path=template)
+    if os.path.isfile(nnet_in):
+        # The original bytes: a read/write cycle would re-round Kaldi's stored averages.
+        save_model(model_dir, spec, variables, nnet_template_path=nnet_in)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            template = Path(tmp) / "template.raw"
+            nnet.write(str(template), binary=True)
+            save_model(model_dir, spec, variables, nnet_template_path=template)
     num_params = sum(
         int(a.size)
         for layer in variables["params"].values()
