@@ -38,6 +38,7 @@ def _read_text(path: str, what: str) -> str:
         Opt("binary", True, "Write output in binary mode"),
         Opt("nnet-config", "", "Config file of components/nodes to add or replace (as nnet3-init)"),
         Opt("learning-rate", -1.0, "If >= 0, set every updatable component's learning rate"),
+        Opt("set-dropout-proportion", 0.0, "If > 0, set it in every DropoutComponent"),
         Opt("edits-config", "", "File of edit directives applied after --nnet-config"),
         Opt("edits", "", "Inline edits, ';'-separated, e.g. 'remove-orphans'"),
         Opt("srand", 0, "Seed for random initialisation of new components"),
@@ -50,6 +51,8 @@ def _read_text(path: str, what: str) -> str:
     nargs=(2, 2),
 )
 def nnet3_copy(opts, nnet_in: str, nnet_out: str):
+    import numpy as np
+
     from xvjax.kaldi.nnet3 import Nnet
     from xvjax.kaldi.nnet3.edits import apply_edits, set_learning_rate
 
@@ -60,6 +63,10 @@ def nnet3_copy(opts, nnet_in: str, nnet_out: str):
         )
     if opts.learning_rate >= 0:
         set_learning_rate(nnet, opts.learning_rate)
+    if opts.set_dropout_proportion > 0:
+        for comp in nnet.components.values():
+            if comp.type == "DropoutComponent":
+                comp.attrs["dropout_proportion"] = float(np.float32(opts.set_dropout_proportion))
     if opts.edits_config:
         apply_edits(nnet, _read_text(opts.edits_config, "edits config"), opts.edits_config)
     if opts.edits:
