@@ -1,0 +1,160 @@
+"""Feature commands end to end on the Kaldi fixtures, and their handling of bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile
+
+from xvjax.cli import run
+from xvjax.kaldi import tables
+
+
+@pytest.fixture
+def in_features_dir(kaldi_fixtures, monkeypatch):
+    monkeypatch.chdir(kaldi_fixtures / "features")  # wav16.scp paths are relative to it
+    return kaldi_fixtures / "features"
+
+
+def _close(ours, ref, frac=0.999, tol=1e-3, worst=1e-2):
+    assert sorted(ours) == sorted(ref)
+    err = np.concatenate([np.abs(ours[k] - ref[k]).ravel() for k in ref])
+    assert np.mean(err <= tol) >= frac and err.max() <= worst
+
+
+def test_kaldi_pipeline_commands(in_features_dir, tmp_path, capsys):
+    """compute-mfcc-feats | compute-vad | apply-cmvn-sliding | select-voiced-frames, as MANIFEST.md."""
+    mfcc, vad = tmp_path / "mfcc.txt", tmp_path / "vad.txt"
+    cmn, prep = tmp_path / "cmn.txt", tmp_path / "prep.txt"
+    assert (
+        run(["compute-mfcc-feats", "--config=mfcc16k.conf", "scp:wav16.scp", f"ark,t:{mfcc}"]) == 0
+    )
+    _close(tables.read_dict(f"ark,t:{mfcc}"), tables.read_dict("ark,t:mfcc16k.txt"))
+    assert run(["compute-vad", "--config=vad.conf", f"ark,t:{mfcc}", f"ark,t:{vad}"]) == 0
+    assert vad.read_bytes() == (in_features_dir / "vad16k.txt").read_bytes()
+    assert "No frames were judged voiced for utterance u6_16k_silence" in capsys.readouterr().err
+    args = ["--norm-vars=false", "--center=true", "--cmn-window=300"]
+    assert run(["apply-cmvn-sliding", *args, "ark,t:mfcc16k.txt", f"ark,t:{cmn}"]) == 0
+    ours, ref = tables.read_dict(f"ark,t:{cmn}"), tables.read_dict("ark,t:cmn16k.txt")
+    for k in ref:
+        np.testing.assert_allclose(ours[k], ref[k], atol=1e-4, rtol=0)
+    assert (
+        run(["select-voiced-frames", "ark,t:cmn16k.txt", "ark,t:vad16k.txt", f"ark,t:{prep}"]) == 0
+    )
+    ours, ref = tables.read_dict(f"ark,t:{prep}"), tables.read_dict("ark,t:prepared16k.txt")
+    assert sorted(ours) == sorted(ref)  # the silent utterance is skipped, as by Kaldi
+    for k in ref:
+        np.testing.assert_array_equal(ours[k], ref[k])
+    assert "processed 4 utterances, 1 had errors" in capsys.readouterr().err
+
+
+def test_fbank_and_8k(in_features_dir, tmp_path):
+    out = tmp_path / "f.ark"
+    assert (
+        run(
+            [
+                "compute-fbank-feats",
+                "--dither=0",
+                "--num-mel-bins=80",
+                "scp:wav16.scp",
+                f"ark:{out}",
+            ]
+        )
+        == 0
+    )
+    _close(tables.read_dict(f"ark:{out}"), tables.read_dict("ark,t:fbank16k_80.txt"))
+    assert (
+        run(
+            [
+                "compute-mfcc-feats",
+                "--config=mfcc8k.conf",
+                "scp:wav8.scp",
+                f"ark,scp:{out},{tmp_path}/f.scp",
+            ]
+        )
+        == 0
+    )
+    _close(tables.read_dict(f"scp:{tmp_path}/f.scp"), tables.read_dict("ark,t:mfcc8k.txt"))
+
+
+def _write(path, x, rate, subtype="PCM_16"):
+    soundfile.write(path, x, rate, subtype=subtype)
+
+
+def test_bad_utterances_are_skipped_with_a_reason(kaldi_fixtures, tmp_path, capsys):
+    good, rate = soundfile.read(kaldi_fixtures / "audio" / "u5_16k.wav", dtype="int16")
+    _write(tmp_path / "good.wav", good, rate)
+    _write(tmp_path / "rate8k.wav", good, 8000)
+    _write(tmp_path / "short.wav", good[:100], rate)
+    _write(tmp_path / "zeros.wav", np.zeros(4000, np.int16), rate)
+    nan = good.astype(np.float32) / 32768
+    nan[50] = np.nan
+    _write(tmp_path / "nan.wav", nan, rate, "FLOAT")
+    (tmp_path / "garbage.wav").write_bytes(b"not a wav file at all")
+    scp = tmp_path / "wav.scp"
+    scp.write_text(
+        f"a_good {tmp_path}/good.wav\nb_rate {tmp_path}/rate8k.wav\nc_short {tmp_path}/short.wav\n"
+        f"d_zeros {tmp_path}/zeros.wav\ne_nan {tmp_path}/nan.wav\nf_garbage {tmp_path}/garbage.wav\n"
+        f"g_missing {tmp_path}/missing.wav\nh_pipe cat {tmp_path}/good.wav |\n"
+    )
+    out = tmp_path / "feats.ark"
+    assert run(["compute-mfcc-feats", "--dither=0", f"scp:{scp}", f"ark:{out}"]) == 0
+    feats = tables.read_dict(f"ark:{out}")
+    assert sorted(feats) == ["a_good", "d_zeros", "h_pipe"]
+    np.testing.assert_array_equal(feats["a_good"], feats["h_pipe"])
+    # all-zero audio: Kaldi's floors (log energy = log(FLT_EPSILON)), not an error
+    np.testing.assert_allclose(feats["d_zeros"][:, 0], np.log(np.finfo(np.float32).eps), rtol=1e-6)
+    lines = capsys.readouterr().err.splitlines()
+    text = "\n".join(lines)
+    for key, why in [("b_rate", "sample frequency mismatch"), ("c_short", "no frames fit"),
+                     ("e_nan", "NaN"), ("f_garbage", "garbage.wav"), ("g_missing", "missing.wav")]:  # fmt: skip
+        assert any(f"utterance {key}:" in ln and why in ln for ln in lines), (key, text)
+    assert "Done 3 out of 8 utterances" in text
+
+
+def test_make_features_data_dir(kaldi_fixtures, tmp_path, capsys):
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    audio = kaldi_fixtures / "audio"
+    (data / "wav.scp").write_text(
+        f"u1 {audio}/u2_16k.wav\nu2 cat {audio}/u5_16k.wav |\nu3 {audio}/u6_16k_silence.wav\n"
+        f"u4 {tmp_path}/missing.wav\n"
+    )
+    (data / "utt2spk").write_text("u1 s1\nu2 s1\nu3 s2\nu4 s2\n")
+    (data / "spk2utt").write_text("s1 u1 u2\ns2 u3 u4\n")
+    conf = kaldi_fixtures / "features"
+    mfcc_dir = tmp_path / "mfcc"
+    cmd = ["make-features", f"--mfcc-config={conf}/mfcc16k.conf", f"--vad-config={conf}/vad.conf",
+           "--progress=false", "--batch-size=2", str(data), str(tmp_path / "log"), str(mfcc_dir)]  # fmt: skip
+    assert run(cmd) == 0
+    feats = tables.read_dict(f"scp:{data}/feats.scp")
+    vad = tables.read_dict(f"scp:{data}/vad.scp")
+    assert sorted(feats) == sorted(vad) == ["u1", "u2", "u3"]
+    # compressed like make_mfcc.sh (copy-feats --compress=true): compare with Kaldi's own
+    # compressed-then-decoded features; a value may land one quantisation step away
+    # (the column headers come from the data, so small feature differences shift some steps)
+    ref = tables.read_dict(f"ark,t:{conf}/mfcc16k_compressed_decoded.txt")
+    raw = tables.read_dict(f"ark,t:{conf}/mfcc16k.txt")
+    for ours, theirs in (("u1", "u2_16k"), ("u2", "u5_16k"), ("u3", "u6_16k_silence")):
+        err = np.abs(feats[ours] - ref[theirs])
+        kaldi_step = np.abs(ref[theirs] - raw[theirs]).max()
+        assert np.mean(err <= 1e-3) >= 0.95 and err.max() <= 2 * kaldi_step
+    ref_vad = tables.read_dict(f"ark,t:{conf}/vad16k.txt")
+    np.testing.assert_array_equal(vad["u1"], ref_vad["u2_16k"])
+    assert not vad["u3"].any()
+    assert (data / "utt2num_frames").read_text().split() == ["u1", "352", "u2", "52", "u3", "200"]
+    assert os.path.exists(mfcc_dir / "raw_mfcc_train.ark")
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert run(["compute-mfcc-feats", "--num-ceps=40", "scp:x", "ark:y"]) == 1
+    assert "num-ceps" in capsys.readouterr().err
+    assert run(["compute-mfcc-feats", "--window-type=kaiser", "scp:x", "ark:y"]) == 1
+    assert "window-type" in capsys.readouterr().err
+    assert run(["compute-vad", "--vad-proportion-threshold=1.5", "ark:x", "ark:y"]) == 1
+    assert "proportion" in capsys.readouterr().err
+    assert run(["compute-mfcc-feats", f"scp:{tmp_path}/none.scp", "ark:/dev/null"]) == 1
+    assert "none.scp" in capsys.readouterr().err
