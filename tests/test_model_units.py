@@ -255,16 +255,9 @@ def test_plan_chunks_is_kaldis():
         plan_chunks(0)
     with pytest.raises(ValueError, match="minimum chunk size"):
         plan_chunks(20, -1, 25, pad_input=False)
-    assert [bucket_length(n) for n in (1, 16, 17, 25, 33, 100, 300, 10000)] == [
-        16,
-        16,
-        24,
-        32,
-        48,
-        128,
-        384,
-        12288,
-    ]
+    assert [bucket_length(n) for n in (1, 16, 17, 25, 33, 64, 65, 100, 300, 3000, 10000)] == [
+        16, 16, 24, 32, 48, 64, 80, 112, 320, 3072, 10240,
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- round trips

@@ -10,7 +10,7 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
-Batching: chunks are grouped into length buckets (a 2^k / 1.5*2^k ladder) and batch sizes that are
+Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch sizes that are
 powers of two, right-padded with zeros and masked exactly (`num_frames`), so the number of jit
 compilations stays small (logged) and padding does not change the result beyond float rounding.
 """
@@ -81,11 +81,17 @@ def chunk_features(feats: np.ndarray, c: Chunk) -> np.ndarray:
 
 
 def bucket_length(n: int, minimum: int = 16) -> int:
-    """Smallest value >= n of the ladder 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 * 2^k)."""
+    """Smallest ladder value >= n: 16, 24, 32, 48, then 2^k * (1, 1.25, 1.5, 1.75) from 64.
+
+    At most 12.5% padding above 64 frames and 4 buckets per octave of chunk length.
+    """
     b = minimum
     while b < n:
-        half = b // 2
-        b = b + half if (b & (b - 1)) == 0 else b + b // 3
+        if b < 64:
+            b = b + b // 2 if (b & (b - 1)) == 0 else b + b // 3
+        else:
+            octave = 1 << (b.bit_length() - 1)
+            b += octave // 4
     return b
 
 
