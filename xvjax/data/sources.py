@@ -188,13 +188,16 @@ class ChunkLoader:
     def __init__(self, store, sampler: ChunkSampler, prefetch: int = 2):
         self.store, self.sampler, self.prefetch = store, sampler, prefetch
         self._it: _Prefetcher | None = None
+        self._position = sampler.state_dict()  # after the last batch handed out
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        """Position after the last batch returned (the sampler itself runs ahead when prefetching)."""
+        return dict(self._position)
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.close()
         self.sampler.load_state_dict(state)
+        self._position = self.sampler.state_dict()
 
     def make_batch(self, spec) -> TrainBatch:
         table = self.sampler.table
@@ -216,10 +219,13 @@ class ChunkLoader:
 
     def __next__(self) -> TrainBatch:
         if self.prefetch <= 0:
-            return self.make_batch(next(self.sampler))
-        if self._it is None:
-            self._it = _Prefetcher(self.sampler, self.make_batch, self.prefetch)
-        return next(self._it)
+            batch = self.make_batch(next(self.sampler))
+        else:
+            if self._it is None:
+                self._it = _Prefetcher(self.sampler, self.make_batch, self.prefetch)
+            batch = next(self._it)
+        self._position = dict(batch.position)
+        return batch
 
     def close(self) -> None:
         if self._it is not None:

@@ -335,8 +335,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if resume_step is not None and os.path.isfile(spec_path):
         with open(spec_path, encoding="utf-8") as f:
             spec = ModelSpec.from_json(f.read())
-        variables = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0)))
-        variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+        variables = init_variables(spec, jax.random.key(0))  # shapes only; restored below
         caps = {
             n.var_path[0]: float(n.kaldi["max-change"])
             for n in spec.nodes

@@ -1,0 +1,124 @@
+"""Training sources: feats.scp store (raw: CMN + VAD, or prepared), chunk loader, Kaldi egs archives."""
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from xvjax.data import chunks, sources
+from xvjax.data.fake_feats import write_fake_data_dir
+from xvjax.kaldi import tables
+
+
+def parse_egs_text(path):
+    """{key: (input (rows, dim), label)} from `nnet3-copy-egs ark,t:` output."""
+    text = open(path).read()
+    out = {}
+    for m in re.finditer(r"(\S+) <Nnet3Eg>(.*?)</Nnet3Eg>", text, re.S):
+        key, body = m.group(1), m.group(2)
+        mat = body.split("[", 1)[1].split("]", 1)[0]
+        rows = np.array([[float(v) for v in line.split()] for line in mat.strip().splitlines()])
+        label = int(re.search(r"<NnetIo> output .*?\[ (\d+) 1 \]", body, re.S).group(1))
+        out[key] = (rows, label)
+    return out
+
+
+def test_egs_sample_reads_to_its_text_form(kaldi_fixtures):
+    egs = kaldi_fixtures / "egs"
+    want = parse_egs_text(egs / "egs_sample.txt")
+    assert len(want) == 4
+    loader = sources.EgsLoader(str(egs / "egs_sample.ark"), batch_size=1, seed=3)
+    assert loader.feat_dim == 30
+    got = [next(loader) for _ in range(4)]
+    assert loader.position["epoch"] == 0 and next(loader).position["epoch"] == 1
+    seen = set()
+    for b in got:
+        assert b.feats.shape == (1, 66, 30)
+        key = next(k for k, (rows, lab) in want.items() if lab == b.labels[0] and k not in seen)
+        seen.add(key)
+        rows, lab = want[key]
+        assert key.endswith(f"-66-{lab}")  # utt-START-LEN-LABEL
+        np.testing.assert_allclose(b.feats[0], rows, rtol=1e-6, atol=1e-5 * np.abs(rows).max())
+    assert seen == set(want)
+
+
+def test_egs_dir_resume_and_speakers(kaldi_fixtures, tmp_path):
+    egs = kaldi_fixtures / "egs"
+    for n in (1, 2, 3):
+        shutil.copy(egs / "egs_sample.ark", tmp_path / f"egs.{n}.ark")
+    shutil.copy(egs / "pdf2num", tmp_path / "pdf2num")
+    loader = sources.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    assert loader.num_speakers == 20
+    run = [next(loader) for _ in range(8)]
+    again = sources.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    again.load_state_dict(run[2].position)
+    for want in run[3:]:
+        got = next(again)
+        np.testing.assert_array_equal(got.feats, want.feats)
+        assert got.position == want.position
+    # two processes split each minibatch
+    halves = [
+        sources.EgsLoader(str(tmp_path), batch_size=2, seed=0, process_index=p, process_count=2)
+        for p in (0, 1)
+    ]
+    for want in run[:4]:
+        a, b = next(halves[0]), next(halves[1])
+        np.testing.assert_array_equal(np.concatenate([a.feats, b.feats]), want.feats)
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("src") / "train")
+    write_fake_data_dir(path, num_speakers=4, utts_per_speaker=3, feat_dim=6, with_vad=True)
+    return path
+
+
+def test_feats_store_raw_applies_cmn_and_vad(raw_dir):
+    from xvjax.features.cmvn import sliding_cmn_numpy
+    from xvjax.features.options import RECIPE_CMN
+
+    store = sources.FeatsStore(raw_dir)
+    assert store.prep == "raw" and store.feat_dim == 6
+    feats = tables.read_dict(f"scp:{raw_dir}/feats.scp")
+    vad = tables.read_dict(f"scp:{raw_dir}/vad.scp")
+    utt = sorted(feats)[1]
+    want = sliding_cmn_numpy(feats[utt], RECIPE_CMN)[vad[utt] > 0.5]
+    np.testing.assert_array_equal(store.load(utt), want)
+    assert store.utt2len[utt] == int((vad[utt] > 0.5).sum()) < len(feats[utt])
+    prepared = sources.FeatsStore(raw_dir, prep="prepared")
+    np.testing.assert_array_equal(prepared.load(utt), feats[utt])
+
+
+def test_chunk_loader_batches_are_chunks_of_utterances(raw_dir):
+    store = sources.FeatsStore(raw_dir)
+    table, _ = chunks.build_utt_table(store.utt2len, store.utt2spk, min_len=30)
+    cfg = chunks.ChunkConfig(
+        min_chunk=30, max_chunk=50, frames_per_archive=800, num_repeats=3, batch_size=4
+    )
+    loader = sources.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=2)
+    ref = chunks.ChunkSampler(table, cfg)
+    for _ in range(6):
+        b, spec = next(loader), next(ref)
+        assert b.feats.shape == (4, spec.chunk_len, 6) and b.feats.dtype == np.float32
+        for row in range(4):
+            utt = table.utt_ids[spec.utt_idx[row]]
+            off = spec.offsets[row]
+            np.testing.assert_array_equal(b.feats[row], store.load(utt)[off : off + spec.chunk_len])
+        np.testing.assert_array_equal(b.labels, spec.labels)
+        assert b.position == spec.next_position
+        assert loader.state_dict() == b.position  # not the prefetching sampler's position
+    loader.close()
+
+
+def test_missing_files_are_clear_errors(tmp_path):
+    from xvjax.errors import XvjaxError
+
+    with pytest.raises(XvjaxError, match="feats.scp"):
+        sources.FeatsStore(str(tmp_path))
+    with pytest.raises(XvjaxError, match="no egs"):
+        sources.EgsLoader(str(tmp_path), batch_size=2)
+    os.makedirs(tmp_path / "x")
+    with pytest.raises(XvjaxError, match="does not exist"):
+        sources.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
