@@ -340,3 +340,66 @@ def test_spec_replace_keeps_json_round_trip(tiny):
     spec, _ = tiny
     s = dataclasses.replace(spec, bn_momentum=0.9)
     assert ModelSpec.from_json(s.to_json()) == s and s != spec
+
+
+RICH_CONFIG = """
+input-node name=input dim=6
+component name=tdnn1.affine type=TdnnComponent input-dim=6 output-dim=5 time-offsets=-1,0,1
+component-node name=tdnn1.affine component=tdnn1.affine input=input
+component name=tdnn1.relu type=RectifiedLinearComponent dim=5
+component-node name=tdnn1.relu component=tdnn1.relu input=tdnn1.affine
+component name=tdnn1.dropout type=GeneralDropoutComponent dim=5 dropout-proportion=0.0
+component-node name=tdnn1.dropout component=tdnn1.dropout input=tdnn1.relu
+component name=tdnn2.affine type=NaturalGradientAffineComponent input-dim=11 output-dim=4
+component-node name=tdnn2.affine component=tdnn2.affine input=Append(Offset(tdnn1.dropout, -2), Offset(input, 1))
+component name=tdnn2.scale type=ScaleAndOffsetComponent dim=4
+component-node name=tdnn2.scale component=tdnn2.scale input=tdnn2.affine
+component name=tdnn2.noop type=NoOpComponent dim=4
+component-node name=tdnn2.noop component=tdnn2.noop input=tdnn2.scale
+component name=stats-extraction-0-10000 type=StatisticsExtractionComponent input-dim=4 input-period=1 output-period=1 include-variance=true
+component-node name=stats-extraction-0-10000 component=stats-extraction-0-10000 input=tdnn2.noop
+component name=stats-pooling-0-10000 type=StatisticsPoolingComponent input-dim=9 input-period=1 left-context=0 right-context=10000 num-log-count-features=1 output-stddevs=true
+component-node name=stats-pooling-0-10000 component=stats-pooling-0-10000 input=stats-extraction-0-10000
+component name=tdnn3.affine type=LinearComponent input-dim=9 output-dim=3
+component-node name=tdnn3.affine component=tdnn3.affine input=Round(stats-pooling-0-10000, 1)
+output-node name=output input=tdnn3.affine
+"""
+
+
+def test_rich_graph_tdnn_component_skip_connection_and_reference():
+    nnet = Nnet()
+    nnet.apply_config(RICH_CONFIG, rng=5)
+    spec, v = nnet3_to_flax(nnet)
+    assert spec.node("tdnn1.affine").inputs == (("input", -1), ("input", 0), ("input", 1))
+    assert spec.node("tdnn3.affine").op == "linear"
+    assert spec.contexts()["tdnn2.noop"] == (3, 1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 12, 6)).astype(np.float32)
+    scales = rng.uniform(0.5, 2, 4).astype(np.float32)
+    v["params"]["tdnn2"]["scale"] = {"scales": scales, "offsets": np.full(4, 0.3, np.float32)}
+    y = np.asarray(XVector(spec).apply(v, x, output_node="output"))[0]
+    # Brute force in Kaldi's time indexing: tdnn1 at t needs input t-1..t+1 (t in 1..10);
+    # tdnn2 at t needs tdnn1(t-2) and input(t+1): t in 3..10.
+    c = nnet.components
+    w1, b1 = c["tdnn1.affine"].params["linear"], c["tdnn1.affine"].params["bias"]
+    h1 = {
+        t: np.maximum(0, w1 @ np.concatenate([x[0, t - 1], x[0, t], x[0, t + 1]]) + b1)
+        for t in range(1, 11)
+    }
+    w2, b2 = c["tdnn2.affine"].params["linear"], c["tdnn2.affine"].params["bias"]
+    h2 = np.array(
+        [(w2 @ np.concatenate([h1[t - 2], x[0, t + 1]]) + b2) * scales + 0.3 for t in range(3, 11)],
+        np.float64,
+    )
+    mean, std = h2.mean(0), h2.std(0)
+    pooled = np.concatenate([[np.log(len(h2))], mean, std])
+    want = c["tdnn3.affine"].params["linear"] @ pooled
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+    # Round trip through the exporter keeps structure and weights.
+    back = flax_to_nnet3(spec, v, nnet)
+    s2, v2 = nnet3_to_flax(Nnet.from_bytes(back.to_bytes(binary=True)))
+    assert s2 == spec
+    jax.tree.map(np.testing.assert_array_equal, v["params"], v2["params"])
+    scratch = flax_to_nnet3(spec, v, None)
+    s3, _ = nnet3_to_flax(Nnet.from_bytes(scratch.to_bytes(binary=False)))
+    assert structure(s3) == structure(spec)

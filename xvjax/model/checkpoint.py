@@ -100,6 +100,15 @@ def template_path(path: str | os.PathLike) -> Path | None:
     return p if p.is_file() else None
 
 
+def template_for(path: str | os.PathLike) -> Path | None:
+    """The Kaldi model to use as export template for a model loaded with `load_any(path)`:
+    the file itself for a Kaldi `.raw`, the stored `template.raw` for a model directory."""
+    p = Path(path)
+    if p.is_dir():
+        return template_path(p)
+    return p if p.is_file() else None
+
+
 def check_variables(spec: ModelSpec, variables: dict, where: str) -> None:
     """Raises XvjaxError if the variables do not have the shapes `spec` implies."""
     import jax

@@ -223,12 +223,18 @@ def _convert_component(name: str, comp, inputs, in_dim: int):
         return NodeSpec(name, op, tuple(inputs), lin.shape[0], attrs, meta), p, None
     if t in SIMPLE_TYPES:
         op = SIMPLE_TYPES[t]
+        attrs = {}
         if t in ("DropoutComponent", "GeneralDropoutComponent"):
-            meta["dropout-proportion"] = _f32(_get(comp, "dropout-proportion", default=0.0))
+            p = _f32(_get(comp, "dropout-proportion", default=0.0))
+            meta["dropout-proportion"] = p
+            if t == "DropoutComponent" and p != 0.0:
+                # Test mode of DropoutComponent scales by the keep probability (its training
+                # masks are unscaled 0/1); GeneralDropoutComponent's test mode is the identity.
+                attrs["scale"] = _f32(1.0 - p)
         dim = int(_get(comp, "dim", default=in_dim))
         if dim != in_dim:
             raise XvjaxError(f"node {name}: {t} dim {dim} != input dim {in_dim}")
-        return NodeSpec(name, op, tuple(inputs), dim, {}, meta), None, None
+        return NodeSpec(name, op, tuple(inputs), dim, attrs, meta), None, None
     if t == "BatchNormComponent":
         dim = int(_get(comp, "dim"))
         block = int(_get(comp, "block-dim", default=dim))

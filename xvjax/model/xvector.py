@@ -168,8 +168,8 @@ def forward(
             y = jax.nn.log_softmax(x, axis=-1)
         elif op == "softmax":
             y = jax.nn.softmax(x, axis=-1)
-        elif op == "noop":
-            y = x
+        elif op == "noop":  # NoOp; Dropout at test time (identity or keep-probability scale)
+            y = x * node.attrs["scale"] if "scale" in node.attrs else x
         elif op == "scale_offset":
             p = params[layer][sub]
             y = layers.scale_offset(x, p["scales"], p.get("offsets"))
