@@ -172,7 +172,7 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
             num_done += 1
     elapsed = time.perf_counter() - t0
     log.info(
-        "Time taken %.2fs: %.0f frames/s; %d jit shapes (batch x frames) compiled",
+        "Time taken %.2fs: %.0f frames/s (including compilation of %d jit shapes, batch x frames)",
         elapsed,
         frames / max(elapsed, 1e-9),
         len(ex.shapes),
