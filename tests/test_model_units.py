@@ -19,7 +19,13 @@ from xvjax.model.checkpoint import load_any, load_model, save_model
 from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
 from xvjax.model.extract import Chunk, Extractor, bucket_length, extract_xvectors, plan_chunks
 from xvjax.model.spec import ModelSpec, xvector_1a_spec
-from xvjax.model.xvector import XVector, init_variables, resize_output, variable_shapes
+from xvjax.model.xvector import (
+    XVector,
+    init_variables,
+    recompute_batch_stats,
+    resize_output,
+    variable_shapes,
+)
 
 
 def random_stats(spec: ModelSpec, variables: dict, seed: int) -> dict:
@@ -403,3 +409,24 @@ def test_rich_graph_tdnn_component_skip_connection_and_reference():
     scratch = flax_to_nnet3(spec, v, None)
     s3, _ = nnet3_to_flax(Nnet.from_bytes(scratch.to_bytes(binary=False)))
     assert structure(s3) == structure(spec)
+
+
+def test_recompute_batch_stats_accumulates_like_kaldi(tiny):
+    spec, v = tiny
+    rng = np.random.default_rng(7)
+    batches = [rng.normal(size=(3, 30, 23)).astype(np.float32) for _ in range(2)]
+    new = recompute_batch_stats(spec, v, batches)
+    # tdnn1's BN input does not depend on other BN layers: exact pooled moments of its input.
+    h = np.concatenate(
+        [
+            np.asarray(XVector(spec).apply(v, b, output_node="tdnn1.relu"), np.float64).reshape(
+                -1, 16
+            )
+            for b in batches
+        ]
+    )
+    st = new["batch_stats"]["tdnn1"]["batchnorm"]
+    assert st["count"] == h.shape[0]
+    np.testing.assert_allclose(st["mean"], h.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(st["var"], h.var(0), rtol=1e-4, atol=1e-6)
+    assert new["params"] is v["params"]

@@ -16,7 +16,7 @@ Model contract (used by the trainer, the extractor and the converter):
   and updates `batch_stats` (call with `mutable=["batch_stats"]`) by the EMA
   `stat <- m * stat + (1 - m) * minibatch_stat` with `m = spec.bn_momentum` (default 0.99);
   `count` accumulates the number of frames seen. (Kaldi accumulates raw sums over a training job
-  and `nnet3-combine` re-estimates them; use `recompute_batch_stats`-style passes for that.)
+  and `nnet3-combine` re-estimates them with `RecomputeStats`; `recompute_batch_stats` does that.)
   Layers in `frozen_bn` (layer prefixes like `"tdnn1"` or node names like `"tdnn1.batchnorm"`)
   use their stored statistics and are not updated, even with `train=True`.
 - Variables: `{"params": {layer: {sub: {...}}}, "batch_stats": {layer: {sub: {...}}}}` where
@@ -409,3 +409,46 @@ def resize_output(
     out = dict(variables)
     out["params"] = params
     return new_spec, out
+
+
+# ------------------------------------------------------------------------------------------------
+# Kaldi's RecomputeStats
+
+
+def recompute_batch_stats(spec: ModelSpec, variables: Variables, batches) -> Variables:
+    """Re-estimates every BatchNorm's statistics like Kaldi's `RecomputeStats` (nnet3-combine).
+
+    Runs the network in training mode on each batch of `batches` (arrays (B, T, F)) and
+    accumulates, per BN layer, the frame count and the sums of x and x^2 of its inputs (each
+    minibatch normalised by its own statistics, as in Kaldi's training mode); the result is
+    mean = sum / count, var = sumsq / count - mean^2 (biased), count = total frames.
+    """
+    import dataclasses as dc
+
+    spec0 = dc.replace(spec, bn_momentum=0.0)  # new stats = exactly the minibatch moments
+    model = XVector(spec0)
+    step = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
+    acc: dict = {}
+    old = variables["batch_stats"]
+    for x in batches:
+        new = step(variables, jnp.asarray(x, jnp.float32))["batch_stats"]
+        for layer, subs in new.items():
+            for sub, st in subs.items():
+                n = float(st["count"]) - float(old[layer][sub]["count"])
+                mean = np.asarray(st["mean"], np.float64)
+                var = np.asarray(st["var"], np.float64)
+                a = acc.setdefault((layer, sub), [0.0, 0.0, 0.0])
+                a[0] += n
+                a[1] = a[1] + n * mean
+                a[2] = a[2] + n * (var + mean**2)
+    if not acc:
+        raise XvjaxError("recompute_batch_stats: no batches")
+    stats = jax.tree.map(np.asarray, old)
+    for (layer, sub), (n, s1, s2) in acc.items():
+        mean = s1 / n
+        stats[layer][sub] = {
+            "mean": mean.astype(np.float32),
+            "var": (s2 / n - mean**2).astype(np.float32),
+            "count": np.float32(n),
+        }
+    return {**variables, "batch_stats": stats}
