@@ -11,7 +11,9 @@ operation on all frames at once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 
 import jax
 import numpy as np
@@ -142,7 +144,7 @@ def power_spectrum_numpy(frames: np.ndarray, n_fft: int) -> np.ndarray:
     logn = half.bit_length() - 1
     assert 1 << logn == half and logn >= 2, n_fft
     lead = frames.shape[:-1]
-    x = np.moveaxis(frames.reshape(-1, n_fft), -1, 0)  # (n_fft, M)
+    x = np.ascontiguousarray(frames.reshape(-1, n_fft).T)  # (n_fft, M)
     br, bi = _recursive(x[0::2], x[1::2], logn)
     perm = _bit_reverse(logn)
     br, bi = br[perm], bi[perm]
@@ -170,21 +172,13 @@ def power_spectrum_numpy(frames: np.ndarray, n_fft: int) -> np.ndarray:
     return np.moveaxis(power, 0, -1).reshape(*lead, half + 1)
 
 
-def process_and_power_numpy(
+def _process_and_power_chunk(
     frames: np.ndarray,
     window: np.ndarray,
     n_fft: int,
     remove_dc_offset: bool,
     preemph: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kaldi's `ProcessWindow` (after dither) + FFT + power spectrum, in strict float32.
-
-    Args:
-      frames: (..., window_size) raw (dithered) frames.
-    Returns:
-      power (..., n_fft//2 + 1), raw log-energy (...) (after DC removal, before pre-emphasis),
-      windowed log-energy (...) (of the windowed frame, for raw_energy=false).
-    """
     x = np.array(frames, np.float32)
     length = x.shape[-1]
     if remove_dc_offset:
@@ -201,6 +195,46 @@ def process_and_power_numpy(
     if n_fft > length:
         x = np.concatenate([x, np.zeros(x.shape[:-1] + (n_fft - length,), np.float32)], -1)
     return power_spectrum_numpy(x, n_fft), raw_energy.astype(f32), win_energy.astype(f32)
+
+
+def process_and_power_numpy(
+    frames: np.ndarray,
+    window: np.ndarray,
+    n_fft: int,
+    remove_dc_offset: bool,
+    preemph: float,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kaldi's `ProcessWindow` (after dither) + FFT + power spectrum, in strict float32.
+
+    Args:
+      frames: (..., window_size) raw (dithered) frames; processed `chunk` frames at a time so
+        the butterfly temporaries stay in cache.
+    Returns:
+      power (..., n_fft//2 + 1), raw log-energy (...) (after DC removal, before pre-emphasis),
+      windowed log-energy (...) (of the windowed frame, for raw_energy=false).
+    """
+    lead = frames.shape[:-1]
+    flat = np.asarray(frames, np.float32).reshape(-1, frames.shape[-1])
+    power = np.empty((flat.shape[0], n_fft // 2 + 1), np.float32)
+    raw = np.empty(flat.shape[0], np.float32)
+    win = np.empty(flat.shape[0], np.float32)
+
+    def work(s):
+        part = _process_and_power_chunk(
+            flat[s : s + chunk], window, n_fft, remove_dc_offset, preemph
+        )
+        power[s : s + chunk], raw[s : s + chunk], win[s : s + chunk] = part
+
+    starts = range(0, flat.shape[0], chunk)
+    workers = min(len(starts), os.cpu_count() or 1)
+    if workers > 1:  # numpy releases the GIL inside its array operations
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, starts))
+    else:
+        for s in starts:
+            work(s)
+    return power.reshape(*lead, -1), raw.reshape(lead), win.reshape(lead)
 
 
 def kaldi_spectrum(frames: jax.Array, window: np.ndarray, n_fft: int, remove_dc_offset: bool,

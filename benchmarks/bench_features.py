@@ -1,0 +1,130 @@
+"""Front-end throughput: MFCC + energy VAD + sliding CMN, frames per second on this CPU.
+
+Batched jnp (`xvjax.features`: jit over a padded (batch, samples) array, both FFT paths) vs a
+pure-numpy loop over utterances (each utterance vectorised over its frames, np.fft.rfft).
+
+    .venv/bin/python benchmarks/bench_features.py                # 100 x 10 s at 16 kHz
+    .venv/bin/python benchmarks/bench_features.py --batch=200 --seconds=20 --repeats=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def synthetic_batch(batch: int, seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Speech-like test audio: the fixture wavs if present (tiled), else shaped noise bursts."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    fixture = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "kaldi",
+                           "audio", "u7_16k_long.wav")  # fmt: skip
+    if os.path.exists(fixture):
+        import soundfile
+
+        src = soundfile.read(fixture, dtype="int16")[0].astype(np.float32)
+    else:
+        t = np.arange(rate * 30) / rate
+        src = (np.sin(2 * np.pi * 150 * t) * 3000 * (np.sin(2 * np.pi * 0.7 * t) > 0)
+               + rng.standard_normal(len(t)) * 30).astype(np.float32)  # fmt: skip
+    out = np.zeros((batch, n), np.float32)
+    for i in range(batch):
+        start = rng.integers(0, max(1, len(src) - n))
+        piece = src[start : start + n]
+        out[i, : len(piece)] = piece
+    return out
+
+
+def numpy_loop(waves, lengths, mfcc_opts, vad_opts, cmn_opts):
+    """Per-utterance numpy: framing (stride tricks + reflection), rfft, mel, DCT, VAD, CMN."""
+    from xvjax.features import mel as melmod
+    from xvjax.features.cmvn import sliding_cmn_numpy
+    from xvjax.features.reference import num_frames
+    from xvjax.features.vad import compute_vad_numpy
+
+    window = melmod.window_function(mfcc_opts)
+    banks = melmod.mel_banks(mfcc_opts)
+    dct = melmod.dct_matrix(mfcc_opts.num_ceps, mfcc_opts.num_mel_bins)
+    lifter = melmod.lifter_coeffs(mfcc_opts.num_ceps, mfcc_opts.cepstral_lifter)
+    shift, length, n_fft = (
+        mfcc_opts.window_shift,
+        mfcc_opts.window_size,
+        mfcc_opts.padded_window_size,
+    )
+    eps = np.finfo(np.float32).eps
+    total = 0
+    for wave, n in zip(waves, lengths, strict=True):
+        wave = wave[:n]
+        nf = num_frames(n, mfcc_opts)
+        offset = shift // 2 - length // 2
+        idx = np.arange(nf)[:, None] * shift + offset + np.arange(length)[None, :]
+        idx = np.where(idx < 0, -idx - 1, idx)
+        idx = np.where(idx >= n, 2 * n - 1 - idx, idx)
+        frames = wave[idx]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        energy = np.log(np.maximum((frames * frames).sum(1), eps))
+        c = mfcc_opts.preemphasis_coefficient
+        frames = np.concatenate([frames[:, :1] * (1 - c), frames[:, 1:] - c * frames[:, :-1]], 1)
+        power = np.abs(np.fft.rfft(frames * window, n_fft)) ** 2
+        feats = (np.log(np.maximum(power @ banks, eps)) @ dct) * lifter
+        feats[:, 0] = energy
+        voiced = compute_vad_numpy(feats, vad_opts)
+        sliding_cmn_numpy(feats, cmn_opts)
+        total += int(voiced.size)
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fft-impl", default="kaldi,xla")
+    args = parser.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    from xvjax.features.cmvn import sliding_cmn
+    from xvjax.features.mfcc import compute_mfcc
+    from xvjax.features.options import RECIPE_CMN, RECIPE_VAD, VOXCELEB_MFCC
+    from xvjax.features.vad import compute_vad
+
+    opts = VOXCELEB_MFCC.__class__(**{**VOXCELEB_MFCC.__dict__, "dither": 0.0})
+    waves = synthetic_batch(args.batch, args.seconds)
+    lengths = np.full((args.batch,), waves.shape[1], np.int32)
+    frames = args.batch * int(waves.shape[1] // opts.window_shift)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores; "
+          f"batch {args.batch} x {args.seconds:g} s at 16 kHz = {frames} frames")  # fmt: skip
+
+    for impl in args.fft_impl.split(","):
+
+        @jax.jit
+        def step(w, n, impl=impl):
+            feats, nf = compute_mfcc(w, n, opts, fft_impl=impl)
+            return sliding_cmn(feats, nf, RECIPE_CMN), compute_vad(feats, nf, RECIPE_VAD)
+
+        w, n = jnp.asarray(waves), jnp.asarray(lengths)
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(w, n))
+        compile_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(step(w, n))
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        print(f"jnp batched, fft_impl={impl:5s}: {frames / best:10.0f} frames/s "
+              f"(best of {args.repeats}: {best:.2f} s; first call incl. compile {compile_s:.1f} s)")  # fmt: skip
+
+    t0 = time.perf_counter()
+    done = numpy_loop(waves, lengths, opts, RECIPE_VAD, RECIPE_CMN)
+    elapsed = time.perf_counter() - t0
+    print(f"numpy loop over utterances:  {done / elapsed:10.0f} frames/s ({elapsed:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
