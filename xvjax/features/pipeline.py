@@ -53,7 +53,7 @@ def waveform_ok(waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(waveforms) | ~valid, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("mfcc_opts", "vad_opts", "cmn_opts"))
+@functools.partial(jax.jit, static_argnames=("mfcc_opts", "vad_opts", "cmn_opts", "fft_impl"))
 def prepare_feats(
     waveforms: jax.Array,
     lengths: jax.Array,
@@ -61,6 +61,7 @@ def prepare_feats(
     vad_opts: VadOptions = RECIPE_VAD,
     cmn_opts: CmnOptions = RECIPE_CMN,
     key: jax.Array | None = None,
+    fft_impl: str = "kaldi",
 ):
     """MFCC -> sliding CMN -> energy-VAD voiced frames, for a padded batch of waveforms.
 
@@ -71,6 +72,8 @@ def prepare_feats(
         `MfccOptions.from_config_file("conf/mfcc.conf")`; must use energy (VAD reads column 0).
       vad_opts, cmn_opts: static; default to the x-vector recipes' settings.
       key: PRNG key, required iff `mfcc_opts.dither != 0` (Kaldi dithers by default).
+      fft_impl: "kaldi" (default, Kaldi's float32 FFT replayed on the host via pure_callback:
+        same numbers as Kaldi) or "xla" (pure XLA, for GPU/TPU; float-rounding differences only).
     Returns:
       feats: (batch, frames, num_ceps) float32, frames = `num_frames(samples, mfcc_opts)`; the
         voiced frames of utterance b are feats[b, :lengths[b]], the rest is zero.
@@ -80,7 +83,7 @@ def prepare_feats(
     lengths = lengths.astype(jnp.int32)
     ok = waveform_ok(waveforms, lengths)
     clean = jnp.where(jnp.isfinite(waveforms), waveforms, 0.0)
-    mfcc, nf = compute_mfcc(clean, lengths, mfcc_opts, key)
+    mfcc, nf = compute_mfcc(clean, lengths, mfcc_opts, key, fft_impl)
     nf = jnp.where(ok, nf, 0)
     cmn = sliding_cmn(mfcc, nf, cmn_opts)
     voiced = compute_vad(mfcc, nf, vad_opts)
