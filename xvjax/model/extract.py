@@ -10,8 +10,8 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
-Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch sizes that are
-powers of two, right-padded with zeros and masked exactly (`num_frames`), so the number of jit
+Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch sizes
+`rows / 4^k` (rows a power of two limited by `max_batch_frames`), right-padded with zeros and masked exactly (`num_frames`), so the number of jit
 compilations stays small (logged) and padding does not change the result beyond float rounding.
 """
 
@@ -145,7 +145,10 @@ class Extractor:
             rows = self.rows_for(length)
             for b in range(0, len(idx), rows):
                 part = idx[b : b + rows]
-                n = len(part) if len(part) == rows else min(rows, 1 << (len(part) - 1).bit_length())
+                # A partial batch is padded to rows / 4^k rows: at most 4 batch sizes per length.
+                n = rows
+                while n % 4 == 0 and n // 4 >= len(part):
+                    n //= 4
                 x = np.zeros((n, length, feat_dim), np.float32)
                 nf = np.full((n,), length, np.int32)
                 for r, i in enumerate(part):
