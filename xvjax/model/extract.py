@@ -10,9 +10,10 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
-Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch sizes
-`rows / 4^k` (rows a power of two limited by `max_batch_frames`), right-padded with zeros and masked exactly (`num_frames`), so the number of jit
-compilations stays small (logged) and padding does not change the result beyond float rounding.
+Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch
+sizes `rows / 4^k` (rows a power of two limited by `max_batch_frames`), right-padded with zeros
+and masked exactly (`num_frames`), so the number of jit compilations stays small (logged) and
+padding does not change the result beyond float rounding.
 """
 
 from __future__ import annotations
