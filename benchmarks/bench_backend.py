@@ -8,6 +8,8 @@ Cases (each runs in its own subprocess so the reported peak RSS is that case's a
   1..3, test n = 1) of --num-trials random pairs among 20k enrolment x 50k test vectors, D = --dim.
   xvjax `score_trials` (jnp, float64 and float32, blocked) vs a straightforward numpy version
   (transform, then Kaldi's LLR formula on the gathered pairs, in blocks of 100k trials).
+- trials_sre_jax64: the same number of trials in an SRE-style list (800 enrolment models x 5000
+  test segments, 25% of all pairs): `score_trials` picks the dense tiles that hold trials.
 - dense_*: all --dense-size x --dense-size pairs (n = 1 for all). xvjax `iter_score_blocks`
   streams blocks (float32 GEMM, block --block-size, nothing N x M is kept: each block is reduced to
   its maximum, standing in for a consumer such as a top-N search or a score histogram) vs numpy
@@ -41,6 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 CASES = [
     "trials_jax64",
+    "trials_sre_jax64",
     "trials_jax32",
     "trials_numpy",
     "dense_jax",
@@ -162,10 +165,15 @@ def run_case(name: str, a) -> dict:
         return out
     if name.startswith("trials"):
         rng = np.random.default_rng(1)
-        enroll, test = vectors(20000, a.dim, 2), vectors(50000, a.dim, 3)
+        num_e, num_t = (800, 5000) if "sre" in name else (20000, 50000)
+        enroll, test = vectors(num_e, a.dim, 2), vectors(num_t, a.dim, 3)
         n = rng.integers(1, 4, size=len(enroll)).astype(np.float64)
-        ie = rng.integers(0, len(enroll), size=a.num_trials)
-        it = rng.integers(0, len(test), size=a.num_trials)
+        if "sre" in name:
+            pick = rng.choice(num_e * num_t, size=min(a.num_trials, num_e * num_t), replace=False)
+            ie, it = pick // num_t, pick % num_t
+        else:
+            ie = rng.integers(0, len(enroll), size=a.num_trials)
+            it = rng.integers(0, len(test), size=a.num_trials)
         t0 = time.perf_counter()
         if name == "trials_numpy":
             u = numpy_transform(plda, enroll.astype(np.float64), n)
@@ -180,14 +188,14 @@ def run_case(name: str, a) -> dict:
                 ]
             )
         else:
-            dtype = np.float64 if name == "trials_jax64" else np.float32
+            dtype = np.float32 if name == "trials_jax32" else np.float64
             scoring.score_trials(
                 plda, enroll, test, ie[:1000], it[:1000], n, dtype=dtype
             )  # compile
             t0 = time.perf_counter()
             s = scoring.score_trials(plda, enroll, test, ie, it, n, dtype=dtype)
         out["seconds"] = time.perf_counter() - t0
-        out["trials"] = a.num_trials
+        out["trials"] = len(ie)
         out["checksum"] = float(np.mean(s))
     else:
         size = a.dense_size

@@ -85,8 +85,16 @@ def test_blocked_results_independent_of_block_size(bk):
         b32 = scoring.score_matrix(model, enroll, test, n, block_size=block)
         assert np.abs(b32 - full32).max() < 1e-4  # float32 GEMM rounding only
     for block in (1, 100, 1 << 16):
-        s = scoring.score_trials(model, enroll, test, ie, it, n, block_size=block)
+        s = scoring.score_trials(model, enroll, test, ie, it, n, block_size=block, method="gather")
         assert np.abs(s - full64[ie, it]).max() < 1e-11
+    # trial lists via the dense tiles that hold trials (auto picks it for dense-ish lists like
+    # this one, 1102 of 6400 pairs); with small tiles most tiles are skipped
+    ef = scoring.prepare_enroll(model, enroll, n)
+    tf = scoring.prepare_test(model, test)
+    few = slice(0, 1102, 50)
+    for tile in (8, (5, 17), 4096):
+        s = scoring.score_pairs(ef, tf, ie[few], it[few], method="dense", dense_block_size=tile)
+        assert np.abs(s - full64[ie[few], it[few]]).max() < 1e-11
     # one shared n (the K = D GEMM path) agrees with the general one
     ones = scoring.score_matrix(model, enroll, test, 1, dtype=np.float64)
     u, _ = plda_lib.plda_transform(model, enroll)

@@ -187,18 +187,27 @@ def score_trials(
     block_size: int = 1 << 16,
     dtype=np.float64,
     devices=None,
+    method: str = "auto",
 ) -> np.ndarray:
     """`ivector-plda-scoring` on a trial list, batched.
 
     enroll: (N_e, D) raw (not PLDA-transformed) enrolment vectors, num_utts int or (N_e,);
     test: (N_t, D) raw test vectors; enroll_idx, test_idx: (T,) int row indices of each trial.
     Each vector is transformed once; trials are scored in blocks of `block_size` (sharded over
-    devices). Returns (T,) float64 log-likelihood ratios.
+    devices), by gathering or from dense tiles (`method`, see `score_pairs`). Returns (T,) float64
+    log-likelihood ratios.
     """
     ef = prepare_enroll(plda, enroll, num_utts, normalize_length, simple_length_norm)
     tf = prepare_test(plda, test, normalize_length, simple_length_norm)
     return score_pairs(
-        ef, tf, enroll_idx, test_idx, block_size=block_size, dtype=dtype, devices=devices
+        ef,
+        tf,
+        enroll_idx,
+        test_idx,
+        block_size=block_size,
+        dtype=dtype,
+        devices=devices,
+        method=method,
     )
 
 
@@ -211,8 +220,16 @@ def score_pairs(
     block_size: int = 1 << 16,
     dtype=np.float64,
     devices=None,
+    method: str = "auto",
+    dense_block_size: int = 2048,
 ) -> np.ndarray:
-    """Scores aligned (enroll_idx[i], test_idx[i]) pairs from prepared features -> (T,) float64."""
+    """Scores aligned (enroll_idx[i], test_idx[i]) pairs from prepared features -> (T,) float64.
+
+    method: "gather" scores each trial from its two gathered rows (blocks of `block_size`
+    trials); "dense" computes the GEMM tiles (of `dense_block_size`) that contain trials and picks
+    the trial entries; "auto" uses "dense" when the trials cover more than 2% of the enrolment x
+    test pairs (e.g. SRE-style lists, where it is much faster), else "gather". Same numbers.
+    """
     import jax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -227,6 +244,10 @@ def score_pairs(
     for idx, size, what in ((ie, len(ef.const), "enrolment"), (it, tf.shape[0], "test")):
         if idx.min() < 0 or idx.max() >= size:
             raise XvjaxError(f"trial index out of range for {size} {what} vectors")
+    if method not in ("auto", "gather", "dense"):
+        raise XvjaxError(f"unknown trial scoring method '{method}' (auto, gather or dense)")
+    if method == "dense" or (method == "auto" and num > 0.02 * len(ef.const) * tf.shape[0]):
+        return _pairs_from_tiles(ef, tf, ie, it, dense_block_size, dtype, devices)
     sp = _split_features(ef, tf)
     mesh = device_mesh(devices)
     ndev = mesh.size
@@ -247,6 +268,34 @@ def score_pairs(
     return out
 
 
+def _pairs_from_tiles(ef, tf, ie, it, block_size, dtype, devices) -> np.ndarray:
+    """Trial scores picked from the dense tiles that contain trials (tiles without trials are
+    skipped, so the cost follows the trials, not N_e x N_t)."""
+    num_e, num_t = len(ef.const), tf.shape[0]
+    ndev = device_mesh(devices).size
+    be, bt = _block_shape(block_size, num_e, num_t, ndev)
+    num_cb = -(-num_t // bt)
+    key = (ie // be).astype(np.int64) * num_cb + it // bt
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    tiles = np.unique(sorted_keys)
+    out = np.empty(len(ie))
+    for r0, c0, blk in iter_score_blocks(
+        ef, tf, block_size=(be, bt), dtype=dtype, devices=devices, tiles=tiles
+    ):
+        k = (r0 // be) * num_cb + c0 // bt
+        lo, hi = np.searchsorted(sorted_keys, [k, k + 1])
+        sel = order[lo:hi]
+        out[sel] = blk[ie[sel] - r0, it[sel] - c0]
+    return out
+
+
+def _block_shape(block_size, num_e: int, num_t: int, ndev: int) -> tuple[int, int]:
+    """(rows, cols) of the dense tiles: rows a multiple of the device count."""
+    be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
+    return _round_up(min(be, _round_up(num_e, ndev)), ndev), min(bt, num_t)
+
+
 # ----------------------------------------------------------------------------- dense
 def iter_score_blocks(
     ef: EnrollFeatures,
@@ -257,6 +306,7 @@ def iter_score_blocks(
     devices=None,
     enroll_stats=None,
     test_stats=None,
+    tiles=None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yields (row0, col0, scores) for every enrolment-block x test-block of the dense matrix.
 
@@ -266,18 +316,19 @@ def iter_score_blocks(
     enroll_stats / test_stats: optional cohort statistics (`xvjax.backend.snorm.CohortStats`,
     (N_e,) and (N_t,)); with both the blocks are S-normalised, with one Z- or T-normalised, in a
     second jitted step on the device (kept separate from the GEMM, which XLA fuses badly on CPU).
+    tiles: optional sorted tile ids (row_block * num_col_blocks + col_block) to compute; others
+    are skipped (used for trial lists).
     """
     import jax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
     fe, ce, qi, ft, qt = _split_features(ef, tf)
     num_e, num_t = fe.shape[0], ft.shape[0]
     mesh = device_mesh(devices)
-    ndev = mesh.size
-    be = _round_up(min(be, _round_up(num_e, ndev)), ndev)
-    bt = min(bt, num_t)
+    be, bt = _block_shape(block_size, num_e, num_t, mesh.size)
+    num_cb = -(-num_t // bt)
+    wanted = None if tiles is None else set(int(t) for t in tiles)
     fn = _jitted("block")
     norm_fn = _jitted("normalize")
     use_norm = enroll_stats is not None or test_stats is not None
@@ -313,6 +364,10 @@ def iter_score_blocks(
                 for t0, _, _ in test_blocks
             }
         for e0 in range(0, num_e, be):
+            if wanted is not None and not any(
+                (e0 // be) * num_cb + c in wanted for c in range(num_cb)
+            ):
+                continue
             ne = min(be, num_e - e0)
             fe_d = jax.device_put(_pad_rows(fe[e0 : e0 + be], be).astype(dtype), rows)
             ce_d = jax.device_put(_pad_rows(ce[e0 : e0 + be], be).astype(dtype), rows1)
@@ -321,6 +376,8 @@ def iter_score_blocks(
                 me_d = jax.device_put(_pad_rows(me[e0 : e0 + be], be).astype(dtype), rows1)
                 se_d = jax.device_put(_pad_rows(se[e0 : e0 + be], be, 1.0).astype(dtype), rows1)
             for t0, ft_d, qt_d in test_blocks:
+                if wanted is not None and (e0 // be) * num_cb + t0 // bt not in wanted:
+                    continue
                 nt = min(bt, num_t - t0)
                 blk = fn(fe_d, ce_d, qi_d, ft_d, qt_d)
                 if use_norm:
