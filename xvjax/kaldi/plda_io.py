@@ -1,4 +1,4 @@
-"""Kaldi single-object files: PLDA models (`<Plda>` ... `</Plda>`), vectors and matrices.
+"""Kaldi PLDA files (`<Plda>` ... `</Plda>`), binary and text, read and written byte-exactly.
 
 Layout written by Kaldi's `Plda::Write` (binary when the file starts with `\\0B`):
 
