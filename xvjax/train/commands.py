@@ -119,7 +119,7 @@ def parse_train_argv(argv: list[str]):
 @command(
     "train",
     "Train or fine-tune an x-vector network (sharded jit, Orbax checkpoints)",
-    usage=TRAIN_USAGE,
+    usage=_train_usage(),
     raw=True,
 )
 def train(argv: list[str]) -> int:

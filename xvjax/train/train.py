@@ -315,7 +315,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir = os.path.abspath(workdir)
     pid, nproc = jax.process_index(), jax.process_count()
     is_main = pid == 0
-    os.makedirs(workdir, exist_ok=True)
     num_steps = int(config.train.num_steps)
     batch_size = int(config.train.batch_size)
     if batch_size % jax.device_count():
@@ -323,16 +322,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
             f"batch size {batch_size} is not divisible by the {jax.device_count()} devices"
         )
 
-    # Data first: bad data fails before any model compute.
+    # Everything is checked (data, model, layer patterns) before anything is written or compiled.
     data = build_data(config, pid, nproc)
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=int(config.train.keep_checkpoints),
-        async_save=bool(config.train.async_checkpoints),
-    )
-    resume_step = ckpt.latest_step()
+    ckpt_dir = os.path.join(workdir, "checkpoints")
     spec_path = os.path.join(workdir, "model_spec.json")
-    if resume_step is not None and os.path.isfile(spec_path):
+    ckpt, resume_step = None, None
+
+    def open_checkpointer():
+        return Checkpointer(
+            ckpt_dir,
+            max_to_keep=int(config.train.keep_checkpoints),
+            async_save=bool(config.train.async_checkpoints),
+        )
+
+    if os.path.isdir(ckpt_dir) and os.path.isfile(spec_path):
+        ckpt = open_checkpointer()
+        resume_step = ckpt.latest_step()
+    if resume_step is not None:
         with open(spec_path, encoding="utf-8") as f:
             spec = ModelSpec.from_json(f.read())
         variables = init_variables(spec, jax.random.key(0))  # shapes only; restored below
@@ -343,13 +349,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         }
         log.info("Resuming from %s (step %d)", ckpt.directory, resume_step)
     else:
-        resume_step = None
         spec, variables, caps = build_model(config, data.num_speakers, data.feat_dim)
-        if is_main:
-            from xvjax.fileutil import atomic_open
-
-            with atomic_open(spec_path, "w", encoding="utf-8") as f:
-                f.write(spec.to_json() + "\n")
     if spec.input_dim != data.feat_dim:
         raise XvjaxError(
             f"model takes {spec.input_dim}-dim input, features are {data.feat_dim}-dim"
@@ -358,14 +358,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise XvjaxError(
             f"model has {spec.output_dim('output')} outputs, the data has {data.num_speakers} speakers"
         )
-    if is_main:
-        if resume_step is None and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-            os.remove(os.path.join(workdir, "metrics.jsonl"))  # a fresh run in an old workdir
-        _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-        if data.speakers is not None:
-            with open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
-                f.writelines(f"{i} {s}\n" for i, s in enumerate(data.speakers))
-
     opt = optim.make_optimizer(config.optim, variables["params"], num_steps, caps)
     frozen_bn = opt.plan.frozen if config.optim.freeze_bn else ()
     log.info(
@@ -378,6 +370,37 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise XvjaxError(
             f"train.compute_dtype must be float32 or bfloat16, got {config.train.compute_dtype}"
         )
+    dev = None
+    if config.eval.dev_dir and config.eval.trials and is_main:
+        from xvjax.train.evaluate import DevSet
+
+        dev = DevSet(
+            config.eval.dev_dir,
+            config.eval.trials,
+            config.eval.output_node,
+            int(config.eval.max_utts),
+        )
+        if dev.store.feat_dim != spec.input_dim:
+            raise XvjaxError(
+                f"dev set {config.eval.dev_dir} has {dev.store.feat_dim}-dim features, the model "
+                f"takes {spec.input_dim}"
+            )
+
+    if is_main:
+        from xvjax.fileutil import atomic_open
+
+        os.makedirs(workdir, exist_ok=True)
+        if resume_step is None:
+            with atomic_open(spec_path, "w", encoding="utf-8") as f:
+                f.write(spec.to_json() + "\n")
+            if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+                os.remove(os.path.join(workdir, "metrics.jsonl"))  # a fresh run in an old workdir
+        _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+        if data.speakers is not None:
+            with open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
+                f.writelines(f"{i} {s}\n" for i, s in enumerate(data.speakers))
+    if ckpt is None:
+        ckpt = open_checkpointer()
 
     mesh = step_lib.make_mesh()
     model = XVector(spec)
@@ -390,16 +413,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_step = step_lib.make_train_step(model.apply, opt.tx, mesh, frozen_bn, dtype)
     start = int(jax.device_get(state.step.addressable_data(0)))
 
-    dev = None
-    if config.eval.dev_dir and config.eval.trials and is_main:
-        from xvjax.train.evaluate import DevSet
-
-        dev = DevSet(
-            config.eval.dev_dir,
-            config.eval.trials,
-            config.eval.output_node,
-            int(config.eval.max_utts),
-        )
     writer = None
     if is_main and config.train.tensorboard:
         from tensorboardX import SummaryWriter
