@@ -14,6 +14,9 @@ clearly higher, and in-domain adaptation brings it down.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import tempfile
 import time
 
@@ -28,6 +31,7 @@ def speed() -> None:
         traits = synthetic_corpus._traits(0, domain, 1)
         synthetic_corpus.render_utterance(domain, traits, np.random.default_rng(1), cfg)
         t0 = time.perf_counter()
+        c0 = time.process_time()
         total = 0.0
         k = 0
         while total < 60.0:
@@ -37,7 +41,8 @@ def speed() -> None:
             total += len(x) / rate
             k += 1
         print(
-            f"{name}: {time.perf_counter() - t0:.2f} s to render {total:.0f} s of audio "
+            f"{name}: {time.perf_counter() - t0:.2f} s wall, {time.process_time() - c0:.2f} s CPU "
+            f"to render {total:.0f} s of audio "
             f"(voice + {'room/noise/handset/telephone' if name == 'target' else 'microphone'})"
         )
 
@@ -52,6 +57,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--feature-rate", type=int, default=0, help="8000 or 16000 (0: both)")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--force", action="store_true", help="regenerate an existing corpus")
+    ap.add_argument("--cmn", action="store_true", help="also report with mean-normalised cepstra")
     args = ap.parse_args()
     if not args.skip_speed:
         speed()
@@ -59,13 +66,27 @@ def main() -> None:
     overrides = {} if args.seed is None else {"seed": args.seed}
     cfg = synthetic.preset(args.preset, **overrides)
     t0 = time.perf_counter()
-    paths = synthetic.make_corpus(out, cfg, num_jobs=args.num_jobs, preset_name=args.preset)
-    print(
-        f"make_corpus({args.preset}, num_jobs={args.num_jobs}): {time.perf_counter() - t0:.1f} s -> {out}"
+    cpu0 = _cpu()
+    paths = synthetic.make_corpus(
+        out, cfg, num_jobs=args.num_jobs, preset_name=args.preset, force=args.force
     )
-
+    hours = sum(v["hours"] for v in json.load(open(paths["corpus_json"]))["sets"].values())
+    print(
+        f"make_corpus({args.preset}, num_jobs={args.num_jobs}): {hours:.2f} h of audio in "
+        f"{time.perf_counter() - t0:.1f} s wall, {_cpu() - cpu0:.1f} s CPU (all processes) "
+        f"-> {out}  [load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]"
+    )
+    title = f"{args.preset} preset, seed {cfg.seed}"
     for feat_rate in [args.feature_rate] if args.feature_rate else [16000, 8000]:
-        synthetic_check.report(paths, feat_rate, f"{args.preset} preset, seed {cfg.seed}")
+        synthetic_check.report(paths, feat_rate, title)
+    if args.cmn:
+        synthetic_check.report(paths, args.feature_rate or 8000, title, cmn=True)
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -78,9 +79,9 @@ class CorpusConfig:
     enroll_utts: int = 2
     test_utts: int = 5
     # Target-domain corruption.
-    target_snr_min: float = 10.0
-    target_snr_max: float = 30.0
-    target_noise_prob: float = 0.7
+    target_snr_min: float = 15.0
+    target_snr_max: float = 35.0
+    target_noise_prob: float = 0.6
     target_reverb_prob: float = 0.3
     target_handset_db: float = 3.0  # std of the random handset EQ peaks (one handset per call)
     target_variability: float = 1.15  # within-speaker (session) variation, source is 1.0
@@ -496,7 +497,10 @@ def make_corpus(
             log.info(f"{meta_path} exists with the same config; not regenerating")
             return paths
     if meta_path.exists():
+        # A previous corpus of ours: clear its audio so no stale file is picked up by a glob.
         meta_path.unlink()
+        for sub in ("wav", "musan", "RIRS_NOISES", "truth"):
+            shutil.rmtree(out / sub, ignore_errors=True)
 
     start = time.time()
     plan = _plan(out, cfg)
