@@ -209,3 +209,27 @@ def test_augment_data_dir_cli(tmp_path, speech, capsys):
         assert 4 < _snr(one - noise, noise) < 16
     assert run(["augment-data-dir", str(data), str(tmp_path / "bad")]) == 1
     assert "exactly one of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_augment_then_prepare_feats_in_one_jitted_step(speech):
+    """The trainer's on-the-fly path: augment -> MFCC -> CMN -> voiced frames, one jit."""
+    from xvjax.features.options import SRE16_MFCC
+    from xvjax.features.pipeline import prepare_feats
+
+    src = _sources(speech)
+    cfg = AugmentConfig(sample_frequency=RATE)
+    opts = SRE16_MFCC
+
+    @jax.jit
+    def step(key, wav, lengths):
+        aug_key, dither_key = jax.random.split(key)
+        wav, kinds = augment_batch(aug_key, wav, lengths, src, cfg)
+        return prepare_feats(wav, lengths, opts, key=dither_key, fft_impl="xla")
+
+    batch = jnp.asarray(np.stack([speech, speech]))
+    lengths = jnp.asarray([N, 4000])
+    feats, counts = step(jax.random.key(0), batch, lengths)
+    again, _ = step(jax.random.key(0), batch, lengths)
+    assert feats.shape == (2, N // 80, 23) and np.array_equal(np.asarray(feats), np.asarray(again))
+    assert 0 < int(counts[1]) <= 50 and 0 < int(counts[0]) <= 75
