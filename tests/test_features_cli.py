@@ -164,3 +164,30 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "proportion" in capsys.readouterr().err
     assert run(["compute-mfcc-feats", f"scp:{tmp_path}/none.scp", "ark:/dev/null"]) == 1
     assert "none.scp" in capsys.readouterr().err
+
+
+def test_extract_engine_order_buckets_and_errors():
+    """Read-ahead length sorting and row budgets never reorder or mix up utterances."""
+    from xvjax.features import reference
+    from xvjax.features.extract import bucket_length, extract_features
+    from xvjax.features.options import MfccOptions
+
+    assert [bucket_length(n) for n in (1, 1024, 1025, 5000, 16000)] == [
+        1024,
+        1024,
+        1152,
+        5120,
+        16384,
+    ]
+    rng = np.random.default_rng(0)
+    lengths = [16000, 300, 48000, 8000, 3200, 1000]
+    utts = [(f"u{i}", rng.standard_normal(n).astype(np.float32) * 1000, 16000)
+            for i, n in enumerate(lengths)]  # fmt: skip
+    utts.insert(2, ("bad_rate", np.ones(4000, np.float32), 8000))
+    opts = MfccOptions(dither=0.0)
+    res = list(extract_features(utts, opts, batch_size=4, max_batch_samples=100_000, sort_window=1))
+    assert [r.key for r in res] == [u[0] for u in utts]
+    assert [r.error is None for r in res] == [True, False, False, True, True, True, True]
+    for r, (_, x, _) in zip(res, utts, strict=True):
+        if r.error is None:
+            np.testing.assert_allclose(r.feats, reference.features_numpy(x, opts), atol=0.05)

@@ -87,6 +87,7 @@ def extract_features(
     max_batch_samples: int = 16_000 * 600,
     seed: int = 0,
     fft_impl: str = "kaldi",
+    sort_window: int = 8,
 ) -> Iterator[Result]:
     """Yields a `Result` per input utterance, in input order.
 
@@ -94,27 +95,48 @@ def extract_features(
       utterances: (key, samples float32 int16-scale (n,), sample_rate) triples.
       opts: MfccOptions or FbankOptions (checked here).
       batch_size: utterances per compiled batch.
-      max_batch_samples: a batch is closed early once batch_size x padded length passes this.
+      max_batch_samples: budget of rows x padded length per batch; batches of long utterances
+        get fewer rows (halving, so few shapes are compiled).
       seed: dither seed (`jax.random.key(seed)` folded with the batch index).
       fft_impl: "kaldi" (bit-faithful to Kaldi) or "xla" (see `compute_mfcc`).
+      sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
+        length (less padding); results still come out in input order.
     """
     import jax
 
     opts.check()
     base_key = jax.random.key(seed)
-    pending: list[Result | tuple[str, np.ndarray]] = []
-    batch: list[tuple[str, np.ndarray]] = []
+
+    def batch_rows(num_samples: int) -> int:
+        """Rows of the padded batch: batch_size, halved until rows x length fits the budget."""
+        rows = batch_size
+        while rows > 1 and rows * bucket_length(num_samples) > max_batch_samples:
+            rows //= 2
+        return rows
+
+    pending: list[Result | int] = []  # Result (skipped) or index into `usable`
+    usable: list[tuple[str, np.ndarray]] = []
     num_batches = 0
 
     def flush():
-        nonlocal num_batches, batch, pending
-        done: Iterator[Result] = iter(())
-        if batch:
+        nonlocal num_batches, pending, usable
+        results: dict[int, Result] = {}
+        order = sorted(range(len(usable)), key=lambda i: len(usable[i][1]))
+        batches: list[list[int]] = []
+        for i in order:  # ascending length: the newest member is the longest
+            rows = batch_rows(len(usable[i][1]))
+            if batches and len(batches[-1]) < rows:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        for members in batches:
             key = jax.random.fold_in(base_key, num_batches) if opts.dither != 0 else None
             num_batches += 1
-            done = iter(_run_batch(batch, opts, batch_size, key, fft_impl))
-        out = [item if isinstance(item, Result) else next(done) for item in pending]
-        batch, pending = [], []
+            rows = batch_rows(len(usable[members[-1]][1]))
+            outs = _run_batch([usable[i] for i in members], opts, rows, key, fft_impl)
+            results.update(zip(members, outs, strict=True))
+        out = [item if isinstance(item, Result) else results[item] for item in pending]
+        pending, usable = [], []
         return out
 
     for key, samples, rate in utterances:
@@ -122,12 +144,9 @@ def extract_features(
         error = check_utterance(key, samples, rate, opts)
         if error is not None:
             pending.append(Result(key, error=error, num_samples=len(samples)))
-        else:
-            longest = max([len(samples)] + [len(s) for _, s in batch])
-            if batch and (
-                len(batch) >= batch_size or batch_size * bucket_length(longest) > max_batch_samples
-            ):
-                yield from flush()
-            batch.append((key, samples))
-            pending.append((key, samples))
+            continue
+        pending.append(len(usable))
+        usable.append((key, samples))
+        if len(usable) >= batch_size * max(1, sort_window):
+            yield from flush()
     yield from flush()
