@@ -10,10 +10,10 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
-Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batch
-sizes `rows / 4^k` (rows a power of two limited by `max_batch_frames`), right-padded with zeros
-and masked exactly (`num_frames`), so the number of jit compilations stays small (logged) and
-padding does not change the result beyond float rounding.
+Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batches of
+`rows` chunks (a power of two limited by `max_batch_frames`; 1, 4, 16, ... for a partial batch),
+right-padded with zeros and masked exactly (`num_frames`), so the number of jit compilations
+stays small (logged) and padding does not change the result beyond float rounding.
 """
 
 from __future__ import annotations
@@ -146,10 +146,11 @@ class Extractor:
             rows = self.rows_for(length)
             for b in range(0, len(idx), rows):
                 part = idx[b : b + rows]
-                # A partial batch is padded to rows / 4^k rows: at most 4 batch sizes per length.
-                n = rows
-                while n % 4 == 0 and n // 4 >= len(part):
-                    n //= 4
+                # A partial batch is padded to 1, 4, 16, ... rows: few batch sizes per length.
+                n = 1
+                while n < len(part):
+                    n *= 4
+                n = min(n, rows)
                 x = np.zeros((n, length, feat_dim), np.float32)
                 nf = np.full((n,), length, np.int32)
                 for r, i in enumerate(part):
