@@ -142,6 +142,7 @@ class Extractor:
         for i, c in enumerate(chunks):
             by_bucket.setdefault(bucket_length(len(c)), []).append(i)
         feat_dim = self.spec.input_dim
+        pending = []
         for length, idx in sorted(by_bucket.items()):
             rows = self.rows_for(length)
             for b in range(0, len(idx), rows):
@@ -157,8 +158,10 @@ class Extractor:
                     x[r, : len(chunks[i])] = chunks[i]
                     nf[r] = len(chunks[i])
                 self.shapes.add((n, length))
-                y = np.asarray(self._fn(self.variables, x, nf))
-                out[part] = y[: len(part)]
+                # Dispatch asynchronously; the host prepares the next batch meanwhile.
+                pending.append((part, self._fn(self.variables, x, nf)))
+        for part, y in pending:
+            out[part] = np.asarray(y)[: len(part)]
         return out
 
 
