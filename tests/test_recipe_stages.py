@@ -1,0 +1,220 @@
+"""Transfer recipe: stage skipping/resume/--stage semantics, options checks, backend rows on
+synthetic vectors (fast, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from xvjax.errors import XvjaxError
+from xvjax.recipe import backends as be
+from xvjax.recipe import transfer
+
+
+def _cfg(tmp_path, **kw) -> transfer.RecipeConfig:
+    return transfer.RecipeConfig(workdir=str(tmp_path), preset="tiny", **kw).resolved()
+
+
+def _stages(calls: list, fail_at: int | None = None):
+    def make(i):
+        def func(cfg, ctx):
+            if i == fail_at:
+                raise RuntimeError(f"stage {i} failed")
+            calls.append(i)
+            return {f"out{i}": i, "seen": sorted(k for k in ctx if k.startswith("out"))}
+
+        return func
+
+    return [make(i) for i in range(len(transfer.STAGES))]
+
+
+def _run_all(cfg, funcs) -> transfer.StageRunner:
+    runner = transfer.StageRunner(cfg)
+    for i, f in enumerate(funcs):
+        runner.run(i, f)
+    return runner
+
+
+def test_resume_skips_done_stages_and_restores_outputs(tmp_path):
+    calls: list = []
+    cfg = _cfg(tmp_path)
+    with pytest.raises(RuntimeError):
+        _run_all(cfg, _stages(calls, fail_at=3))
+    assert calls == [0, 1, 2]
+    assert not os.path.exists(os.path.join(tmp_path, "stages", "3.embeddings.json"))
+    calls.clear()
+    runner = _run_all(cfg, _stages(calls))
+    assert calls == [3, 4, 5, 6]  # 0-2 were done
+    assert runner.skipped == ["data", "features", "source_model"]
+    # Outputs of skipped stages are back in the context, visible to later stages.
+    assert runner.ctx["out0"] == 0 and runner.ctx["seen"] == [f"out{i}" for i in range(6)]
+    calls.clear()
+    _run_all(cfg, _stages(calls))
+    assert calls == []
+    marker = json.loads(open(os.path.join(tmp_path, "stages", "4.backends.json")).read())
+    assert marker["outputs"]["out4"] == 4 and marker["fingerprint"] == transfer.fingerprint(cfg, 4)
+
+
+def test_explicit_stage_reruns_from_there(tmp_path):
+    calls: list = []
+    cfg = _cfg(tmp_path)
+    _run_all(cfg, _stages(calls))
+    calls.clear()
+    cfg.stage = 4
+    _run_all(cfg, _stages(calls))
+    assert calls == [4, 5, 6]
+
+
+def test_explicit_stage_needs_earlier_stages(tmp_path):
+    calls: list = []
+    cfg = _cfg(tmp_path, stage=2)
+    with pytest.raises(XvjaxError, match="stage 0 .data. has not run"):
+        _run_all(cfg, _stages(calls))
+    assert calls == []
+
+
+def test_changed_option_reruns_its_stage_and_later_ones(tmp_path):
+    calls: list = []
+    cfg = _cfg(tmp_path)
+    _run_all(cfg, _stages(calls))
+    calls.clear()
+    cfg.ft_steps = cfg.ft_steps + 1  # a fine-tuning option: stages 5 and 6 only
+    _run_all(cfg, _stages(calls))
+    assert calls == [5, 6]
+    calls.clear()
+    cfg.src_steps = cfg.src_steps + 1  # a source-model option: stages 2..6
+    _run_all(cfg, _stages(calls))
+    assert calls == [2, 3, 4, 5, 6]
+
+
+def test_rerun_stage_invalidates_later_markers(tmp_path):
+    calls: list = []
+    cfg = _cfg(tmp_path)
+    _run_all(cfg, _stages(calls))
+    cfg.stage = 1
+    runner = transfer.StageRunner(cfg)
+    runner.run(0, _stages(calls)[0])
+    runner.run(1, _stages(calls)[1])  # stops here: later markers must be gone
+    left = sorted(os.listdir(os.path.join(tmp_path, "stages")))
+    assert left == ["0.data.json", "1.features.json"]
+
+
+def test_fingerprint_depends_only_on_earlier_stage_options(tmp_path):
+    a = _cfg(tmp_path)
+    b = _cfg(tmp_path, ft_lr=0.123)
+    for i in range(5):
+        assert transfer.fingerprint(a, i) == transfer.fingerprint(b, i)
+    assert transfer.fingerprint(a, 5) != transfer.fingerprint(b, 5)
+
+
+def test_presets_fill_unset_fields_only():
+    cfg = transfer.RecipeConfig(preset="tiny", ft_steps=7).resolved()
+    assert cfg.ft_steps == 7
+    assert cfg.src_steps == transfer.RECIPE_PRESETS["tiny"]["src_steps"]
+    with pytest.raises(XvjaxError, match="unknown preset"):
+        transfer.RecipeConfig(preset="huge").resolved()
+    assert transfer.RecipeConfig(frame_dims="8, 16").dims("frame_dims") == (8, 16)
+
+
+def test_check_config_errors(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (tmp_path / "trials").write_text("a b target\n")
+    with pytest.raises(XvjaxError, match="--tgt-train"):
+        transfer.check_config(_cfg(tmp_path, tgt_enroll=str(d), tgt_test=str(d), trials="t"))
+    with pytest.raises(XvjaxError, match="--src-data"):
+        transfer.check_config(
+            _cfg(tmp_path, tgt_enroll=str(d), tgt_test=str(d), tgt_train=str(d),
+                 trials=str(tmp_path / "trials"))
+        )  # fmt: skip
+    with pytest.raises(XvjaxError, match="no such directory"):
+        transfer.check_config(_cfg(tmp_path, musan=str(tmp_path / "nope")))
+    with pytest.raises(XvjaxError, match="--plda"):
+        transfer.check_config(_cfg(tmp_path, lda=str(tmp_path / "trials")))
+    transfer.check_config(_cfg(tmp_path))  # the built-in corpus needs nothing
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _domain(rng, num_spk, per_spk, dim, shift, spk_scale=3.0, prefix="s"):
+    """Speakers ~ N(shift, spk_scale^2), utterances ~ N(speaker, 1): a toy x-vector domain."""
+    centers = shift + spk_scale * rng.standard_normal((num_spk, dim))
+    keys, rows, utt2spk = [], [], {}
+    for s in range(num_spk):
+        for u in range(per_spk):
+            key = f"{prefix}{s:03d}-{u:02d}"
+            keys.append(key)
+            rows.append(centers[s] + rng.standard_normal(dim))
+            utt2spk[key] = f"{prefix}{s:03d}"
+    return be.Labelled(keys, np.array(rows), utt2spk)
+
+
+def _trials(enroll: be.Labelled, test: be.Labelled) -> be.Trials:
+    models = sorted(set(enroll.utt2spk.values()))
+    e, t, lab = [], [], []
+    for m in models:
+        for k in test.keys:
+            e.append(m)
+            t.append(k)
+            lab.append(test.utt2spk[k] == m)
+    return be.Trials(e, t, np.array(lab))
+
+
+def test_backend_rows_on_a_shifted_domain():
+    rng = np.random.default_rng(0)
+    dim = 16
+    src = _domain(rng, 40, 6, dim, 0.0, prefix="a")
+    # The target domain: another mean and a stretched, rotated within-speaker space.
+    shift = 6.0 * rng.standard_normal(dim)
+    tgt_all = _domain(rng, 50, 8, dim, shift, spk_scale=1.5, prefix="b")
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    tgt_all.mat = (tgt_all.mat - shift) @ q * np.linspace(0.5, 2.0, dim) + shift
+    spk = sorted(set(tgt_all.utt2spk.values()))
+    idx = {s: i for i, s in enumerate(spk)}
+
+    def part(lo, hi, utts):
+        keys = [
+            k for k in tgt_all.keys if lo <= idx[tgt_all.utt2spk[k]] < hi and int(k[-2:]) in utts
+        ]
+        rows = [tgt_all.keys.index(k) for k in keys]
+        return be.Labelled(keys, tgt_all.mat[rows], {k: tgt_all.utt2spk[k] for k in keys})
+
+    train, adapt = part(0, 20, range(8)), part(20, 35, range(8))
+    enroll, test = part(35, 50, range(2)), part(35, 50, range(2, 8))
+    pieces = be.build_pieces(src, train, adapt.mat, lda_dim=12, em_iters=5)
+    trials = _trials(enroll, test)
+    eers = {}
+    for row_id, _, recipe in be.BASE_ROWS:
+        backend = be.make_backend(recipe, pieces, 0.75, 0.25)
+        s, labels, kept = be.score(backend, enroll, test, trials)
+        assert len(kept) == len(trials.labels)
+        m = be.metrics_of(s, labels)
+        assert 0.0 <= m["eer"] <= 100.0 and 0.0 <= m["min_dcf_0.01"] <= 1.0 + 1e-9
+        eers[row_id] = m["eer"]
+    assert pieces.source_lda.shape == (12, dim + 1)
+    # Re-centring beats the source mean on shifted data; in-domain LDA/PLDA beats the source one.
+    assert eers["2"] < eers["1"]
+    assert eers["4"] < eers["1"]
+    backend = be.make_backend(be.Recipe(mean="adapt", model="target"), pieces, 0.75, 0.25)
+    for norm in ("snorm", "asnorm"):
+        s, labels, _ = be.score(
+            backend, enroll, test, trials, norm=norm, cohort=adapt.mat, top_k=30
+        )
+        assert np.all(np.isfinite(s))
+    # Unknown trial ids are dropped with a warning, not scored.
+    bad = be.Trials(trials.enroll + ["nobody"], trials.test + [test.keys[0]],
+                    np.append(trials.labels, False))  # fmt: skip
+    s, labels, kept = be.score(backend, enroll, test, bad)
+    assert len(kept) == len(trials.labels)
+
+
+def test_lda_dim_capped_by_speakers():
+    rng = np.random.default_rng(1)
+    small = _domain(rng, 5, 6, 8, 0.0)
+    lda_mat, plda = be.fit_lda_plda(small, lda_dim=100)
+    assert lda_mat.shape == (4, 9)
+    assert len(plda.psi) == 4
