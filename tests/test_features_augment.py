@@ -200,6 +200,7 @@ def test_augment_data_dir_cli(tmp_path, speech, capsys):
     assert run(args + [str(tmp_path / "out2")]) == 0
     utt2spk = (tmp_path / "out1" / "utt2spk").read_text().split()
     assert utt2spk == ["a-music", "s1", "b-music", "s2"]
+    assert (tmp_path / "out1" / "utt2uniq").read_text().split() == ["a-music", "a", "b-music", "b"]
     for u, n in (("a-music", N), ("b-music", 3000)):
         one, _ = soundfile.read(tmp_path / "out1" / "wavs" / f"{u}.wav", dtype="int16")
         two, _ = soundfile.read(tmp_path / "out2" / "wavs" / f"{u}.wav", dtype="int16")

@@ -164,7 +164,7 @@ def augment_data_dir(opts, in_dir, out_dir):
 
     from xvjax.features import augment, sources
     from xvjax.features.extract import bucket_length
-    from xvjax.kaldi import audio, datadir
+    from xvjax.kaldi import audio, datadir, tables
 
     kinds = [k for k in ("rir_lists", "fg_noise_dir", "bg_noise_dir") if getattr(opts, k)]
     if len(kinds) != 1:
@@ -205,7 +205,7 @@ def augment_data_dir(opts, in_dir, out_dir):
     wav_dir = os.path.abspath(os.path.join(out_dir, "wavs"))
     os.makedirs(wav_dir, exist_ok=True)
     base = jax.random.key(opts.random_seed)
-    utt2spk, wav_scp = {}, {}
+    utt2spk, wav_scp, utt2uniq = {}, {}, {}
     bar = None
     if opts.progress:
         from tqdm import tqdm
@@ -228,6 +228,7 @@ def augment_data_dir(opts, in_dir, out_dir):
         spk = d.utt2spk[utt]
         utt2spk[new] = new_id(spk) if opts.modify_spk_id else spk
         wav_scp[new] = path
+        utt2uniq[new] = utt
     if bar is not None:
         bar.close()
     if not utt2spk:
@@ -237,6 +238,12 @@ def augment_data_dir(opts, in_dir, out_dir):
         gender = {new_id(s): g for s, g in d.spk2gender.items()}
     elif d.spk2gender:
         gender = dict(d.spk2gender)
-    datadir.write_data_dir(out_dir, utt2spk, wav_scp=wav_scp, spk2gender=gender)
+    utt2dur = None
+    if d.utt2dur:
+        utt2dur = {new_id(u): v for u, v in d.utt2dur.items() if new_id(u) in utt2spk}
+    datadir.write_data_dir(out_dir, utt2spk, wav_scp=wav_scp, spk2gender=gender, utt2dur=utt2dur)
+    # utt2uniq (augmented id -> source id), as Kaldi's scripts write it, so egs/valid splits can
+    # keep copies of one recording together.
+    tables.write_text_table(os.path.join(out_dir, "utt2uniq"), utt2uniq)
     log.info("Wrote %d augmented utterances to %s", len(utt2spk), out_dir)
     return 0
