@@ -22,20 +22,23 @@ import time
 
 import numpy as np
 
-from xvjax.data import synthetic, synthetic_check, synthetic_corpus
+from xvjax.data import synthetic, synthetic_check, synthetic_domains
 
 
 def speed() -> None:
     cfg = synthetic.preset("default")
-    for name, domain in (("source", synthetic_corpus.SOURCE), ("target", synthetic_corpus.TARGET)):
-        traits = synthetic_corpus._traits(0, domain, 1)
-        synthetic_corpus.render_utterance(domain, traits, np.random.default_rng(1), cfg)
+    for name, domain in (
+        ("source", synthetic_domains.SOURCE),
+        ("target", synthetic_domains.TARGET),
+    ):
+        traits = synthetic_domains.speaker_traits(0, domain, 1)
+        synthetic_domains.render_utterance(domain, traits, np.random.default_rng(1), cfg)
         t0 = time.perf_counter()
         c0 = time.process_time()
         total = 0.0
         k = 0
         while total < 60.0:
-            x, rate = synthetic_corpus.render_utterance(
+            x, rate = synthetic_domains.render_utterance(
                 domain, traits, np.random.default_rng(k), cfg
             )
             total += len(x) / rate

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from xvjax import cli
 from xvjax.data import synthetic, synthetic_channel, synthetic_check, synthetic_voice
-from xvjax.data.synthetic_corpus import SOURCE, TARGET, _traits, render_utterance
+from xvjax.data.synthetic_domains import SOURCE, TARGET, render_utterance, speaker_traits
 from xvjax.kaldi import datadir
 
 # A corpus small enough to write twice in a few seconds, with every part present.
@@ -169,7 +169,9 @@ def test_rates_and_telephone_band(corpus):
     assert max(_band_energy(x, 8000, 0, 200) for x in tgt) < 1e-2
     # The 16 kHz flavour of the target domain is the same narrowband call, upsampled.
     cfg16 = dataclasses.replace(cfg, target_rate=16000)
-    x16, rate = render_utterance(TARGET, _traits(1, TARGET, 1), np.random.default_rng(3), cfg16)
+    x16, rate = render_utterance(
+        TARGET, speaker_traits(1, TARGET, 1), np.random.default_rng(3), cfg16
+    )
     assert rate == 16000 and _band_energy(x16, 16000, 3500) < 1e-4
 
 
@@ -233,7 +235,7 @@ def test_speaker_identity_is_in_the_voice_not_the_content():
     cfg = synthetic.preset("tiny")
     vecs, labels = [], []
     for spk in range(8):
-        traits = _traits(11, SOURCE, spk)
+        traits = speaker_traits(11, SOURCE, spk)
         for utt in range(3):
             x, rate = render_utterance(SOURCE, traits, np.random.default_rng([11, spk, utt]), cfg)
             vecs.append(synthetic_check.utt_stats(x, rate, 16000))

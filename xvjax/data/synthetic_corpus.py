@@ -44,10 +44,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from scipy import signal
 
-from xvjax.data import synthetic_channel as ch
+from xvjax.data import synthetic_domains as dom
 from xvjax.data import synthetic_voice as sv
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open
@@ -176,27 +174,6 @@ def preset(name: str, **overrides) -> CorpusConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-# ---------------------------------------------------------------------------------------------
-# Domains
-
-SOURCE, TARGET, MUSAN_SPEECH, AUGMENT = 1, 2, 3, 4  # domain codes in the RNG seed
-
-SOURCE_TRAITS = sv.TraitDistribution()
-TARGET_TRAITS = sv.TraitDistribution(
-    p_female=0.6,
-    f0_male=128.0,
-    f0_female=220.0,
-    f0_range_st=(1.5, 3.5),
-    scale_male=1.04,
-    scale_female=1.2,
-    tilt_db_oct=(-7.0, -1.5),
-    open_quotient=(0.55, 0.85),
-    breathiness=(0.05, 0.35),
-    rate=(0.95, 1.4),
-    sinus_zero=(3500.0, 5000.0),
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Utt:
     utt_id: str
@@ -213,51 +190,14 @@ class _SpeakerJob:
     config: CorpusConfig
 
 
-def _traits(seed: int, domain: int, spk_index: int) -> sv.VoiceTraits:
-    dist = TARGET_TRAITS if domain == TARGET else SOURCE_TRAITS
-    return sv.sample_traits(np.random.default_rng([seed, domain, spk_index, 0]), dist)
-
-
-def render_utterance(domain: int, traits: sv.VoiceTraits, rng, cfg: CorpusConfig):
-    """One utterance of a speaker in a domain -> (float64 samples, rate)."""
-    dur = float(rng.uniform(cfg.min_dur, cfg.max_dur))
-    if domain == TARGET:
-        session = sv.sample_session(rng, cfg.target_variability)
-        x = sv.synthesize(rng, traits, session, sv.LANGUAGE_B, dur)
-        if rng.random() < cfg.target_reverb_prob:
-            rir = ch.room_impulse_response(rng, float(rng.uniform(0.2, 0.7)))
-            x = ch.reverberate(x, rir)
-        if rng.random() < cfg.target_noise_prob:
-            noise, _ = ch.background_noise(rng, len(x), sv.RATE)
-            x = ch.add_at_snr(
-                x, noise, float(rng.uniform(cfg.target_snr_min, cfg.target_snr_max)), sv.RATE
-            )
-        x = ch.handset(rng, x, sv.RATE, cfg.target_handset_db)
-        level = float(rng.normal(-22.0, 3.0))
-        return ch.telephone(x, level, cfg.target_rate), cfg.target_rate
-    x = sv.synthesize(rng, traits, sv.sample_session(rng, 1.0), sv.LANGUAGE_A, dur)
-    x = ch.microphone(rng, x, sv.RATE)
-    floor, _ = ch.background_noise(rng, len(x), sv.RATE, "colored")
-    x = ch.add_at_snr(x, floor, float(rng.uniform(35.0, 50.0)), sv.RATE)
-    if cfg.source_rate != sv.RATE:
-        return signal.resample_poly(x, cfg.source_rate, sv.RATE), cfg.source_rate
-    return x, sv.RATE
-
-
-def _write_wav(path: str, x: np.ndarray, rate: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    pcm = np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    sf.write(path, pcm, rate, subtype="PCM_16", format="WAV")
-
-
 def _run_speaker(job: _SpeakerJob) -> tuple[str, list[tuple[str, float]]]:
     """Renders and writes one speaker's utterances; returns (spk_id, [(utt_id, seconds)])."""
-    traits = _traits(job.config.seed, job.domain, job.spk_index)
+    traits = dom.speaker_traits(job.config.seed, job.domain, job.spk_index)
     out = []
     for utt in job.utts:
         rng = np.random.default_rng([job.config.seed, job.domain, job.spk_index, 1 + utt.index])
-        x, rate = render_utterance(job.domain, traits, rng, job.config)
-        _write_wav(utt.path, x, rate)
+        x, rate = dom.render_utterance(job.domain, traits, rng, job.config)
+        dom.write_wav(utt.path, x, rate)
         out.append((utt.utt_id, len(x) / rate))
     return job.spk_id, out
 
@@ -297,9 +237,9 @@ def _plan(out: Path, cfg: CorpusConfig) -> _Plan:
             jobs.append(_SpeakerJob(domain, spk_index, spk_id, tuple(utts), cfg))
 
     n_src = cfg.source_train_spk
-    add_speakers(SOURCE, "src", 1, n_src, [("source_train", cfg.source_train_utts, "")])
+    add_speakers(dom.SOURCE, "src", 1, n_src, [("source_train", cfg.source_train_utts, "")])
     add_speakers(
-        SOURCE,
+        dom.SOURCE,
         "src",
         1 + n_src,
         cfg.source_eval_spk,
@@ -307,15 +247,23 @@ def _plan(out: Path, cfg: CorpusConfig) -> _Plan:
     )
     first = 1
     add_speakers(
-        TARGET, "tgt", first, cfg.target_train_spk, [("target_train", cfg.target_train_utts, "")]
+        dom.TARGET,
+        "tgt",
+        first,
+        cfg.target_train_spk,
+        [("target_train", cfg.target_train_utts, "")],
     )
     first += cfg.target_train_spk
     add_speakers(
-        TARGET, "tgt", first, cfg.target_adapt_spk, [("target_adapt", cfg.target_adapt_utts, "")]
+        dom.TARGET,
+        "tgt",
+        first,
+        cfg.target_adapt_spk,
+        [("target_adapt", cfg.target_adapt_utts, "")],
     )
     first += cfg.target_adapt_spk
     add_speakers(
-        TARGET,
+        dom.TARGET,
         "tgt",
         first,
         cfg.target_eval_spk,
@@ -324,7 +272,7 @@ def _plan(out: Path, cfg: CorpusConfig) -> _Plan:
 
     # Unlabelled set: anonymous shuffled ids (and file names), each utterance its own speaker.
     true = sets["target_adapt"]
-    order = np.random.default_rng([cfg.seed, TARGET, 0, 7]).permutation(len(true))
+    order = np.random.default_rng([cfg.seed, dom.TARGET, 0, 7]).permutation(len(true))
     old2new = {old: f"tgtadapt-{n + 1:05d}" for n, old in zip(order, sorted(true), strict=True)}
     sets["target_adapt"] = {new: new for new in old2new.values()}
     for old, new in old2new.items():
@@ -365,73 +313,6 @@ def write_trials(path: Path, models: list[str], test_utt2spk: dict[str, str]) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation sets
-
-
-def write_musan(root: Path, cfg: CorpusConfig) -> dict[str, int]:
-    """MUSAN-like noise/music/speech wavs at 16 kHz (+ music/ANNOTATIONS as in the real corpus)."""
-    n = int(cfg.musan_dur * sv.RATE)
-    counts = {}
-    kinds = []
-    for k in range(cfg.musan_noise):
-        rng = np.random.default_rng([cfg.seed, AUGMENT, 1, k])
-        x, kind = ch.background_noise(rng, n, sv.RATE)
-        kinds.append(kind)
-        _write_wav(str(root / "noise" / f"noise-synth-{k:04d}.wav"), 0.05 * x, sv.RATE)
-    counts["noise"] = cfg.musan_noise
-    notes = []
-    for k in range(cfg.musan_music):
-        rng = np.random.default_rng([cfg.seed, AUGMENT, 2, k])
-        _write_wav(
-            str(root / "music" / f"music-synth-{k:04d}.wav"),
-            0.08 * ch.music(rng, n, sv.RATE),
-            sv.RATE,
-        )
-        notes.append(f"music-synth-{k:04d} synthetic N synth-band-{k:02d}\n")
-    with atomic_open(root / "music" / "ANNOTATIONS", "w", encoding="utf-8") as f:
-        f.writelines(notes)
-    counts["music"] = cfg.musan_music
-    for k in range(cfg.musan_speech):
-        # Talkers of their own (not in any split), clean 16 kHz, several sentences each.
-        traits = _traits(cfg.seed, MUSAN_SPEECH, k)
-        rng = np.random.default_rng([cfg.seed, MUSAN_SPEECH, k, 1])
-        lang = sv.LANGUAGE_A if k % 2 == 0 else sv.LANGUAGE_B
-        x = sv.synthesize(rng, traits, sv.sample_session(rng), lang, cfg.musan_dur)
-        _write_wav(str(root / "speech" / f"speech-synth-{k:04d}.wav"), x, sv.RATE)
-    counts["speech"] = cfg.musan_speech
-    return counts
-
-
-ROOM_SIZES = {"smallroom": (0.15, 0.4), "mediumroom": (0.3, 0.7), "largeroom": (0.5, 1.0)}
-
-
-def write_rirs(root: Path, cfg: CorpusConfig) -> dict[str, str]:
-    """RIRS_NOISES/simulated_rirs/<size>/{rir_list, RoomNNN/RoomNNN-NNNNN.wav}, 16 kHz.
-
-    rir_list lines as in the real corpus (paths relative to the parent of RIRS_NOISES):
-    `--rir-id smallroom-Room001-00001 --room-id smallroom-Room001 RIRS_NOISES/simulated_rirs/...`
-    """
-    lists = {}
-    for s_idx, (size, (rt_lo, rt_hi)) in enumerate(ROOM_SIZES.items()):
-        lines = []
-        for room in range(1, cfg.rir_rooms + 1):
-            rng = np.random.default_rng([cfg.seed, AUGMENT, 10 + s_idx, room])
-            rt60 = float(rng.uniform(rt_lo, rt_hi))  # one RT60 per room, RIRs differ in position
-            for r in range(1, cfg.rirs_per_room + 1):
-                rel = f"RIRS_NOISES/simulated_rirs/{size}/Room{room:03d}/Room{room:03d}-{r:05d}.wav"
-                h = ch.room_impulse_response(rng, rt60 * float(rng.uniform(0.9, 1.1)))
-                _write_wav(str(root.parent / rel), h, sv.RATE)
-                lines.append(
-                    f"--rir-id {size}-Room{room:03d}-{r:05d} --room-id {size}-Room{room:03d} {rel}\n"
-                )
-        path = root / "simulated_rirs" / size / "rir_list"
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        lists[size] = str(path)
-    return lists
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole corpus
 
 SETS = (
@@ -453,7 +334,7 @@ def corpus_paths(out_dir: str | os.PathLike) -> dict[str, str]:
     paths["target_trials"] = str(out / "data" / "target_test" / "trials")
     paths["musan"] = str(out / "musan")
     paths["rirs"] = str(out / "RIRS_NOISES")
-    for size in ROOM_SIZES:
+    for size in dom.ROOM_SIZES:
         paths[f"rir_list_{size}"] = str(out / "RIRS_NOISES" / "simulated_rirs" / size / "rir_list")
     paths["truth"] = str(out / "truth")
     paths["corpus_json"] = str(out / "corpus.json")
@@ -516,7 +397,7 @@ def make_corpus(
         spk_rows = {spk_id: (domain, idx) for domain, idx, spk_id in plan.spk_sets[name]}
         gender = {}
         for spk_id, (domain, idx) in spk_rows.items():
-            t = _traits(cfg.seed, domain, idx)
+            t = dom.speaker_traits(cfg.seed, domain, idx)
             traits[spk_id] = t.to_dict()
             gender[spk_id] = t.gender
         datadir.write_data_dir(
@@ -545,8 +426,8 @@ def make_corpus(
     with atomic_open(truth / "spk2traits.json", "w", encoding="utf-8") as f:
         json.dump({k: traits[k] for k in sorted(traits)}, f, indent=1, sort_keys=True)
 
-    musan = write_musan(Path(paths["musan"]), cfg)
-    rirs = write_rirs(Path(paths["rirs"]), cfg)
+    musan = dom.write_musan(Path(paths["musan"]), cfg)
+    rirs = dom.write_rirs(Path(paths["rirs"]), cfg)
     meta = {
         "version": GENERATOR_VERSION,
         "preset": preset_name,
@@ -561,12 +442,12 @@ def make_corpus(
         "rir_lists": {k: os.path.relpath(v, out) for k, v in rirs.items()},
         "domains": {
             "source": {
-                "traits": dataclasses.asdict(SOURCE_TRAITS),
+                "traits": dataclasses.asdict(dom.SOURCE_TRAITS),
                 "language": "A",
                 "channel": "clean 16 kHz microphone, 35-50 dB SNR noise floor",
             },
             "target": {
-                "traits": dataclasses.asdict(TARGET_TRAITS),
+                "traits": dataclasses.asdict(dom.TARGET_TRAITS),
                 "language": "B",
                 "channel": "reverb, noise, random handset, 300-3400 Hz, 8 kHz mu-law",
             },
