@@ -353,7 +353,7 @@ def synthesize(
     t = np.arange(num) / rate
     kinds = [s.kind for s in segs]
 
-    # --- amplitude tracks (per sample) ---
+    # Source amplitudes per sample: voicing, aspiration, frication (bursts switch on fast).
     amps = np.array([_AMPS[k] for k in kinds])
     stress = np.array([s.stress for s in segs])
     amps[:, 0] *= 1 + 0.35 * stress
@@ -362,10 +362,42 @@ def synthesize(
     ah = _knot_track(t, starts, ends, amps[:, 1], 0.01)
     af = _knot_track(t, starts, ends, amps[:, 2], ramps)
 
-    # --- F0 (per sample) with declination, accents on stressed vowels, slow wander ---
+    f0 = _f0_contour(rng, traits, session, starts, ends, stress, t, seconds)
+    flow, dflow = _glottal_flow(rng, traits, f0, rate)
+    asp_noise = rng.standard_normal(num)
+    voiced = av * (dflow + traits.breathiness * asp_noise * (0.3 + 0.7 * flow))
+    voiced += ah * rng.standard_normal(num) * 0.5
+    fric = af * rng.standard_normal(num)
+
+    # Filter frame by frame, only the frames where each source is on.
+    vf = _frames(voiced)
+    nfr = vf.shape[0]
+    tf = (np.arange(nfr) * _HOP + _WIN / 2 - _WIN) / rate  # frame centre times
+    von = np.abs(vf).max(1) > 0
+    ff = _frames(fric)
+    fon = np.abs(ff).max(1) > 0
+    scale = traits.formant_scale * session.scale_factor
+    spec = np.zeros((nfr, _NFFT // 2 + 1), np.complex64)
+    spec[von] = np.fft.rfft(vf[von], _NFFT) * _tract_response(
+        traits, session, tf[von], segs, starts, ends, rate
+    )
+    spec[fon] += np.fft.rfft(ff[fon], _NFFT) * _frication_response(
+        tf[fon], segs, starts, ends, scale, rate
+    )
+    y = _overlap_add(np.fft.irfft(spec, _NFFT).astype(np.float64), num)
+
+    # Level: RMS over the voiced part at the session's level.
+    active = av > 0.3
+    rms = np.sqrt(np.mean(y[active] ** 2)) if active.any() else np.sqrt(np.mean(y**2)) + 1e-9
+    y *= 10 ** (session.level_db / 20) / max(rms, 1e-9)
+    return np.clip(y, -0.99, 0.99)
+
+
+def _f0_contour(rng, traits, session, starts, ends, stress, t, seconds) -> np.ndarray:
+    """(samples,) F0 in Hz: phrase declination, accents on stressed vowels, slow wander."""
     srange = traits.f0_range_st * session.f0_range_factor
     mids = (starts + ends) / 2
-    accent = stress * rng.normal(1.6, 0.6, len(segs)) * srange
+    accent = stress * rng.normal(1.6, 0.6, len(starts)) * srange
     knots_t = np.concatenate([[0.0], mids, [seconds]])
     wander = np.cumsum(rng.normal(0.0, 0.35 * srange, len(knots_t)))
     wander -= wander.mean()
@@ -376,47 +408,39 @@ def synthesize(
         + np.concatenate([[0.0], accent, [0.0]])
         + 0.3 * wander
     )
-    f0 = traits.f0 * 2 ** (np.interp(t, knots_t, semis) / 12)
+    return traits.f0 * 2 ** (np.interp(t, knots_t, semis) / 12)
 
-    # --- glottal source: per-period jitter and shimmer ---
+
+def _glottal_flow(rng, traits: VoiceTraits, f0: np.ndarray, rate: int):
+    """Glottal flow (samples,) in [0, ~1] and its derivative (the radiated source), with jitter
+    and shimmer drawn once per glottal period of the phase `cumsum(f0 / rate)`."""
     phase = np.cumsum(f0 / rate)
-    periods = int(phase[-1]) + 2
-    jit = 1 + traits.jitter * rng.standard_normal(periods)
-    f0 = f0 * jit[phase.astype(np.int64)]
-    phase = np.cumsum(f0 / rate)
+    jit = 1 + traits.jitter * rng.standard_normal(int(phase[-1]) + 2)
+    phase = np.cumsum(f0 * jit[phase.astype(np.int64)] / rate)
     period = phase.astype(np.int64)
     shim = 1 + traits.shimmer * rng.standard_normal(period[-1] + 1)
     flow = _rosenberg(phase - period, traits.open_quotient) * shim[period]
-    dflow = np.diff(flow, prepend=0.0) * (rate / traits.f0) * 0.25
-    asp_noise = rng.standard_normal(num)
-    voiced = av * (dflow + traits.breathiness * asp_noise * (0.3 + 0.7 * flow))
-    voiced += ah * rng.standard_normal(num) * 0.5
-    fric = af * rng.standard_normal(num)
+    return flow, np.diff(flow, prepend=0.0) * (rate / traits.f0) * 0.25
 
-    # --- per-frame vocal tract and frication spectra (only frames where the source is on) ---
-    vf = _frames(voiced)
-    nfr = vf.shape[0]
-    tf = (np.arange(nfr) * _HOP + _WIN / 2 - _WIN) / rate  # frame centre times
-    von = np.abs(vf).max(1) > 0
-    ff = _frames(fric)
-    fon = np.abs(ff).max(1) > 0
-    vf, ff, tv, tfr = vf[von], ff[fon], tf[von], tf[fon]
 
+def _tract_response(traits, session, tf, segs, starts, ends, rate) -> np.ndarray:
+    """(frames, _NFFT // 2 + 1) complex response at frame times `tf`: F1..F5 cascade, nasal
+    pole/zero, the speaker's antiresonance and spectral tilt."""
     scale = traits.formant_scale * session.scale_factor
     offs = np.exp(np.array(traits.formant_offsets))
-    freqs = np.empty((len(tv), 5))
-    freqs[:, :3] = _formant_tracks(tv, segs, starts, ends) * scale * offs[:3]
+    freqs = np.empty((len(tf), 5))
+    freqs[:, :3] = _formant_tracks(tf, segs, starts, ends) * scale * offs[:3]
     freqs[:, 3] = 3400.0 * scale * offs[3]
     freqs[:, 4] = traits.f5
     freqs = np.minimum(freqs, 0.45 * rate)
     bws = np.array([70.0, 90.0, 130.0, 200.0, 300.0]) * traits.bandwidth_scale * (1 + freqs / 3000)
-    nasal_amt = _knot_track(tv, starts, ends, [k == "nasal" for k in kinds], 0.03)
+    nasal_amt = _knot_track(tf, starts, ends, [s.kind == "nasal" for s in segs], 0.03)
     nasal_zero = 270 + nasal_amt * (traits.nasal_zero - 270)
 
     # All-pole part: the product of the five formant quadratics in z^-1, evaluated on the FFT grid
     # by an FFT of its 11 coefficients (cheaper than evaluating each resonator at every bin).
     a1, a2 = _resonator_coefs(freqs, bws, rate)  # (frames, 5) each
-    den = np.zeros((len(tv), 11))
+    den = np.zeros((len(tf), 11))
     den[:, 0] = 1.0
     for k in range(5):
         shifted1 = np.zeros_like(den)
@@ -443,25 +467,18 @@ def synthesize(
         / (1 - sa1 - sa2)
         * 10 ** (tilt / 20 * np.log2(np.maximum(fhz, 500.0) / 500.0))
     ).astype(np.complex64)
+    return h_tract * fixed
 
-    fc = _knot_track(tfr, starts, ends, [s.fric[0] for s in segs], 0.02)
-    fb = _knot_track(tfr, starts, ends, [max(s.fric[1], 1.0) for s in segs], 0.02)
+
+def _frication_response(tf, segs, starts, ends, scale, rate) -> np.ndarray:
+    """(frames, _NFFT // 2 + 1) frication noise shaping: one broad resonance per fricative or
+    burst (centre scaled with the vocal tract), unit peak, over a gentle high-pass."""
+    fc = _knot_track(tf, starts, ends, [s.fric[0] for s in segs], 0.02)
+    fb = _knot_track(tf, starts, ends, [max(s.fric[1], 1.0) for s in segs], 0.02)
     fc = np.clip(fc * np.sqrt(scale), 300.0, 0.45 * rate).astype(np.float32)[:, None]
     fb = np.maximum(fb, 300.0).astype(np.float32)[:, None]
-    # Frication: one broad resonance (normalised to unit peak) over a gentle high-pass.
-    f32 = fhz.astype(np.float32)[None, :]
-    h_fric = 1.0 / (1.0 + ((f32 - fc) / (0.5 * fb)) ** 2) + 0.05 * (f32 / (f32 + 1500.0))
-
-    spec = np.zeros((nfr, _NFFT // 2 + 1), np.complex64)
-    spec[von] = np.fft.rfft(vf, _NFFT) * h_tract * fixed
-    spec[fon] += np.fft.rfft(ff, _NFFT) * h_fric
-    y = _overlap_add(np.fft.irfft(spec, _NFFT).astype(np.float64), num)
-
-    # Level: RMS over the voiced part at the session's level.
-    active = av > 0.3
-    rms = np.sqrt(np.mean(y[active] ** 2)) if active.any() else np.sqrt(np.mean(y**2)) + 1e-9
-    y *= 10 ** (session.level_db / 20) / max(rms, 1e-9)
-    return np.clip(y, -0.99, 0.99)
+    f = np.linspace(0.0, rate / 2, _NFFT // 2 + 1, dtype=np.float32)[None, :]
+    return 1.0 / (1.0 + ((f - fc) / (0.5 * fb)) ** 2) + 0.05 * (f / (f + 1500.0))
 
 
 def _formant_tracks(tf, segs, starts, ends) -> np.ndarray:
