@@ -184,7 +184,7 @@ class ModelSpec:
     def param_layers(self) -> list[str]:
         return sorted({n.var_path[0] for n in self.nodes if n.op in PARAM_OPS})
 
-    def min_input_frames(self, output_node: str = "tdnn6.affine", limit: int = 100000) -> int:
+    def min_input_frames(self, output_node: str = "output", limit: int = 100000) -> int:
         """The fewest input frames for which `output_node` (at t=0) is computable."""
         from xvjax.model.layers import pooling_frame_weights  # numpy only
 
