@@ -453,8 +453,12 @@ def _tract_response(traits, session, tf, segs, starts, ends, rate) -> np.ndarray
     z1 = np.exp(-1j * w)
     # Nasal zero (moves up during nasals), cancelling the fixed 270 Hz nasal pole elsewhere.
     za1, za2 = _resonator_coefs(nasal_zero[:, None], 100.0, rate)
-    zero = (1 - za1 * z1 - za2 * z1 * z1) / (1 - za1 - za2)
-    h_tract = ((gain[:, None] * zero) / np.fft.rfft(den, _NFFT)).astype(np.complex64)
+    za1, za2 = za1.astype(np.float32), za2.astype(np.float32)
+    z1f = z1.astype(np.complex64)
+    zero = (1 - za1 * z1f - za2 * (z1f * z1f)) * (gain[:, None] / (1 - za1 - za2)).astype(
+        np.float32
+    )
+    h_tract = zero / np.fft.rfft(den.astype(np.float32), _NFFT)
     # Fixed per speaker: the nasal pole, the antiresonance and the source tilt.
     pa1, pa2 = _resonator_coefs(270.0, 100.0, rate)
     sa1, sa2 = _resonator_coefs(traits.sinus_zero, 250.0, rate)
