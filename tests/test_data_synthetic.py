@@ -283,6 +283,11 @@ def test_cli_writes_corpus_and_rejects_bad_options(tmp_path, capsys):
     assert not (tmp_path / "bad" / "corpus.json").exists()
     assert cli.run(["make-demo-corpus", "--preset=huge", str(tmp_path / "bad")]) == 1
     assert "unknown corpus preset 'huge'" in capsys.readouterr().err
+    assert cli.run(["make-demo-corpus", "--target-reverb-prob=1.5", str(tmp_path / "bad")]) == 1
+    assert "--target-reverb-prob must be in [0, 1]" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli.run(["make-demo-corpus", str(tmp_path / "file")]) == 1
+    assert "cannot create the corpus directory" in capsys.readouterr().err
 
 
 def test_cli_options_cover_the_config():

@@ -117,6 +117,14 @@ class CorpusConfig:
                 raise XvjaxError(f"--{name.replace('_', '-')} must be at least 1")
         if self.target_snr_min > self.target_snr_max:
             raise XvjaxError("--target-snr-min is above --target-snr-max")
+        for name in ("musan_noise", "musan_music", "musan_speech", "rir_rooms", "rirs_per_room"):
+            if getattr(self, name) < 0:
+                raise XvjaxError(f"--{name.replace('_', '-')} must not be negative")
+        if self.musan_dur <= 0:
+            raise XvjaxError("--musan-dur must be positive")
+        for name in ("target_noise_prob", "target_reverb_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise XvjaxError(f"--{name.replace('_', '-')} must be in [0, 1]")
 
 
 PRESETS: dict[str, CorpusConfig] = {
@@ -367,6 +375,10 @@ def make_corpus(
     cfg = config or PRESETS["default"]
     cfg.validate()
     out = Path(out_dir).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise XvjaxError(f"cannot create the corpus directory {out}: {e.strerror}") from None
     paths = corpus_paths(out)
     meta_path = Path(paths["corpus_json"])
     if meta_path.exists() and not force:
