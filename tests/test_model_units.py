@@ -430,3 +430,15 @@ def test_recompute_batch_stats_accumulates_like_kaldi(tiny):
     np.testing.assert_allclose(st["mean"], h.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(st["var"], h.var(0), rtol=1e-4, atol=1e-6)
     assert new["params"] is v["params"]
+
+
+def test_pooling_window_stops_at_right_context_10000(tiny):
+    """Kaldi pools t' in [0, 10000] only: frames past 10000 + 7 never change the x-vector."""
+    spec, v = tiny
+    x = np.random.default_rng(8).normal(size=(1, 10040, 23)).astype(np.float32)
+    apply = jax.jit(lambda v, x: XVector(spec).apply(v, x, output_node="tdnn6.affine"))
+    long = apply(v, x)
+    cut = apply(v, x[:, : 10001 + 7])  # last computable frame 10000
+    shorter = apply(v, x[:, : 10000 + 7])  # last computable frame 9999
+    np.testing.assert_allclose(long, cut, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(long) - np.asarray(shorter)).max() > 1e-6
