@@ -92,3 +92,25 @@ def test_augmented_batches_are_keyed_and_resumable(audio_dir):
     again = store.make_loader(_sampler(store), prefetch=0)
     again.load_state_dict(b[0].position)
     np.testing.assert_array_equal(next(again).feats, b[1].feats)
+
+
+def test_train_data_from_audio_config(audio_dir):
+    from xvjax.train.config import base_config
+    from xvjax.train.train import build_data
+
+    data, musan = audio_dir
+    c = base_config()
+    c.data.source, c.data.train_dir, c.data.musan, c.data.aug_prob = "audio", data, musan, 0.5
+    c.data.min_chunk = c.data.max_chunk = 100
+    c.data.min_utts_per_spk = 1
+    c.train.batch_size = 4
+    td = build_data(c)
+    assert td.num_speakers == 3 and td.feat_dim == 30
+    batch = next(td.loader)
+    assert batch.feats.shape == (4, 100, 30) and np.isfinite(batch.feats).all()
+    td.loader.close()
+    c.data.musan = ""
+    from xvjax.errors import XvjaxError
+
+    with pytest.raises(XvjaxError, match="--musan"):
+        build_data(c)

@@ -122,3 +122,21 @@ def test_missing_files_are_clear_errors(tmp_path):
     os.makedirs(tmp_path / "x")
     with pytest.raises(XvjaxError, match="does not exist"):
         sources.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
+
+
+def test_train_data_from_egs_config(kaldi_fixtures, tmp_path):
+    from xvjax.train.config import base_config
+    from xvjax.train.train import build_data
+
+    shutil.copy(kaldi_fixtures / "egs" / "egs_sample.ark", tmp_path / "egs.1.ark")
+    c = base_config()
+    c.data.source, c.data.egs_dir = "egs", str(tmp_path)
+    c.train.batch_size = 2
+    from xvjax.errors import XvjaxError
+
+    with pytest.raises(XvjaxError, match="pdf2num"):
+        build_data(c)
+    shutil.copy(kaldi_fixtures / "egs" / "pdf2num", tmp_path / "pdf2num")
+    td = build_data(c)
+    assert td.num_speakers == 20 and td.feat_dim == 30
+    assert next(td.loader).feats.shape == (2, 66, 30)

@@ -34,3 +34,21 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
         build_tfds_dataset(data, str(tmp_path / "tfds"), name="tiny")
     with pytest.raises(XvjaxError, match="does not exist"):
         TfdsStore(str(tmp_path / "nope"))
+
+
+def test_train_data_from_tfds_config(tmp_path):
+    from xvjax.train.config import base_config
+    from xvjax.train.train import build_data
+
+    data = str(tmp_path / "train")
+    write_fake_data_dir(data, num_speakers=3, utts_per_speaker=3, feat_dim=5)
+    path = build_tfds_dataset(data, str(tmp_path / "tfds"))
+    c = base_config()
+    c.data.source, c.data.tfds_dir = "tfds", path
+    c.data.min_chunk = c.data.max_chunk = 30
+    c.train.batch_size = 4
+    td = build_data(c)
+    assert td.num_speakers == 3 and td.feat_dim == 5 and td.description == path
+    batch = next(td.loader)
+    assert batch.feats.shape == (4, 30, 5)
+    td.loader.close()

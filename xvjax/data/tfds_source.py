@@ -46,7 +46,6 @@ def _builder_class():
 
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES = {"1.0.0": "Prepared features (CMN + voiced frames), speaker, utterance id."}
-        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="default")]
 
         def __init__(self, *, store=None, feat_dim: int = 0, split: str = "train", **kwargs):
             self._store, self._feat_dim, self._split = store, feat_dim, split
