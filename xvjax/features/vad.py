@@ -33,9 +33,9 @@ def compute_vad(feats: jax.Array, num_frames: jax.Array, opts: VadOptions) -> ja
     threshold = jnp.full((batch,), np.float32(opts.vad_energy_threshold))
     if opts.vad_energy_mean_scale != 0.0:
         count = jnp.maximum(num_frames, 1).astype(jnp.float32)
-        threshold = threshold + np.float32(opts.vad_energy_mean_scale) * (
-            jnp.sum(log_energy, axis=1) / count
-        )
+        # Kaldi: threshold += scale * sum / T, evaluated left to right in float
+        scaled = np.float32(opts.vad_energy_mean_scale) * jnp.sum(log_energy, axis=1)
+        threshold = threshold + scaled / count
     above = ((log_energy > threshold[:, None]) & valid).astype(jnp.int32)
     c = opts.vad_frames_context
     window = jnp.ones((2 * c + 1,), jnp.int32)
@@ -57,7 +57,8 @@ def compute_vad_numpy(feats: np.ndarray, opts: VadOptions) -> np.ndarray:
     threshold = np.float32(opts.vad_energy_threshold)
     if opts.vad_energy_mean_scale != 0.0:
         threshold = np.float32(
-            threshold + np.float32(opts.vad_energy_mean_scale) * np.float32(log_energy.sum() / t)
+            threshold
+            + np.float32(np.float32(opts.vad_energy_mean_scale) * log_energy.sum()) / np.float32(t)
         )
     above = (log_energy > threshold).astype(np.int64)
     c = opts.vad_frames_context
