@@ -403,3 +403,30 @@ def test_vector_tools_reproduce_kaldi_files(bk, tmp_path, capsys):
         == 0
     )
     assert (t / "copy.txt").read_bytes() == (bk / "plda.txt").read_bytes()
+
+
+def test_dot_products_and_cosine_scoring(bk, tmp_path, capsys):
+    enroll, test = f"ark,t:{bk / 'enroll_spk.ark.txt'}", f"ark,t:{bk / 'test.ark.txt'}"
+    for name in ("e", "t"):
+        src = enroll if name == "e" else test
+        argv = ["ivector-normalize-length", "--scaleup=false", src, f"ark:{tmp_path / name}.ark"]
+        assert run(argv, capsys)[0] == 0
+    argv = [
+        "ivector-compute-dot-products",
+        str(bk / "trials.pairs"),
+        f"ark:{tmp_path / 'e.ark'}",
+        f"ark:{tmp_path / 't.ark'}",
+        str(tmp_path / "dots"),
+    ]
+    rc, _, err = run(argv, capsys)
+    assert rc == 0 and "Processed 1102 trials 0 had errors." in err
+    rc, _, _ = run(
+        ["cosine-scoring", enroll, test, str(bk / "trials.pairs"), str(tmp_path / "cos")], capsys
+    )
+    assert rc == 0
+    dots, cos = read_scores(tmp_path / "dots"), read_scores(tmp_path / "cos")
+    assert max_diff(dots, cos) < 1e-6
+    e, t = vec_table(bk / "enroll_spk.ark.txt"), vec_table(bk / "test.ark.txt")
+    k = ("evl0001", "evl0001-003")
+    want = e[k[0]] @ t[k[1]] / np.linalg.norm(e[k[0]]) / np.linalg.norm(t[k[1]])
+    assert abs(cos[k] - want) < 1e-6

@@ -219,3 +219,27 @@ def test_lda_floors_a_singular_within_covariance_with_kaldis_warning(train, capl
         out = lda.compute_lda(x, spk, dim=10)
     assert "Floored 1 eigenvalues of covariance" in caplog.text
     assert np.all(np.isfinite(out))
+
+
+def test_apply_transform_keeps_unnormalised_scores(kaldi_plda):
+    """Kaldi's Plda::ApplyTransform: the PLDA of T x scores T x exactly like the old one scores x
+    (without length normalisation, the LLR is invariant to invertible maps of the input)."""
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(48, 48)) + 4 * np.eye(48)
+    moved = plda_lib.apply_transform(kaldi_plda, t)
+    e, v = rng.normal(size=(6, 48)), rng.normal(size=(6, 48))
+    kw = dict(normalize_length=False)
+    before = plda_lib.plda_llr(
+        kaldi_plda,
+        plda_lib.plda_transform(kaldi_plda, e, 2, **kw)[0],
+        plda_lib.plda_transform(kaldi_plda, v, **kw)[0],
+        2,
+    )
+    after = plda_lib.plda_llr(
+        moved,
+        plda_lib.plda_transform(moved, e @ t.T, 2, **kw)[0],
+        plda_lib.plda_transform(moved, v @ t.T, **kw)[0],
+        2,
+    )
+    np.testing.assert_allclose(after, before, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(moved.psi, kaldi_plda.psi, rtol=1e-9)

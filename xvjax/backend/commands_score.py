@@ -218,6 +218,38 @@ def cosine_scoring(opts, enroll_rspec, test_rspec, trials_rx, scores_wx):
     return 0 if kept else 1
 
 
+@command(
+    "ivector-compute-dot-products",
+    "Dot products of vector pairs listed in a trials file (cosine after length normalisation)",
+    usage="""
+    Computes dot-products between vectors. The trials file has lines '<key1> <key2>'; the output
+    has '<key1> <key2> <dot-product>' (trials with an unknown key are skipped with a warning).
+    With vectors normalised by 'ivector-normalize-length --scaleup=false' this is cosine scoring.
+    Usage: xvjax ivector-compute-dot-products [options] <trials-in> <ivector1-rspecifier> <ivector2-rspecifier> <scores-out>
+    e.g.: xvjax ivector-compute-dot-products trials ark:enroll.ark ark:test.ark trials.scored""",
+    nargs=(4, 4),
+)
+def ivector_compute_dot_products(opts, trials_rx, rspec1, rspec2, scores_wx):
+    import numpy as np
+
+    keys1, vecs1 = read_vectors(rspec1, "vector")
+    keys2, vecs2 = read_vectors(rspec2, "vector", dim=vecs1.shape[1] if keys1 else None)
+    ie, it, kept, num_err = _index_trials(
+        read_trial_pairs(trials_rx), keys1, keys2, "1st table of ivectors", "2nd table of ivectors"
+    )
+    dots = np.einsum("ij,ij->i", vecs1[ie], vecs2[it]) if kept else np.zeros(0, np.float32)
+    _write_trial_scores(scores_wx, kept, dots)
+    if kept:
+        mean = dots.astype(np.float64).mean()
+        log.info(
+            "Mean dot-product was %g, standard deviation was %g",
+            mean,
+            np.sqrt(max(np.mean(dots.astype(np.float64) ** 2) - mean**2, 0.0)),
+        )
+    log.info("Processed %d trials %d had errors.", len(kept), num_err)
+    return 0 if kept else 1
+
+
 def _write_rows(wspec, keys, blocks, num_cols, dtype) -> None:
     """Assembles row blocks from `iter_score_blocks` and writes one vector per enrolment key."""
     import numpy as np
