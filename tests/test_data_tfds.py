@@ -52,3 +52,20 @@ def test_train_data_from_tfds_config(tmp_path):
     batch = next(td.loader)
     assert batch.feats.shape == (4, 30, 5)
     td.loader.close()
+
+
+def test_make_tfds_dataset_command(tmp_path, capsys):
+    import logging
+
+    from xvjax import cli
+
+    data = str(tmp_path / "train")
+    write_fake_data_dir(data, num_speakers=2, utts_per_speaker=2, feat_dim=4)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        assert cli.run(["make-tfds-dataset", "--name=cmd", data, str(tmp_path / "out")]) == 0
+    finally:
+        root.handlers[:] = handlers
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert TfdsStore(path).utt2len.keys() == sources.FeatsStore(data).utt2len.keys()
