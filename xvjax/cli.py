@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import shlex
 import sys
 import textwrap
@@ -277,7 +278,14 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    try:
+        code = run(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:  # `xvjax cmd --help | head`: the reader went away, not our error
+        code = 0
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":
