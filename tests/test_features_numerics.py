@@ -316,3 +316,12 @@ def test_prepare_feats_bad_input_is_isolated(kaldi_fixtures):
     assert counts.tolist()[1:] == [0, 0, 0, 0]
     np.testing.assert_array_equal(feats[0], good)
     assert np.isfinite(feats).all() and not feats[1:].any()
+
+
+@pytest.mark.parametrize("logn", [1, 2, 3, 4, 5, 8])
+def test_kaldi_fft_breadth_first_is_the_recursion(logn):
+    """The batched-by-size FFT performs bit-for-bit the operations of Kaldi's recursion."""
+    x = np.random.default_rng(logn).standard_normal((2, 1 << logn, 64)).astype(np.float32) * 1e3
+    a = kaldi_fft._recursive(x[0], x[1], logn)
+    b = kaldi_fft._breadth_first(x[0], x[1], logn)
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()

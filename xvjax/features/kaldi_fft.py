@@ -109,6 +109,79 @@ def _recursive(xr, xi, logn: int):
     return np.concatenate([er, ar, br]), np.concatenate([ei, ai, bi])
 
 
+def _level_step(xr, xi, logn: int):
+    """The non-recursive part of `ComputeRecursive` for k same-size problems: (k, 2^logn, M)."""
+    if logn == 1:
+        r0, r1, i0, i1 = xr[:, 0], xr[:, 1], xi[:, 0], xi[:, 1]
+        return np.stack([r0 + r1, r0 - r1], 1), np.stack([i0 + i1, i0 - i1], 1)
+    if logn == 2:
+        r0, r1, r2, r3 = (xr[:, j] for j in range(4))
+        i0, i1, i2, i3 = (xi[:, j] for j in range(4))
+        r0, r2 = r0 + r2, r0 - r2
+        i0, i2 = i0 + i2, i0 - i2
+        r1, r3 = r1 + r3, r1 - r3
+        i1, i3 = i1 + i3, i1 - i3
+        r0, r1 = r0 + r1, r0 - r1
+        i0, i1 = i0 + i1, i0 - i1
+        r2, i3, i2, r3 = r2 + i3, i2 + r3, i2 - r3, r2 - i3
+        return np.stack([r0, r1, r2, r3], 1), np.stack([i0, i1, i2, i3], 1)
+    m = 1 << logn
+    m2, m4, m8 = m // 2, m // 4, m // 8
+    a, b = xr[:, :m2], xr[:, m2:]
+    xr = np.concatenate([a + b, a - b], 1)
+    a, b = xi[:, :m2], xi[:, m2:]
+    xi = np.concatenate([a + b, a - b], 1)
+    ar, br = xr[:, m2 : m2 + m4], xr[:, m2 + m4 :]
+    ai, bi = xi[:, m2 : m2 + m4], xi[:, m2 + m4 :]
+    ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
+    sq = f32(np.sqrt(0.5))
+    r1, i1, r2, i2 = ar[:, 1:], ai[:, 1:], br[:, 1:], bi[:, 1:]
+    sp_r1, sp_i1 = sq * (r1 + i1), sq * (i1 - r1)
+    sp_r2, sp_i2 = sq * (i2 - r2), -sq * (r2 + i2)
+    if logn >= 4:
+        cn, spcn, smcn, c3n, spc3n, smc3n = (t[None, :, None] for t in _tables(logn))
+        t2 = cn * (r1 + i1)
+        g_i1 = spcn * r1 + t2
+        g_r1 = smcn * i1 + t2
+        t2 = c3n * (r2 + i2)
+        g_i2 = spc3n * r2 + t2
+        g_r2 = smc3n * i2 + t2
+        special = (np.arange(1, m4) == m8)[None, :, None]
+        r1, i1 = np.where(special, sp_r1, g_r1), np.where(special, sp_i1, g_i1)
+        r2, i2 = np.where(special, sp_r2, g_r2), np.where(special, sp_i2, g_i2)
+    else:
+        r1, i1, r2, i2 = sp_r1, sp_i1, sp_r2, sp_i2
+    xr[:, m2 + 1 : m2 + m4], xi[:, m2 + 1 : m2 + m4] = r1, i1
+    xr[:, m2 + m4 + 1 :], xi[:, m2 + m4 + 1 :] = r2, i2
+    xr[:, m2], xi[:, m2] = ar[:, 0], ai[:, 0]
+    xr[:, m2 + m4], xi[:, m2 + m4] = br[:, 0], bi[:, 0]
+    return xr, xi
+
+
+def _breadth_first(xr, xi, logn: int):
+    """`_recursive` reorganised by problem size: all sub-FFTs of one size in one array op.
+
+    Each sub-problem only touches its own contiguous segment and its children are smaller, so
+    processing sizes from large to small performs exactly the same float operations.
+    """
+    xr, xi = np.array(xr), np.array(xi)
+    buckets: dict[int, list[int]] = {logn: [0]}
+    for level in range(logn, 0, -1):
+        offsets = buckets.get(level)
+        if not offsets:
+            continue
+        m = 1 << level
+        idx = np.asarray(offsets)[:, None] + np.arange(m)[None, :]
+        xr[idx], xi[idx] = _level_step(xr[idx], xi[idx], level)
+        if level >= 3:
+            m2, m4 = m // 2, m // 4
+            buckets.setdefault(level - 1, []).extend(offsets)
+            quarters = buckets.setdefault(level - 2, [])
+            quarters.extend(o + m2 for o in offsets)
+            quarters.extend(o + m2 + m4 for o in offsets)
+    return xr, xi
+
+
 @functools.lru_cache(maxsize=16)
 def _bit_reverse(logn: int) -> np.ndarray:
     n = 1 << logn
@@ -145,7 +218,7 @@ def power_spectrum_numpy(frames: np.ndarray, n_fft: int) -> np.ndarray:
     assert 1 << logn == half and logn >= 2, n_fft
     lead = frames.shape[:-1]
     x = np.ascontiguousarray(frames.reshape(-1, n_fft).T)  # (n_fft, M)
-    br, bi = _recursive(x[0::2], x[1::2], logn)
+    br, bi = _breadth_first(x[0::2], x[1::2], logn)
     perm = _bit_reverse(logn)
     br, bi = br[perm], bi[perm]
     # Real-FFT recombination (k = 1 .. half/2), Kaldi's operation order.
