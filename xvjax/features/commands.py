@@ -203,7 +203,7 @@ def compute_vad_cmd(opts, feats_rspec, vad_wspec):
     tot_length = tot_decision = 0.0
     with tables.Writer(vad_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.shape[0] == 0:
+            if feats.ndim != 2 or feats.size == 0:
                 log.warning("Empty feature matrix for utterance %s", utt)
                 num_err += 1
                 continue
@@ -247,7 +247,7 @@ def apply_cmvn_sliding(opts, feats_rspec, feats_wspec):
     num_done = num_err = 0
     with tables.Writer(feats_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.shape[0] == 0:
+            if feats.ndim != 2 or feats.size == 0:
                 log.warning("Empty feature matrix for utterance %s", utt)
                 num_err += 1
                 continue
@@ -277,7 +277,7 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
     vad = tables.RandomAccess(vad_rspec)
     with tables.Writer(feats_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.shape[0] == 0:
+            if feats.ndim != 2 or feats.size == 0:
                 log.warning("Empty feature matrix for utterance %s", utt)
                 num_err += 1
                 continue
