@@ -56,7 +56,7 @@ def test_background_snr_exact(speech, snr):
     )
     assert not mixed[n:].any()
     # the track is the noise repeated from its start (wav-reverberate --duration)
-    track = noise[:n] / noise[0] * float(bank.signals[0, 0])
+    track = noise[:n] / noise[0] * float(bank.signals[0])
     np.testing.assert_allclose(track[2500:5000], track[:2500], rtol=1e-3, atol=1e-2)
 
 
@@ -95,7 +95,7 @@ def test_reverb_compensates_rir_delay_and_keeps_power(speech):
     rir[delay] = 32767.0
     rir[delay + 1 :] = _noise(2, 800 - delay - 1, 1500.0) * np.exp(-np.arange(800 - delay - 1) / 80)
     bank = make_bank([rir], scale=1 / 32768.0)
-    out = np.asarray(augment.reverberate(jnp.asarray(speech), N, bank.signals[0], bank.lengths[0]))
+    out = np.asarray(augment.reverberate(jnp.asarray(speech), N, bank.segment(0), bank.lengths[0]))
     lags = np.arange(-300, 301)
     xc = [np.dot(out[max(0, k) : N + min(0, k)], speech[max(0, -k) : N - max(0, k)]) for k in lags]
     assert lags[int(np.argmax(xc))] == 0  # direct path aligned with the input
@@ -179,8 +179,8 @@ def test_source_layouts(tmp_path):
     assert int(src.noise.lengths[0]) == 800  # 16 kHz MUSAN noise resampled to 8 kHz
     assert int(src.music.lengths[0]) == 800
     assert src.speech.size == 2
-    assert abs(float(src.rirs.signals[0, 10]) - 20000 / 32768) < 1e-6
-    assert int(jnp.argmax(src.rirs.signals[0])) == 10
+    assert abs(float(src.rirs.segment(0)[10]) - 20000 / 32768) < 1e-6
+    assert int(jnp.argmax(src.rirs.segment(0))) == 10
     all_rirs = sources.resolve(str(tmp_path / "RIRS_NOISES"), "rirs")
     assert len(all_rirs) == 1
 

@@ -33,15 +33,40 @@ import numpy as np
 KINDS = ("clean", "reverb", "noise", "music", "babble")
 
 
-class SourceBank(NamedTuple):
-    """Padded signals (num, max_len) float32 and their lengths (num,) int32 (a jax pytree)."""
+@jax.tree_util.register_pytree_node_class
+class SourceBank:
+    """Augmentation sources stored back to back (no padding per source, so MUSAN fits).
 
-    signals: jax.Array
-    lengths: jax.Array
+    signals: (total + max_len,) float32, source i at [offsets[i], offsets[i] + lengths[i]), with
+    max_len zeros at the end so fixed-size slices never run off the array; powers: (num,) mean
+    square of each source over its own samples (Kaldi's noise power). `max_len` is static.
+    """
+
+    def __init__(self, signals, offsets, lengths, powers, max_len: int):
+        self.signals, self.offsets, self.lengths, self.powers = signals, offsets, lengths, powers
+        self.max_len = int(max_len)
+
+    def tree_flatten(self):
+        return (self.signals, self.offsets, self.lengths, self.powers), self.max_len
+
+    @classmethod
+    def tree_unflatten(cls, max_len, children):
+        return cls(*children, max_len)
 
     @property
     def size(self) -> int:
-        return int(self.signals.shape[0])
+        return int(self.offsets.shape[0])
+
+    def segment(self, i, width: int | None = None):
+        """(width,) source i from its start, zero past its length (width defaults to max_len)."""
+        width = self.max_len if width is None else int(width)
+        seg = jax.lax.dynamic_slice(self.signals, (self.offsets[i],), (width,))
+        return jnp.where(jnp.arange(width) < self.lengths[i], seg, 0.0)
+
+    def at(self, i, positions):
+        """Samples of source i at `positions` (clipped into the source)."""
+        pos = jnp.clip(positions, 0, jnp.maximum(self.lengths[i] - 1, 0))
+        return self.signals[self.offsets[i] + pos]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +149,11 @@ def mix_at_snr(x, n, noise_tracks, snrs, noise_powers, active):
     return mixed * gain, noise * gain, gain
 
 
-def background_track(noise, noise_len, total):
-    """A noise repeated from its start to fill `total` samples (`wav-reverberate --duration`)."""
-    idx = jnp.arange(total) % jnp.maximum(noise_len, 1)
-    return jnp.where(noise_len > 0, noise[jnp.minimum(idx, noise.shape[0] - 1)], 0.0)
+def background_track(bank: SourceBank, i, total: int):
+    """Source i repeated from its start to fill `total` samples (`wav-reverberate --duration`)."""
+    length = bank.lengths[i]
+    idx = jnp.arange(total) % jnp.maximum(length, 1)
+    return jnp.where(length > 0, bank.at(i, idx), 0.0)
 
 
 def add_background(key, x, n, bank: SourceBank, snr_choices, count_choices):
@@ -139,7 +165,7 @@ def add_background(key, x, n, bank: SourceBank, snr_choices, count_choices):
     snrs = jnp.asarray(snr_choices, jnp.float32)[
         jax.random.randint(s_key, (max_k,), 0, len(snr_choices))
     ]
-    tracks = jax.vmap(lambda i: background_track(bank.signals[i], bank.lengths[i], x.shape[0]))(idx)
+    tracks = jax.vmap(lambda i: background_track(bank, i, x.shape[0]))(idx)
     t = jnp.arange(x.shape[0])
     powers = jax.vmap(lambda tr: _power(jnp.where(t < n, tr, 0.0), n))(tracks)
     return mix_at_snr(x, n, tracks, snrs, powers, jnp.arange(max_k) < k)
@@ -159,12 +185,10 @@ def add_foreground(key, x, n, bank: SourceBank, snr_choices, interval: int, max_
 
     def place(i, start, length):
         rel = t - start
-        ok = (rel >= 0) & (rel < length)
-        return jnp.where(ok, bank.signals[i][jnp.clip(rel, 0, bank.signals.shape[1] - 1)], 0.0)
+        return jnp.where((rel >= 0) & (rel < length), bank.at(i, rel), 0.0)
 
     tracks = jax.vmap(place)(idx, starts, lens)
-    powers = jax.vmap(lambda i, ln: jnp.sum(bank.signals[i] ** 2) / jnp.maximum(ln, 1))(idx, lens)
-    return mix_at_snr(x, n, tracks, snrs, powers, active)
+    return mix_at_snr(x, n, tracks, snrs, bank.powers[idx], active)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -182,7 +206,7 @@ def _augment_one(key, x, n, sources: Sources, config: AugmentConfig):
     outs = [clean]
     if sources.rirs is not None:
         i = jax.random.randint(r_key, (), 0, sources.rirs.size)
-        outs.append(reverberate(x, n, sources.rirs.signals[i], sources.rirs.lengths[i]))
+        outs.append(reverberate(x, n, sources.rirs.segment(i), sources.rirs.lengths[i]))
     else:
         outs.append(clean)
     interval = int(round(config.fg_interval * config.sample_frequency))

@@ -194,7 +194,7 @@ def augment_data_dir(opts, in_dir, out_dir):
     def run(key, x, n):
         if opts.rir_lists:
             i = jax.random.randint(key, (), 0, bank.size)
-            return augment.reverberate(x, n, bank.signals[i], bank.lengths[i])
+            return augment.reverberate(x, n, bank.segment(i), bank.lengths[i])
         if opts.fg_noise_dir:
             return augment.add_foreground(key, x, n, bank, fg_snrs, interval, 64)[0]
         return augment.add_background(key, x, n, bank, bg_snrs, counts)[0]

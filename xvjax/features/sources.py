@@ -49,20 +49,22 @@ def _read(spec: str, target_rate: int) -> np.ndarray:
 
 
 def make_bank(signals: list[np.ndarray], max_samples: int | None = None, scale: float = 1.0):
-    """Pads a list of 1-D signals into a `SourceBank` (first `max_samples` of each)."""
+    """Packs 1-D signals (first `max_samples` of each) back to back into a `SourceBank`."""
     import jax.numpy as jnp
 
     from xvjax.features.augment import SourceBank
 
     if not signals:
         raise XvjaxError("no source signals to build a bank from")
-    if max_samples:
-        signals = [s[:max_samples] for s in signals]
-    width = max(1, max(len(s) for s in signals))
-    out = np.zeros((len(signals), width), np.float32)
-    for i, s in enumerate(signals):
-        out[i, : len(s)] = np.asarray(s, np.float32) * scale
-    return SourceBank(jnp.asarray(out), jnp.asarray([len(s) for s in signals], jnp.int32))
+    parts = [np.asarray(s[:max_samples] if max_samples else s, np.float32) * np.float32(scale)
+             for s in signals]  # fmt: skip
+    lengths = np.array([len(p) for p in parts], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    max_len = max(1, int(lengths.max()))
+    flat = np.concatenate(parts + [np.zeros(max_len, np.float32)])
+    powers = np.array([np.dot(p.astype(np.float64), p) / max(len(p), 1) for p in parts], np.float32)
+    return SourceBank(jnp.asarray(flat), jnp.asarray(offsets, jnp.int32),
+                      jnp.asarray(lengths, jnp.int32), jnp.asarray(powers), max_len)  # fmt: skip
 
 
 def list_musan(root: str, kind: str) -> list[str]:
