@@ -152,7 +152,13 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         Opt("utt-prefix", "", "Prefix added to utterance ids (prefix-utt)"),
         Opt("modify-spk-id", False, "Also add the prefix/suffix to speaker ids"),
         Opt("random-seed", 123, "Seed (same seed -> identical output)"),
-        Opt("max-source-seconds", 600.0, "Keep at most this much of each noise file"),
+        Opt(
+            "max-source-seconds",
+            60.0,
+            "Keep the first seconds of each noise file (memory cap; "
+            "background noises only use the first utterance-length, so exact when >= the longest "
+            "utterance; 0: no cap)",
+        ),
         Opt("progress", True, "Show a progress bar"),
     ],
     nargs=(2, 2),
