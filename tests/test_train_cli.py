@@ -75,6 +75,9 @@ def test_parse_options_and_overrides(setup):
     assert config.optim.lr_mults == "output:2"
     config, _, _ = parse_train_argv(_argv(data, "w", "--egs-dir=exp/egs"))
     assert config.data.source == "egs"
+    config, _, _ = parse_train_argv(_argv(data, "w", "--musan=musan", "--rirs=RIRS_NOISES"))
+    assert config.data.source == "audio" and config.data.aug_prob == 0.5
+    assert config.data.musan == "musan" and config.data.rirs == "RIRS_NOISES"
 
 
 @pytest.mark.parametrize(
@@ -109,6 +112,7 @@ def test_missing_required(setup):
         (["--config.data.min_chunk=500", "--config.data.max_chunk=500"], "0 speaker"),
         (["--init-from=/no/such/model.raw"], "no such file"),
         (["--data=/no/such/dir"], "no feats.scp"),
+        (["--musan=/m", "--source=feats"], "use --source=audio"),
     ],
 )
 def test_bad_input_is_one_line_error_before_compute(setup, capsys, extra, message):

@@ -59,6 +59,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """The runs compile the same step: JAX's persistent cache saves all but the first compile."""
+    ENV["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+
+
 def _committed_steps(workdir):
     d = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(d):

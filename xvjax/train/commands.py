@@ -113,6 +113,12 @@ def parse_train_argv(argv: list[str]):
         config.data.source = "egs"
     if values.get("tfds-dir") and "source" not in values:
         config.data.source = "tfds"
+    if values.get("musan") or values.get("rirs"):
+        # augmentation works on audio: features are then computed on the fly from wav.scp
+        if "source" not in values:
+            config.data.source = "audio"
+        if config.data.aug_prob == 0:
+            config.data.aug_prob = 0.5
     return config, workdir, verbose
 
 

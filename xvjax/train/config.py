@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
             vad_config="",
             musan="",  # MUSAN dir (noise/ music/ speech/)
             rirs="",  # RIRS_NOISES dir
-            aug_prob=0.0,  # probability that a chunk is augmented (one of reverb/noise/music/babble)
+            # probability that a chunk is augmented (one of reverb/noise/music/babble, equally);
+            # the CLI sets 0.5 when --musan/--rirs are given and this is 0
+            aug_prob=0.0,
         )
     )
     c.optim = ml_collections.ConfigDict(

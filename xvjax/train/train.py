@@ -53,6 +53,11 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     d = config.data
     seed = int(config.seed)
     batch = int(config.train.batch_size)
+    if (d.musan or d.rirs) and d.source != "audio":
+        raise XvjaxError(
+            f"--musan/--rirs augment audio on the fly: use --source=audio with a data dir that has "
+            f"wav.scp (data.source is '{d.source}')"
+        )
     if d.source == "egs":
         if not d.egs_dir:
             raise XvjaxError("data.source=egs needs data.egs_dir (Kaldi exp/.../egs)")
