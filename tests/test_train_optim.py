@@ -152,3 +152,15 @@ def test_optimizer_jits():
     upd, _ = jax.jit(opt.tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
     assert float(optax.tree.norm(upd["tdnn1"])) == 0.0
     assert float(optax.tree.norm(upd["output"])) > 0.0
+
+
+def test_model_learning_rate_factors_seed_the_plan():
+    """Kaldi's learning-rate-factor (0 freezes a component) is the starting multiplier."""
+    plan = optim.layer_plan(LAYERS, base_mults={"tdnn1": 0.0, "tdnn2": 0.5}, lr_mults="tdnn2:2")
+    assert plan.frozen == ("tdnn1",) and plan.mults["tdnn2"] == 1.0
+    params = _params()
+    opt = optim.make_optimizer(_cfg(), params, 10, model_lr_factors={"tdnn1": 0.0})
+    assert opt.plan.frozen == ("tdnn1",)
+    cfg = _cfg()
+    cfg.use_model_lr_factors = False
+    assert optim.make_optimizer(cfg, params, 10, model_lr_factors={"tdnn1": 0.0}).plan.frozen == ()

@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
             freeze="",  # regex(es) on layer names, e.g. "tdnn[1-5]"
             train_only="",  # e.g. "output" or "tdnn[6-7],output"
             lr_mults="",  # e.g. "tdnn[6-7]:0.5,output:2"
+            use_model_lr_factors=True,  # Kaldi learning-rate-factor of imported layers (0 = frozen)
             freeze_bn=True,  # BatchNorm stats of frozen layers stay as imported
             max_change=0.75,  # per-layer cap when the model has none (Kaldi relu-batchnorm default)
             max_change_per_layer="",  # e.g. "output:1.5"

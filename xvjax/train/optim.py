@@ -140,14 +140,17 @@ def layer_plan(
     freeze: str | Sequence[str] | None = None,
     train_only: str | Sequence[str] | None = None,
     lr_mults: str | Mapping[str, float] | None = None,
+    base_mults: Mapping[str, float] | None = None,
 ) -> LayerPlan:
     """Resolves --freeze / --train-only / lr multipliers into a per-layer multiplier.
 
-    `train_only` freezes every layer it does not match; `freeze` then freezes what it matches; a
-    multiplier of 0 also freezes. A pattern that matches no layer is an error (before any compute).
+    `base_mults` are the model's own factors (Kaldi `learning-rate-factor`, 0 = frozen);
+    `train_only` freezes every layer it does not match; `freeze` then freezes what it matches;
+    `lr_mults` multiply the rest, and a multiplier of 0 also freezes. A pattern that matches no layer
+    is an error (before any compute).
     """
     layers = list(layers)
-    mults = {name: 1.0 for name in layers}
+    mults = {name: float((base_mults or {}).get(name, 1.0)) for name in layers}
     if split_patterns(train_only):
         keep = set(match_layers(split_patterns(train_only), layers, "train_only"))
         for name in layers:
@@ -159,8 +162,7 @@ def layer_plan(
         if mult < 0:
             raise XvjaxError(f"lr_mults: negative multiplier {mult} for '{pat}'")
         for name in match_layers([pat], layers, "lr_mults"):
-            if mults[name] != 0.0:
-                mults[name] = mult
+            mults[name] *= mult
     if all(m == 0 for m in mults.values()):
         raise XvjaxError("every layer is frozen: nothing to train (check --freeze/--train-only)")
     return LayerPlan(mults)
@@ -312,16 +314,22 @@ class Optimizer(NamedTuple):
 
 
 def make_optimizer(
-    cfg, params: Mapping[str, Any], num_steps: int, model_max_changes=None
+    cfg, params: Mapping[str, Any], num_steps: int, model_max_changes=None, model_lr_factors=None
 ) -> Optimizer:
     """Builds the optax chain from `config.optim` for a parameter tree `{layer: {...}}`.
+
+    `model_max_changes` / `model_lr_factors`: per-layer Kaldi `max-change` / `learning-rate-factor`
+    of the model (used when `cfg.use_model_lr_factors`, the default).
 
     Fields used: optimizer ('sgd'|'adam'|'adamw'), momentum, initial_lr, final_lr, schedule,
     warmup_steps, weight_decay, freeze, train_only, lr_mults, max_change (default per-layer cap, 0 = off),
     max_change_per_layer ('pattern:cap,...'), max_param_change (0 = off).
     """
     layers = list(params.keys())
-    plan = layer_plan(layers, cfg.get("freeze", ""), cfg.get("train_only", ""), cfg.get("lr_mults"))
+    base = model_lr_factors if cfg.get("use_model_lr_factors", True) else None
+    plan = layer_plan(
+        layers, cfg.get("freeze", ""), cfg.get("train_only", ""), cfg.get("lr_mults"), base
+    )
     schedule = make_schedule(cfg, num_steps)
     transforms: dict[str, optax.GradientTransformation] = {}
     for mult in sorted(set(plan.mults.values())):

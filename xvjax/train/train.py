@@ -110,7 +110,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
 
 
 def build_model(config, num_speakers: int, feat_dim: int):
-    """(spec, variables, max_changes) from config.init_from (resized) or from scratch."""
+    """(spec, variables) from config.init_from (resized) or from scratch."""
     import jax
 
     from xvjax.model.spec import xvector_1a_spec
@@ -159,11 +159,19 @@ def build_model(config, num_speakers: int, feat_dim: int):
             bn_momentum=float(m.bn_momentum),
         )
         variables = init_variables(spec, key)
-    caps = {}
+    return spec, variables
+
+
+def model_factors(spec) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-layer Kaldi `max-change` and `learning-rate-factor` recorded in the model spec."""
+    caps, factors = {}, {}
     for node in spec.nodes:
+        layer = node.var_path[0]
         if "max-change" in node.kaldi:
-            caps[node.var_path[0]] = float(node.kaldi["max-change"])
-    return spec, variables, caps
+            caps[layer] = float(node.kaldi["max-change"])
+        if "learning-rate-factor" in node.kaldi:
+            factors[layer] = float(node.kaldi["learning-rate-factor"])
+    return caps, factors
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -347,14 +355,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         with open(spec_path, encoding="utf-8") as f:
             spec = ModelSpec.from_json(f.read())
         variables = init_variables(spec, jax.random.key(0))  # shapes only; restored below
-        caps = {
-            n.var_path[0]: float(n.kaldi["max-change"])
-            for n in spec.nodes
-            if "max-change" in n.kaldi
-        }
         log.info("Resuming from %s (step %d)", ckpt.directory, resume_step)
     else:
-        spec, variables, caps = build_model(config, data.num_speakers, data.feat_dim)
+        spec, variables = build_model(config, data.num_speakers, data.feat_dim)
     if spec.input_dim != data.feat_dim:
         raise XvjaxError(
             f"model takes {spec.input_dim}-dim input, features are {data.feat_dim}-dim"
@@ -363,7 +366,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise XvjaxError(
             f"model has {spec.output_dim('output')} outputs, the data has {data.num_speakers} speakers"
         )
-    opt = optim.make_optimizer(config.optim, variables["params"], num_steps, caps)
+    caps, factors = model_factors(spec)
+    opt = optim.make_optimizer(config.optim, variables["params"], num_steps, caps, factors)
     frozen_bn = opt.plan.frozen if config.optim.freeze_bn else ()
     log.info(
         "Layers: %s; BatchNorm statistics frozen in: %s",
