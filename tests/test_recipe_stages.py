@@ -218,3 +218,45 @@ def test_lda_dim_capped_by_speakers():
     lda_mat, plda = be.fit_lda_plda(small, lda_dim=100)
     assert lda_mat.shape == (4, 9)
     assert len(plda.psi) == 4
+
+
+# ----------------------------------------------------------------------------- command line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_OPTS = ("src-data", "tgt-train", "tgt-adapt", "tgt-enroll", "tgt-test", "trials",
+             "pretrained", "plda", "mean", "lda", "musan", "rirs", "stage", "workdir")  # fmt: skip
+
+
+def test_demo_command_options_and_errors(tmp_path, capsys):
+    from xvjax import cli
+
+    assert cli.run(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in USER_OPTS:
+        assert f"--{opt} " in out
+    assert cli.run(["demo", "--preset=huge", f"--workdir={tmp_path}"]) == 1
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert cli.run(["demo", f"--workdir={tmp_path}", "--tgt-enroll=/nonexistent"]) == 1
+    assert "--tgt-train" in capsys.readouterr().err
+
+
+def test_run_transfer_script_passes_user_options(tmp_path):
+    import subprocess
+
+    fake = tmp_path / "fake_xvjax"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    argv = [os.path.join(REPO, "scripts", "run_transfer.sh")]
+    for opt in USER_OPTS:
+        argv += [f"--{opt}", f"v-{opt}" if opt != "stage" else "3"]
+    argv.append("--sample-rate=8000")
+    out = subprocess.run(
+        argv, env={**os.environ, "XVJAX": str(fake)}, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == "demo"
+    assert "--workdir=v-workdir" in out and "--stage=3" in out and "--sample-rate=8000" in out
+    for opt in USER_OPTS[:-2]:
+        assert f"--{opt}=v-{opt}" in out
+    bad = subprocess.run(argv[:1] + ["--trials"], env={**os.environ, "XVJAX": str(fake)},
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "needs a value" in bad.stderr

@@ -15,6 +15,8 @@ _OPTS = (
      "4 backends, 5 fine-tuning, 6 results); -1 resumes, skipping stages already done"),
     ("preset", "default", "Corpus and training sizes: tiny (tests), default (the demo), large"),
     ("corpus-seed", None, "Seed of the built-in corpus (default: the preset's)", int),
+    ("corpus-options", None, "Corpus size/seed overrides, e.g. source_train_spk=40,test_utts=4 "
+     "(make-demo-corpus option names with _)", str),
     ("num-jobs", 2, "Worker processes for the corpus generator"),
     ("src-data", "", "Source-domain labelled data dir (trains the source model and backend)"),
     ("src-enroll", "", "Source-domain enrollment data dir (source reference trials)"),

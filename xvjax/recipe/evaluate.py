@@ -190,6 +190,11 @@ def best_recipe(ctx: dict) -> be.Recipe:
     return be.Recipe.from_dict(best["recipe"])
 
 
+def best_recipe_id(ctx: dict) -> str:
+    with open(ctx["backend_rows"], encoding="utf-8") as f:
+        return json.load(f)["best"]
+
+
 def sets_needed(ctx: dict) -> list[str]:
     """x-vector sets a fine-tuned model needs for the best backend (and the source reference)."""
     recipe = best_recipe(ctx)
@@ -210,9 +215,10 @@ def finetune_rows(cfg, ctx: dict, results: dict) -> dict:
     """Rows 6a/6b: each fine-tuned model's x-vectors with the best backend of rows 1-5, refitted
     on that model's x-vectors (its own source/in-domain LDA+PLDA, means, cohort)."""
     recipe = best_recipe(ctx)
+    best_id = best_recipe_id(ctx)
     trials = load_trials(ctx)
     rows = []
-    labels = {"6a": "fine-tuned, lower layers frozen", "6b": "fine-tuned, all layers trained"}
+    labels = {"6a": "fine-tuned, {freeze} frozen", "6b": "fine-tuned, all layers trained"}
     for row_id, res in results.items():
         sets = load_sets(res["xvectors"])
         r = recipe
@@ -224,6 +230,6 @@ def finetune_rows(cfg, ctx: dict, results: dict) -> dict:
             r = dataclasses.replace(r, model="target", mean="adapt")
         need = ("source",) if r.model == "source" or r.mean == "source" else ()
         pieces = _pieces(cfg, sets, need + ("target",) if r.model == "target" else need)
-        name = f"{labels[row_id]} (freeze: {res['freeze']}) + best backend"
+        name = labels[row_id].format(freeze=res["freeze"]) + f" + best backend (row {best_id})"
         rows.append(run_row(cfg, row_id, name, r, pieces, sets, trials, f"fine-tuned {row_id}"))
     return {"rows": rows}

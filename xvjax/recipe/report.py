@@ -102,9 +102,10 @@ def build_markdown(rows: Sequence[dict], meta: dict) -> str:
         parts.append("Data: the user's data dirs.")
     else:
         parts.append(
-            f"Corpus: built-in synthetic two-domain corpus, preset `{corpus.get('preset')}`, corpus "
-            f"seed {corpus.get('seed')}; source {corpus.get('source_rate')} Hz clean, target "
-            f"{corpus.get('target_rate')} Hz telephone band."
+            f"Corpus: built-in synthetic two-domain corpus, preset `{corpus.get('preset')}`"
+            + "".join(f", {k}={v}" for k, v in sorted(corpus.get("overrides", {}).items()))
+            + f", corpus seed {corpus.get('seed')}; source {corpus.get('source_rate')} Hz clean, "
+            f"target {corpus.get('target_rate')} Hz telephone band."
         )
     feats = meta.get("features", {})
     parts.append(
@@ -201,7 +202,8 @@ def _finite(x) -> bool:
 
 
 def write_results(cfg, ctx: dict) -> dict:
-    """Stage 6: results.md, results.json, det.png (target; det_source.png), training_curves.png."""
+    """Stage 6: WORKDIR/results/{results.md, results.json, det.png, det_source.png,
+    training_curves.png}, and a copy of results.md in WORKDIR."""
     out_dir = os.path.join(cfg.workdir, "results")
     os.makedirs(out_dir, exist_ok=True)
     rows: list[dict] = []
@@ -240,8 +242,9 @@ def write_results(cfg, ctx: dict) -> dict:
     }
     md = build_markdown(rows, meta)
     md_path = os.path.join(out_dir, "results.md")
-    with atomic_open(md_path, "w", encoding="utf-8") as f:
-        f.write(md)
+    for path in (md_path, os.path.join(cfg.workdir, "results.md")):  # README: WORKDIR/results.md
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write(md)
     det_path = os.path.join(out_dir, "det.png")
     det_plot(rows, det_path, "target")
     outputs = {"results_md": md_path, "det_png": det_path}

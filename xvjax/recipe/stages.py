@@ -99,9 +99,20 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
         musan, rirs = cfg.musan, cfg.rirs
         corpus = {"preset": "user data", "seed": None}
     else:
+        import dataclasses
+
         from xvjax.data import synthetic
 
-        overrides = {} if cfg.corpus_seed is None else {"seed": cfg.corpus_seed}
+        overrides = cfg.corpus_overrides()
+        fields = {f.name: f for f in dataclasses.fields(synthetic.CorpusConfig)}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise XvjaxError(f"--corpus-options: the corpus has no option '{key}'")
+            kind = type(getattr(synthetic.PRESETS[cfg.preset], key))
+            try:
+                overrides[key] = kind(value)
+            except ValueError:
+                raise XvjaxError(f"--corpus-options: bad value for {key}: '{value}'") from None
         ccfg = synthetic.preset(cfg.preset, **overrides)
         paths = synthetic.make_corpus(
             os.path.join(cfg.workdir, "corpus"), ccfg, num_jobs=cfg.num_jobs, preset_name=cfg.preset
@@ -113,6 +124,7 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
             meta = json.load(f)
         corpus = {
             "preset": cfg.preset,
+            "overrides": {k: v for k, v in overrides.items() if k != "seed"},
             "seed": meta["seed"],
             "source_rate": meta["source_rate"],
             "target_rate": meta["target_rate"],
@@ -642,7 +654,7 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
         results[row] = {
             "model": model,
             "workdir": workdir,
-            "freeze": freeze or "none (all layers trained)",
+            "freeze": freeze or "nothing",
             "steps": summary.get("step"),
             "final_loss": summary.get("loss"),
             "final_accuracy": summary.get("accuracy"),
