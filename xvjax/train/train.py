@@ -19,290 +19,25 @@ on CPU. SIGINT/SIGTERM stop after the current step and save a checkpoint first.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import signal
 import time
-from typing import Any
 
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.train.builders import TrainData, build_data, build_model, model_factors  # noqa: F401
+from xvjax.train.runtime import (
+    StopFlag,
+    export_model,
+    plot_curve,
+    setup_distributed,
+    to_host,
+    write_json,
+)
 
 log = logging.getLogger("xvjax")
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass
-class TrainData:
-    loader: Any  # iterator of sources.TrainBatch with state_dict/load_state_dict/close
-    num_speakers: int
-    feat_dim: int
-    speakers: tuple[str, ...] | None
-    description: str
-
-
-def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainData:
-    """The training stream of `config.data` (reads metadata and checks it; no network compute)."""
-    from xvjax.data import chunks, sources
-
-    d = config.data
-    seed = int(config.seed)
-    batch = int(config.train.batch_size)
-    if (d.musan or d.rirs) and d.source != "audio":
-        raise XvjaxError(
-            f"--musan/--rirs augment audio on the fly: use --source=audio with a data dir that has "
-            f"wav.scp (data.source is '{d.source}')"
-        )
-    if d.source == "egs":
-        if not d.egs_dir:
-            raise XvjaxError("data.source=egs needs data.egs_dir (Kaldi exp/.../egs)")
-        loader = sources.EgsLoader(
-            d.egs_dir, batch, seed, process_index, process_count, d.get("num_speakers") or None
-        )
-        if not loader.num_speakers:
-            raise XvjaxError(
-                f"egs {d.egs_dir}: no pdf2num to tell the number of speakers; set data.num_speakers"
-            )
-        return TrainData(loader, loader.num_speakers, loader.feat_dim, None, f"egs {d.egs_dir}")
-    if d.source == "feats":
-        if not d.train_dir:
-            raise XvjaxError("no training data: pass --data=DATA_DIR (or data.train_dir)")
-        store = sources.FeatsStore(d.train_dir, prep=d.feats_prep, cache=d.cache)
-        where = d.train_dir
-    elif d.source == "tfds":
-        from xvjax.data.tfds_source import TfdsStore
-
-        store = TfdsStore(d.tfds_dir, split=d.get("tfds_split", "train"))
-        where = d.tfds_dir
-    elif d.source == "audio":
-        from xvjax.data.audio_source import AudioStore
-
-        store = AudioStore.from_config(d, seed)
-        where = d.train_dir
-    else:
-        raise XvjaxError(f"unknown data.source '{d.source}' (feats, audio, egs, tfds)")
-    table, _ = chunks.build_utt_table(
-        store.utt2len, store.utt2spk, int(d.min_chunk), int(d.min_utts_per_spk), source=where
-    )
-    cfg = chunks.ChunkConfig(
-        min_chunk=int(d.min_chunk),
-        max_chunk=int(d.max_chunk),
-        chunk_quantum=int(d.chunk_quantum),
-        frames_per_archive=int(d.frames_per_archive),
-        num_repeats=int(d.num_repeats),
-        batch_size=batch,
-        seed=seed,
-    )
-    sampler = chunks.ChunkSampler(table, cfg, process_index, process_count)
-    if hasattr(store, "make_loader"):
-        loader = store.make_loader(sampler, prefetch=int(d.prefetch))
-    else:
-        loader = sources.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
-    return TrainData(loader, table.num_speakers, store.feat_dim, table.speakers, where)
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def build_model(config, num_speakers: int, feat_dim: int):
-    """(spec, variables) from config.init_from (resized) or from scratch."""
-    import jax
-
-    from xvjax.model.spec import xvector_1a_spec
-    from xvjax.model.xvector import init_variables, resize_output
-
-    key = jax.random.key(int(config.seed))
-    if config.init_from:
-        from xvjax.model.checkpoint import load_any
-
-        spec, variables = load_any(config.init_from)
-        if spec.input_dim != feat_dim:
-            raise XvjaxError(
-                f"model {config.init_from} takes {spec.input_dim}-dim input but the training "
-                f"features are {feat_dim}-dim (check the MFCC config: num-ceps)"
-            )
-        out_affine = config.model.get("output_affine", "output.affine")
-        old = spec.node(out_affine).dim
-        if config.resize_output:
-            spec, variables = resize_output(
-                spec,
-                variables,
-                num_speakers,
-                jax.random.fold_in(key, 1),
-                param_stddev=float(config.output_init.param_stddev),
-                bias_stddev=float(config.output_init.bias_stddev),
-                output_affine=out_affine,
-            )
-            log.info(
-                "Resized %s from %d to %d outputs (in-domain speakers)",
-                out_affine,
-                old,
-                num_speakers,
-            )
-        elif old != num_speakers:
-            raise XvjaxError(
-                f"model {config.init_from} has {old} outputs but the data has {num_speakers} "
-                "speakers; set resize_output=True"
-            )
-    else:
-        m = config.model
-        spec = xvector_1a_spec(
-            input_dim=feat_dim,
-            num_speakers=num_speakers,
-            frame_dims=tuple(m.frame_dims),
-            embedding_dims=tuple(m.embedding_dims),
-            bn_momentum=float(m.bn_momentum),
-        )
-        variables = init_variables(spec, key)
-    return spec, variables
-
-
-def model_factors(spec) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-layer Kaldi `max-change` and `learning-rate-factor` recorded in the model spec."""
-    caps, factors = {}, {}
-    for node in spec.nodes:
-        layer = node.var_path[0]
-        if "max-change" in node.kaldi:
-            caps[layer] = float(node.kaldi["max-change"])
-        if "learning-rate-factor" in node.kaldi:
-            factors[layer] = float(node.kaldi["learning-rate-factor"])
-    return caps, factors
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def to_host(tree):
-    """Numpy copy of a (replicated) pytree of global arrays; works on every process."""
-    import jax
-
-    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
-
-
-def setup_distributed(config) -> None:
-    """jax.distributed from config.dist (or JAX's own cluster auto-detection when empty)."""
-    import jax
-
-    dist = config.dist
-    if int(dist.num_processes) <= 1 and not dist.coordinator:
-        return
-    if not dist.coordinator:
-        raise XvjaxError("multi-process training needs --coordinator=HOST:PORT")
-    jax.config.update("jax_cpu_collectives_implementation", dist.get("cpu_collectives", "gloo"))
-    jax.distributed.initialize(
-        coordinator_address=dist.coordinator,
-        num_processes=int(dist.num_processes),
-        process_id=int(dist.process_id),
-    )
-    log.info(
-        "Process %d of %d joined %s", jax.process_index(), jax.process_count(), dist.coordinator
-    )
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM -> finish the current step, checkpoint, exit."""
-
-    def __init__(self):
-        self.signum = 0
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum:  # second Ctrl-C: give up immediately
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("Got signal %d: saving a checkpoint after this step, then stopping", signum)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _write_json(path: str, obj) -> None:
-    from xvjax.fileutil import atomic_open
-
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-
-
-def plot_curve(history: list[dict], path: str) -> None:
-    """Loss, accuracy and dev EER against training steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from xvjax.fileutil import atomic_path
-
-    train = [h for h in history if "loss" in h]
-    evals = [h for h in history if "dev_eer" in h]
-    fig, axes = plt.subplots(1, 3 if evals else 2, figsize=(12 if evals else 8, 3.2))
-    axes[0].plot([h["step"] for h in train], [h["loss"] for h in train])
-    axes[0].set(xlabel="step", ylabel="cross-entropy", title="training loss")
-    axes[1].plot([h["step"] for h in train], [h["accuracy"] for h in train])
-    axes[1].set(xlabel="step", ylabel="accuracy", title="training accuracy")
-    if evals:
-        axes[2].plot([h["step"] for h in evals], [100 * h["dev_eer"] for h in evals], "o-")
-        axes[2].set(xlabel="step", ylabel="EER (%)", title="dev EER (cosine)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def export_model(path: str, spec, variables) -> None:
-    """The final model as an xvjax model dir (`xvjax.model.checkpoint.save_model` layout).
-
-    Single process: `save_model`. Multi-process: process 0 writes it with an Orbax checkpointer whose
-    barriers involve only process 0 (`save_model`'s would wait for the other processes), then all
-    processes meet at a barrier.
-    """
-    import jax
-
-    from xvjax.model.checkpoint import save_model
-
-    if jax.process_count() == 1:
-        save_model(path, spec, variables)
-        return
-    if jax.process_index() == 0:
-        import shutil
-        import tempfile
-
-        import orbax.checkpoint as ocp
-
-        from xvjax.model import checkpoint as model_ckpt
-
-        parent = os.path.dirname(os.path.abspath(path))
-        tmp = tempfile.mkdtemp(prefix=".final.", suffix=".tmp", dir=parent)
-        try:
-            with open(os.path.join(tmp, model_ckpt.SPEC_FILE), "w", encoding="utf-8") as f:
-                f.write(spec.to_json() + "\n")
-            opts = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
-            with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckptr:
-                ckptr.save(os.path.join(tmp, model_ckpt.VARS_DIR), variables)
-                ckptr.wait_until_finished()
-            if os.path.exists(path):
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices("xvjax-train-final-export")
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -404,7 +139,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f.write(spec.to_json() + "\n")
             if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
                 os.remove(os.path.join(workdir, "metrics.jsonl"))  # a fresh run in an old workdir
-        _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+        write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
         if data.speakers is not None:
             with open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
                 f.writelines(f"{i} {s}\n" for i, s in enumerate(data.speakers))
@@ -469,7 +204,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     step = start
     if start == 0 and dev is not None and config.eval.at_start:
         evaluate(0)
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while step < num_steps:
             batch = next(data.loader)
             state, metrics = train_step(
