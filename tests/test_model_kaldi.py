@@ -20,8 +20,6 @@ SETTINGS = {
     "xvectors_recipe": {"chunk_size": 10000, "min_chunk_size": 25},
     "logsoftmax_whole": {"output_node": "output"},
 }
-# The full-size model is checked on two utterances (one padded, one chunked) to keep tests fast.
-FULL_UTTS = ("u2_16k", "u5_16k")
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +68,6 @@ def assert_close_to_kaldi(ours, ref, what):
 def test_extraction_matches_kaldi(models, extractors, feats, kaldi_fixtures, name, setting):
     _, spec, variables = models[name]
     fe = feats[FEATS[name]]
-    if name == "full":
-        fe = [(u, m) for u, m in fe if u in FULL_UTTS]
     ref = tables.read_dict(f"ark,t:{kaldi_fixtures / 'nnet3' / name / setting}.txt")
     ref = {u: ref[u] for u, _ in fe}
     kwargs = SETTINGS[setting]
