@@ -442,3 +442,22 @@ def test_pooling_window_stops_at_right_context_10000(tiny):
     shorter = apply(v, x[:, : 10000 + 7])  # last computable frame 9999
     np.testing.assert_allclose(long, cut, rtol=1e-5, atol=1e-5)
     assert np.abs(np.asarray(long) - np.asarray(shorter)).max() > 1e-6
+
+
+def test_training_gradients_flow_to_every_layer(tiny):
+    spec, v = tiny
+    model = XVector(spec)
+    x = np.random.default_rng(9).normal(size=(4, 40, 23)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3])
+
+    def loss(params):
+        logp, _ = model.apply(
+            {"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+            mutable=["batch_stats"],
+        )  # fmt: skip
+        return -jnp.mean(logp[jnp.arange(4), labels])
+
+    grads = jax.jit(jax.grad(loss))(v["params"])
+    for layer, subs in grads.items():
+        for sub, g in subs.items():
+            assert np.all(np.isfinite(g["kernel"])) and np.abs(g["kernel"]).max() > 0, (layer, sub)
