@@ -71,3 +71,49 @@ def test_rerun_resumes_without_recomputing(tiny_run):
     again = transfer.run_recipe(cfg)
     assert again["ran"] == []
     assert again["skipped"] == list(transfer.STAGES)
+
+
+def _rows(summary) -> dict:
+    with open(summary["results_json"], encoding="utf-8") as f:
+        return {r["id"]: r for r in json.load(f)["rows"]}
+
+
+def test_user_data_with_kaldi_backend_files_reproduces_rows_1_to_5(tiny_run, tmp_path_factory):
+    """The same data given as user data dirs, the first run's model as --pretrained and its
+    source backend written as Kaldi files (--plda/--mean/--lda): rows 1-5 come out identical."""
+    first_cfg, first = tiny_run
+    data = os.path.join(first["corpus"]["path"], "data")
+    backend = os.path.join(first_cfg.workdir, "backends", "source")
+    cfg = transfer.RecipeConfig(
+        workdir=str(tmp_path_factory.mktemp("recipe_user")),
+        preset="tiny",
+        src_enroll=os.path.join(data, "source_eval_enroll"),
+        src_test=os.path.join(data, "source_eval_test"),
+        src_trials=os.path.join(data, "source_eval_test", "trials"),
+        tgt_train=os.path.join(data, "target_train"),
+        tgt_adapt=os.path.join(data, "target_adapt"),
+        tgt_enroll=os.path.join(data, "target_enroll"),
+        tgt_test=os.path.join(data, "target_test"),
+        trials=os.path.join(data, "target_test", "trials"),
+        pretrained=first["source_model"],
+        plda=os.path.join(backend, "plda"),
+        mean=os.path.join(backend, "mean.vec"),
+        lda=os.path.join(backend, "transform.mat"),
+        ft_steps=10,
+        augment=False,
+        progress=False,
+    )
+    second = transfer.run_recipe(cfg)
+    a, b = _rows(first), _rows(second)
+    for row in ("1", "2", "3", "4", "5a", "5b"):
+        for side in ("target", "source"):
+            for key in ("eer", "min_dcf_0.01", "min_dcf_0.005"):
+                assert b[row][side][key] == pytest.approx(a[row][side][key], abs=1e-6), (row, side)
+    assert second["augmentation"] == []
+    with open(second["backend_rows"], encoding="utf-8") as f:
+        best = b[json.load(f)["best"]]["recipe"]
+    for row in ("6a", "6b"):
+        assert math.isfinite(b[row]["target"]["eer"])
+        # No source_train x-vectors here: a source backend is refitted in-domain instead.
+        want = "target" if best["model"] == "source" else best["model"]
+        assert b[row]["recipe"]["model"] == want

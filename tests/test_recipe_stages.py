@@ -260,3 +260,17 @@ def test_run_transfer_script_passes_user_options(tmp_path):
     bad = subprocess.run(argv[:1] + ["--trials"], env={**os.environ, "XVJAX": str(fake)},
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "needs a value" in bad.stderr
+
+
+def test_pretrained_kaldi_model_is_imported(tmp_path, kaldi_fixtures):
+    from xvjax.model.checkpoint import load_model
+    from xvjax.recipe import stages
+
+    raw = str(kaldi_fixtures / "nnet3" / "small" / "final.raw")
+    cfg = _cfg(tmp_path, pretrained=raw)
+    out = stages.stage_source_model(cfg, {"feat_dim": 30})
+    spec, variables = load_model(out["source_model"])
+    assert spec.input_dim == 30 and spec.output_dim("tdnn6.affine") == 48
+    assert os.path.isfile(os.path.join(out["source_model"], "template.raw"))
+    with pytest.raises(XvjaxError, match="23-dim"):
+        stages.stage_source_model(cfg, {"feat_dim": 23})

@@ -145,6 +145,44 @@ def _pieces(cfg, sets: dict[str, be.Labelled], need, user=(None, None, None)) ->
         )
 
 
+def save_pieces(p: be.Pieces, out_dir: str, cfg) -> dict[str, str]:
+    """The backends as Kaldi files (so Kaldi's scoring binaries, or --plda/--mean/--lda, use them):
+    source/{mean.vec,transform.mat,plda}, adapt/{mean.vec,plda_adapt}, target/{transform.mat,plda}
+    (mean.vec in text form, as ivector-mean writes it)."""
+    from xvjax.kaldi import plda_io, tables
+
+    files = {}
+
+    def put(name, kind, value):
+        if value is None:
+            return
+        path = os.path.join(out_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if kind == "vec":
+            tables.write_vector(path, np.asarray(value, np.float64), binary=False)
+        elif kind == "mat":
+            tables.write_matrix(path, np.asarray(value, np.float64))
+        else:
+            plda_io.write_plda(value, path)
+        files[name] = path
+
+    put("source/mean.vec", "vec", p.source_mean)
+    put("source/transform.mat", "mat", p.source_lda)
+    put("source/plda", "plda", p.source_plda)
+    put("adapt/mean.vec", "vec", p.adapt_mean)
+    if p.source_plda is not None:
+        adapted = be.adapt(
+            be.Backend(p.adapt_mean, p.source_lda, p.source_plda),
+            p.adapt_vectors,
+            cfg.within_covar_scale,
+            cfg.between_covar_scale,
+        )
+        put("adapt/plda_adapt", "plda", adapted.plda)
+    put("target/transform.mat", "mat", p.target_lda)
+    put("target/plda", "plda", p.target_plda)
+    return files
+
+
 def best_row(rows: list[dict]) -> dict:
     best = rows[0]
     for r in rows[1:]:
@@ -161,6 +199,8 @@ def backend_rows(cfg, ctx: dict) -> dict:
         raise XvjaxError("no target trials")
     user = user_backend(cfg)
     pieces = _pieces(cfg, sets, ("source", "target"), user)
+    with quiet():
+        files = save_pieces(pieces, os.path.join(cfg.workdir, "backends"), cfg)
     emb = "source model" + (" (Kaldi, imported)" if cfg.pretrained else "")
     rows = []
     for row_id, name, recipe in be.BASE_ROWS:
@@ -180,7 +220,7 @@ def backend_rows(cfg, ctx: dict) -> dict:
         overall["id"],
         overall["backend"],
     )
-    return {"rows": rows, "best_of_1_4": best["id"], "best": overall["id"]}
+    return {"rows": rows, "best_of_1_4": best["id"], "best": overall["id"], "files": files}
 
 
 def best_recipe(ctx: dict) -> be.Recipe:
