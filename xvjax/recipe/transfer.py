@@ -232,6 +232,15 @@ def fingerprint(cfg: RecipeConfig, stage: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (corpus workers)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _write_json(path: str, obj) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
@@ -247,6 +256,7 @@ class StageRunner:
         os.makedirs(self.dir, exist_ok=True)
         self.ctx: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.ran: list[str] = []
         self.skipped: list[str] = []
 
@@ -296,9 +306,10 @@ class StageRunner:
             return old["outputs"]
         log.info("Stage %d (%s)", index, name)
         self._invalidate_after(index - 1)
-        t0 = time.time()
+        t0, c0 = time.time(), cpu_seconds()
         outputs = func(self.cfg, self.ctx) or {}
-        seconds = time.time() - t0
+        seconds, cpu = time.time() - t0, cpu_seconds() - c0
+        self.cpu[name] = cpu
         self.ctx.update(outputs)
         self.timings[name] = seconds
         self.ran.append(name)
@@ -309,11 +320,12 @@ class StageRunner:
                 "name": name,
                 "fingerprint": fp,
                 "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "outputs": outputs,
             },
         )
-        log.info("Stage %d (%s) done in %.1f s", index, name, seconds)
+        log.info("Stage %d (%s) done in %.1f s (%.1f s CPU)", index, name, seconds, cpu)
         return outputs
 
 
@@ -380,15 +392,18 @@ def run_recipe(cfg: RecipeConfig) -> dict:
         runner.run(index, func)
     seconds = time.time() - t0
     timings = {k: round(v, 1) for k, v in runner.timings.items()}
+    cpu = {k: round(v, 1) for k, v in runner.cpu.items()}
     log.info(
-        "Recipe finished in %.1f s (%s); results in %s",
+        "Recipe finished in %.1f s wall, %.1f s CPU (%s); results in %s",
         seconds,
-        ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()),
+        sum(cpu.values()),
+        ", ".join(f"{k} {v:.0f}s/{cpu.get(k, 0):.0f}s CPU" for k, v in timings.items()),
         runner.ctx.get("results_md", ""),
     )
     return {
         "seconds": seconds,
         "timings": timings,
+        "cpu_seconds": cpu,
         "ran": runner.ran,
         "skipped": runner.skipped,
         **runner.ctx,
