@@ -96,8 +96,17 @@ def train_step(
     feats, labels = batch["feats"], batch["labels"]
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
+    # Frozen BatchNorm layers normalise with their stored statistics: in bf16 mode those are cast
+    # too (else they would promote the activations back to f32); trained layers keep f32 stats, so
+    # their running averages are accumulated in f32.
+    stats = dict(state.batch_stats)
+    if compute_dtype != jnp.float32:
+        for layer in frozen_bn:
+            if layer in stats:
+                stats[layer] = _cast(stats[layer], compute_dtype)
+
     def loss_fn(params):
-        variables = {"params": _cast(params, compute_dtype), "batch_stats": state.batch_stats}
+        variables = {"params": _cast(params, compute_dtype), "batch_stats": stats}
         log_probs, new_vars = apply_fn(
             variables,
             feats.astype(compute_dtype),
