@@ -22,6 +22,20 @@ outputs and a fingerprint of the options it depends on):
                     and the best backend of rows 1-5 for each
     6 results       WORKDIR/results/{results.md,results.json,det.png,finetune_curve.png}
 
+Sample rates: the source model is a 16 kHz wideband model (voxceleb/v2 MFCCs: 30 ceps, 30 bins,
+20-7600 Hz), the target domain is 8 kHz telephone speech. The recipe resamples every utterance
+whose rate differs from `sample_rate` to it (band-limited polyphase, scipy `resample_poly`) before
+MFCC, so both domains go through one front end and one network: the 0-4 kHz mel bins see the same
+frequencies, the bins above 4 kHz see only dither, which is exactly the mismatch a wideband model
+meets on telephone data (and what fine-tuning and the in-domain backends must absorb). A narrowband
+system instead runs with `--sample-rate=8000` (sre16/v2 MFCCs) and resamples the 16 kHz source.
+
+Augmentation for fine-tuning is done as Kaldi's recipes do it, offline: reverberated (RIRS_NOISES),
+noise, music and babble (MUSAN) copies of target_train written by `augment-data-dir` at the target
+rate (the 16 kHz MUSAN/RIR sources are resampled to it), a quarter of the utterances each, then the
+same features; the fine-tuning set is target_train + these copies. (The trainer's on-the-fly audio
+source needs audio at the model's rate, which 8 kHz telephone data is not.)
+
 Resume and `--stage`: with `stage=-1` (default) every stage whose marker matches the current options
 is skipped, so an interrupted run continues where it stopped (within a stage, finished data dirs,
 x-vector sets and training checkpoints are kept too). `stage=N` re-runs stages N.. (Kaldi's
