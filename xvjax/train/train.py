@@ -235,6 +235,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     lr=f"{last['lr']:.2g}",
                     eg_s=f"{last['examples_per_sec']:.0f}",
                 )
+                if bar.disable and is_main:  # no terminal: Kaldi-style progress lines instead
+                    log.info(
+                        "Step %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f examples/s",
+                        step,
+                        num_steps,
+                        last["loss"],
+                        last["accuracy"],
+                        last["lr"],
+                        last["examples_per_sec"],
+                    )
                 acc_metrics, t_last, n_last, frames_last = [], time.perf_counter(), 0, 0
             if dev is not None and eval_every > 0 and step % eval_every == 0 and step < num_steps:
                 evaluate(step)
