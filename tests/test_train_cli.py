@@ -153,3 +153,15 @@ def test_help(capsys):
     assert cli.run(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--init-from" in out and "--config.FIELD" in out and "XVJAX_COORDINATOR" in out
+
+
+def test_config_changes_on_resume_are_named():
+    from xvjax.train.config import base_config
+    from xvjax.train.train import config_changes
+
+    old = base_config().to_dict()
+    new = base_config()
+    new.optim.initial_lr = 0.5
+    new.train.progress = False  # cosmetic: not reported
+    new.dist.process_id = 3  # differs per process: not reported
+    assert config_changes(old, new.to_dict()) == ["optim.initial_lr"]

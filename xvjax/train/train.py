@@ -39,6 +39,26 @@ from xvjax.train.runtime import (
 
 log = logging.getLogger("xvjax")
 
+# Fields that do not change what is computed (display, logging, checkpoint cadence).
+_COSMETIC = ("train.progress", "train.tensorboard", "train.log_every", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.async_checkpoints", "eval.", "dist.",
+             "data.prefetch", "data.cache")  # fmt: skip
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ (cosmetic fields ignored)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name.startswith(_COSMETIC):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{name}.")
+        elif a != b:
+            out.append(name)
+    return out
+
 
 # ----------------------------------------------------------------------------- main loop
 
@@ -139,7 +159,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f.write(spec.to_json() + "\n")
             if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
                 os.remove(os.path.join(workdir, "metrics.jsonl"))  # a fresh run in an old workdir
-        write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+        new_cfg = json.loads(config.to_json_best_effort())
+        cfg_path = os.path.join(workdir, "config.json")
+        if resume_step is not None and os.path.isfile(cfg_path):
+            with open(cfg_path, encoding="utf-8") as f:
+                changed = config_changes(json.load(f), new_cfg)
+            if changed:
+                log.warning(
+                    "Resuming with a config that differs from the checkpointed run's in: %s "
+                    "(the resumed run will not equal an uninterrupted one)",
+                    ", ".join(changed),
+                )
+        write_json(cfg_path, new_cfg)
         if data.speakers is not None:
             with open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
                 f.writelines(f"{i} {s}\n" for i, s in enumerate(data.speakers))
