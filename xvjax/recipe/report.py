@@ -92,6 +92,14 @@ def summary_text(rows: Sequence[dict]) -> str:
             f"{v:.2f}%, {b - v:+.2f} points better than row 1{rel}; minDCF0.01 "
             f"{best['target']['min_dcf_0.01']:.3f} vs {base['target']['min_dcf_0.01']:.3f}."
         )
+    backend_only = [r for r in others if not r["id"].startswith("6")]
+    if backend_only and any(r["id"].startswith("6") for r in others):
+        bo = min(backend_only, key=lambda r: (r["target"]["eer"], r["target"]["min_dcf_0.01"]))
+        v = bo["target"]["eer"]
+        out.append(
+            f"Best backend-only route (network unchanged): row {bo['id']} ({bo.get('backend', '')}) "
+            f"at {v:.2f}% ({b - v:+.2f} points)."
+        )
     return " ".join(out)
 
 
