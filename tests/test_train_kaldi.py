@@ -66,6 +66,18 @@ def test_finetune_kaldi_model_on_kaldi_egs_and_export(kaldi_fixtures, tmp_path):
     spec2, v2 = load_any(str(raw))
     for a, b in zip(jax.tree.leaves(v["params"]), jax.tree.leaves(v2["params"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # ... exported over the imported final.raw, so Kaldi-only state (ReLU stats, learning rates)
+    # of the original model survives the round trip
+    from xvjax.kaldi.nnet3 import Nnet
+
+    orig, back = Nnet.read(str(small / "final.raw")), Nnet.read(str(raw))
+    relu0, relu1 = orig.component("tdnn1.relu"), back.component("tdnn1.relu")
+    # (within 1 ulp: writing re-rounds Kaldi's stored averages exactly as nnet3-copy does)
+    np.testing.assert_allclose(relu0.params["value_avg"], relu1.params["value_avg"], rtol=3e-7)
+    assert np.abs(relu0.params["value_avg"]).max() > 0
+    assert back.component("tdnn1.affine").attrs["learning_rate"] == pytest.approx(
+        orig.component("tdnn1.affine").attrs["learning_rate"]
+    )
     # and extracts x-vectors from the xvjax model dir
     feats = kaldi_fixtures / "features" / "prepared16k.ark"
     out = tmp_path / "xvectors.txt"

@@ -100,8 +100,11 @@ def plot_curve(history: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def export_model(path: str, spec, variables) -> None:
+def export_model(path: str, spec, variables, template: str | os.PathLike | None = None) -> None:
     """The final model as an xvjax model dir (`xvjax.model.checkpoint.save_model` layout).
+
+    `template` is the Kaldi model the run started from (`template_for(init_from)`); kept in the
+    model dir so `flax-to-nnet3` writes back every Kaldi token of the original `final.raw`.
 
     Single process: `save_model`. Multi-process: process 0 writes it with an Orbax checkpointer whose
     barriers involve only process 0 (`save_model`'s would wait for the other processes), then all
@@ -112,7 +115,7 @@ def export_model(path: str, spec, variables) -> None:
     from xvjax.model.checkpoint import save_model
 
     if jax.process_count() == 1:
-        save_model(path, spec, variables)
+        save_model(path, spec, variables, nnet_template_path=template)
         return
     if jax.process_index() == 0:
         import shutil
@@ -131,6 +134,8 @@ def export_model(path: str, spec, variables) -> None:
             with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckptr:
                 ckptr.save(os.path.join(tmp, model_ckpt.VARS_DIR), variables)
                 ckptr.wait_until_finished()
+            if template is not None:
+                shutil.copyfile(template, os.path.join(tmp, model_ckpt.TEMPLATE_FILE))
             if os.path.exists(path):
                 shutil.rmtree(path)
             os.replace(tmp, path)

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.model.checkpoint import template_for
 from xvjax.train.builders import TrainData, build_data, build_model, model_factors  # noqa: F401
 from xvjax.train.runtime import (
     StopFlag,
@@ -301,7 +302,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if dev is not None:
         summary["dev_eer"] = summary_eer
     final = os.path.join(workdir, "final")
-    export_model(final, spec, to_host(state.variables))
+    # Keep the imported Kaldi model as export template, so flax-to-nnet3 preserves its tokens.
+    template = template_for(config.init_from) if config.get("init_from") else None
+    export_model(final, spec, to_host(state.variables), template=template)
     if is_main:
         summary["final_model"] = final
         if history:
