@@ -137,3 +137,48 @@ def test_xvector_example_uncompressed_text(kaldi_fixtures):
         assert egs.example_to_bytes(key, ours, False) == egs.example_to_bytes(key, eg, False)
     with pytest.raises(XvjaxError, match="label"):
         egs.xvector_example(chunk, 20, num_pdfs=20)
+
+
+def test_egs_tables_go_through_tables_specifiers(kaldi_fixtures, tmp_path):
+    """ark,scp / ark,t / pipes / scp offsets: the specifier handling is `tables`'."""
+    from xvjax.kaldi import tables
+
+    src = kaldi_fixtures / "egs/egs_sample.ark"
+    examples = list(egs.read_egs(f"ark:cat {src} |"))
+    ark, scp, txt = tmp_path / "e.ark", tmp_path / "e.scp", tmp_path / "e.txt"
+    assert egs.write_egs(f"ark,scp:{ark},{scp}", examples) == 4
+    assert ark.read_bytes() == src.read_bytes()
+    with egs.EgsWriter(f"ark,t:| cat > {txt}") as w:
+        for key, eg in examples:
+            w[key] = eg
+    assert txt.read_bytes() == (kaldi_fixtures / "egs/egs_sample.txt").read_bytes()
+    by_scp = tables.RandomAccess(f"scp:{scp}", kind=egs.EGS_CODEC)
+    key, eg = examples[2]
+    assert egs.example_to_bytes(key, by_scp[key]) == egs.example_to_bytes(key, eg)
+    with pytest.raises(XvjaxError, match="bad.ark"):  # nothing half-written on failure
+        with egs.EgsWriter(f"ark:{tmp_path / 'bad.ark'}") as w:
+            w["a"] = examples[0][1]
+            w["has space"] = examples[0][1]
+    assert not (tmp_path / "bad.ark").exists()
+
+
+@pytest.mark.parametrize("window", [3, 64])
+def test_stream_window_growth_reads_the_same_examples(kaldi_fixtures, window):
+    """Examples longer than the peek window are read by growing it (binary and text)."""
+    from xvjax.kaldi import streams
+    from xvjax.kaldi.kaldi_io_binary import read_from_stream
+
+    for name, binary in (("egs_sample.ark", True), ("egs_sample.txt", False)):
+        path = kaldi_fixtures / "egs" / name
+        want = list(egs.read_egs(f"ark:{path}"))
+        with streams.input_stream(str(path)) as f:
+            for key, eg in want:
+                assert f.read(len(key) + 1) == key.encode() + b" "
+                if binary:
+                    assert f.read(2) == b"\0B"
+                got = read_from_stream(f, binary, egs.read_example, "t", window=window)
+                assert egs.example_to_bytes(key, got, binary) == egs.example_to_bytes(
+                    key, eg, binary
+                )
+                while f.peek(1) in (b"\n", b" "):
+                    f.read(1)

@@ -26,27 +26,21 @@ compressed: original CM bytes or None); NnetIo.dense() gives a dense float32 mat
 
 Compressed inputs are decoded with Kaldi's float32 arithmetic (`kaldi_io_binary.decompress`)
 and their original bytes are kept (`NnetIo.compressed`) so a binary copy is byte-identical.
-The small rspecifier/wspecifier handling here (ark:, scp:, ark,t:, `-`, pipes) is a local shim:
-`xvjax.kaldi.tables` reads matrices and vectors, not NnetExamples.
+Tables of examples go through `xvjax.kaldi.tables` with `EGS_CODEC` (every rspecifier/wspecifier
+form, scp offsets, pipes, `-`, atomic writes); archives are streamed, each example decoded with
+`np.frombuffer` over the stream's buffer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.kaldi_io_binary import (
-    KaldiInput,
-    KaldiOutput,
-    format_float,
-    map_input,
-    read_input_bytes,
-)
+from xvjax.kaldi import tables
+from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput, format_float, read_from_stream
 
 
 @dataclasses.dataclass
@@ -289,12 +283,7 @@ def write_example(out: KaldiOutput, eg: NnetExample) -> None:
 
 def example_to_bytes(key: str, eg: NnetExample, binary: bool = True) -> bytes:
     """One archive entry: `key ` + (`\\0B` in binary) + the example."""
-    out = KaldiOutput(binary)
-    out.raw(key.encode() + b" ")
-    if binary:
-        out.raw(b"\0B")
-    write_example(out, eg)
-    return out.getvalue()
+    return key.encode() + b" " + (b"\0B" if binary else b"") + EGS_CODEC.write(eg, binary)
 
 
 def xvector_example(
@@ -334,107 +323,43 @@ def xvector_example(
     )
 
 
-# ---------------------------------------------------------------------------- tables (shim)
+# ---------------------------------------------------------------------------- tables
 
 
-def _split_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, set[str], str]:
-    head, sep, rest = spec.partition(":")
-    opts = set(head.split(","))
-    kind = next((k for k in kinds if k in opts), None)
-    if not sep or kind is None:
-        raise XvjaxError(f"invalid specifier '{spec}' (expected e.g. ark:egs.1.ark)")
-    return kind, opts - {kind}, rest
+class _EgsCodec:
+    """NnetExample codec for `xvjax.kaldi.tables` (which handles all the specifiers)."""
+
+    def read(self, f, binary: bool) -> NnetExample:
+        return read_from_stream(f, binary, read_example, "example")
+
+    def write(self, eg: NnetExample, binary: bool) -> bytes:
+        out = KaldiOutput(binary)
+        write_example(out, eg)
+        return out.getvalue()
 
 
-def _iter_archive(data: bytes, source: str) -> Iterator[tuple[str, NnetExample]]:
-    inp = KaldiInput(data, False, source)
-    while not inp.at_end():
-        key = inp.token("example key")
-        if data[inp.pos : inp.pos + 2] == b"\0B":
-            inp.pos += 2
-            inp.binary = True
-        else:
-            inp.binary = False
-        yield key, read_example(inp, key)
+EGS_CODEC = _EgsCodec()
 
 
 def read_egs(rspec: str) -> Iterator[tuple[str, NnetExample]]:
-    """Examples of an egs table: `ark:file`, `ark:-`, `ark:cmd |`, `scp:file` (file:offset)."""
-    kind, _, target = _split_spec(rspec, ("ark", "scp"))
-    if kind == "ark":
-        yield from _iter_archive(map_input(target), target)
-        return
-    cache: dict[str, bytes] = {}
-    for line_no, line in enumerate(read_input_bytes(target).decode().splitlines(), 1):
-        parts = line.split(None, 1)
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise XvjaxError(f"{target}:{line_no}: expected 'key rxfilename'")
-        key, loc = parts[0], parts[1].strip()
-        path, offset = loc, 0
-        head, colon, tail = loc.rpartition(":")
-        if colon and tail.isdigit():
-            path, offset = head, int(tail)
-        if path not in cache:
-            cache = {path: map_input(path)}
-        data = cache[path]
-        binary = data[offset : offset + 2] == b"\0B"
-        inp = KaldiInput(data, binary, path, offset + (2 if binary else 0))
-        yield key, read_example(inp, key)
+    """Examples of an egs table: any rspecifier (`ark:file`, `ark:-`, `ark:cmd |`, `scp:file`)."""
+    return tables.read(rspec, kind=EGS_CODEC)
 
 
-class EgsWriter:
-    """Writes an egs table (`ark:file`, `ark,t:file`, `ark:-`, `ark:| cmd`) atomically."""
+class EgsWriter(tables.Writer):
+    """Writes an egs table: any wspecifier (`ark:f`, `ark,t:f`, `ark,scp:a,s`, `ark:| cmd`);
+    atomic for files. `w.write(key, eg)` or `w[key] = eg`."""
 
     def __init__(self, wspec: str):
-        kind, opts, self.target = _split_spec(wspec, ("ark",))
-        self.binary = "t" not in opts
-        self._file = None
-        self._ctx = None
-        self._proc = None
-
-    def __enter__(self) -> EgsWriter:
-        from xvjax.fileutil import atomic_open
-
-        target = self.target
-        if target == "-":
-            self._file = sys.stdout.buffer
-        elif target.lstrip().startswith("|"):
-            self._proc = subprocess.Popen(target.lstrip()[1:], shell=True, stdin=subprocess.PIPE)
-            self._file = self._proc.stdin
-        else:
-            self._ctx = atomic_open(target, "wb")
-            self._file = self._ctx.__enter__()
-        return self
-
-    def write(self, key: str, eg: NnetExample) -> None:
-        if not key or any(c.isspace() for c in key):
-            raise XvjaxError(f"invalid example key '{key}'")
-        self._file.write(example_to_bytes(key, eg, self.binary))
-
-    def __setitem__(self, key: str, eg: NnetExample) -> None:
-        self.write(key, eg)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(exc_type, exc, tb)
-        elif self._proc is not None:
-            self._file.close()
-            if self._proc.wait() != 0 and exc_type is None:
-                raise XvjaxError(f"command '{self.target}' failed")
-        elif self._file is not None:
-            self._file.flush()
+        super().__init__(wspec, codec=EGS_CODEC)
 
 
 def write_egs(wspec: str, examples) -> int:
     """Writes (key, NnetExample) pairs; returns how many."""
-    n = 0
     with EgsWriter(wspec) as w:
         for key, eg in examples:
             w.write(key, eg)
-            n += 1
-    return n
+    return w.num_written
 
 
 def read_xvector_egs(rspec: str) -> Iterator[tuple[str, np.ndarray, int]]:

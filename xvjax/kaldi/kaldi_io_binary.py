@@ -45,22 +45,41 @@ def format_floats(values) -> str:
     return "".join([f"{v:.7g} " for v in np.asarray(values, dtype=np.float64).tolist()])
 
 
-class KaldiInput:
-    """Cursor over a Kaldi object in memory, binary or text."""
+class Truncated(XvjaxError):
+    """The data ended inside an object (with `final=False`: more data may complete it)."""
 
-    def __init__(self, data: bytes, binary: bool, source: str = "<input>", pos: int = 0):
+
+class KaldiInput:
+    """Cursor over a Kaldi object in memory, binary or text.
+
+    `final=False` marks `data` as a window on a longer stream: a word that touches the end of the
+    window may continue past it, so it raises `Truncated` too (see `read_from_stream`).
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        binary: bool,
+        source: str = "<input>",
+        pos: int = 0,
+        final: bool = True,
+    ):
         self.data = data
         self.binary = binary
         self.source = source
         self.pos = pos
+        self.final = final
 
     # ----------------------------------------------------------------- errors / low level
-    def error(self, what: str) -> XvjaxError:
-        return XvjaxError(f"{self.source}: {what} (at byte {self.pos})")
+    def error(self, what: str, cls=XvjaxError) -> XvjaxError:
+        return cls(f"{self.source}: {what} (at byte {self.pos})")
+
+    def truncated(self, what: str) -> Truncated:
+        return self.error(f"unexpected end of file while reading {what}", Truncated)
 
     def _need(self, n: int, what: str) -> None:
         if self.pos + n > len(self.data):
-            raise self.error(f"unexpected end of file while reading {what}")
+            raise self.truncated(what)
 
     def at_end(self) -> bool:
         self._skip_ws()
@@ -72,9 +91,10 @@ class KaldiInput:
     def _word(self, what: str) -> bytes:
         """Next whitespace-delimited word (leading whitespace skipped)."""
         m = _WORD_RE.match(self.data, self.pos)
-        if m is None:
-            self.pos = len(self.data)
-            raise self.error(f"unexpected end of file while reading {what}")
+        if m is None or (not self.final and m.end() == len(self.data)):
+            if m is None:
+                self.pos = len(self.data)
+            raise self.truncated(what)
         self.pos = m.end()
         return m.group(1)
 
@@ -109,7 +129,7 @@ class KaldiInput:
         """A raw text line (without its newline); used for the nnet3 config section."""
         end = self.data.find(b"\n", self.pos)
         if end < 0:
-            raise self.error("unexpected end of file in the nnet3 config section")
+            raise self.truncated("the nnet3 config section")
         text = self.data[self.pos : end]
         self.pos = end + 1
         return text.decode("utf-8", errors="replace").rstrip("\r")
@@ -241,7 +261,7 @@ class KaldiInput:
         self.expect("[", what)
         end = self.data.find(b"]", self.pos)
         if end < 0:
-            raise self.error(f"unexpected end of file in {what} (no closing ']')")
+            raise self.truncated(f"{what} (no closing ']')")
         body = self.data[self.pos : end]
         self.pos = end + 1
         if self.pos < len(self.data) and self.data[self.pos : self.pos + 1] == b"\n":
@@ -275,6 +295,27 @@ class KaldiInput:
         self.pos += 16 + size
         mat = decompress(fmt, self.data[self.pos - 16 - size : self.pos - size], payload)
         return mat, self.data[start : self.pos]
+
+
+def read_from_stream(f, binary: bool, parse, source: str = "<input>", window: int = 1 << 16):
+    """Runs `parse(KaldiInput)` on the bytes buffered ahead in stream `f` and consumes what it read.
+
+    For objects whose size is known only by parsing them (NnetExample): the window of peeked
+    bytes grows (x4) while the parser hits its end, so arrays are still decoded with
+    `np.frombuffer` over one buffer. `f` needs `peek(n)` and `read(n)` (`streams.InputStream`).
+    """
+    while True:
+        data = f.peek(window)
+        inp = KaldiInput(data, binary, source, final=len(data) < window)
+        try:
+            obj = parse(inp)
+        except Truncated:
+            if inp.final:
+                raise
+            window *= 4
+            continue
+        f.read(inp.pos)
+        return obj
 
 
 def decompress(fmt: int, header: bytes, payload: bytes) -> np.ndarray:

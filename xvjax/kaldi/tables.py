@@ -22,6 +22,17 @@ type ("matrix", "vector", "int32_vector", "int32", "float"; default "auto" = wha
 Writers write float64 arrays as double objects, float32 as float; `compression_method=N` (Kaldi's
 `--compression-method`, 1..7) compresses matrices bit-exactly as Kaldi's `copy-feats`.
 
+Other Kaldi objects (e.g. nnet3 `NnetExample`s, `xvjax.kaldi.egs.EGS_CODEC`) go through the same
+readers and writers with a codec: any object with
+
+    read(f, binary: bool) -> obj      # f: `streams.InputStream` just after the `\0B` marker
+                                      #    (binary) or the key's space (text); consume one object
+    write(obj, binary: bool) -> bytes # the object's bytes, without the `\0B` marker
+
+passed as `kind=codec` to `read` / `read_dict` / `RandomAccess` / `read_object` and as
+`codec=codec` to `Writer` / `write_dict` / `write_object`. Specifier handling (options, scp
+offsets, pipes, `-`, atomic writes, errors naming file and key) is then the same as for arrays.
+
 Errors are `XvjaxError`s with one line naming the file, the key and the problem. With `p`,
 unreadable scp entries are skipped and a broken archive ends the table, each with a warning.
 Text tables (utt2spk, spk2utt, trials) are read with `read_text_table` / `read_text_lists`.
@@ -142,7 +153,38 @@ def _show(key: bytes) -> str:
     return key[:60].decode("utf-8", "replace")
 
 
-def _iter_archive(rx: str, kind: str, dtype, permissive: bool, sorted_: bool, label: str):
+def _check_kind(kind) -> None:
+    if isinstance(kind, str):
+        if kind not in matrix_io.KINDS:
+            raise ValueError(f"kind must be one of {matrix_io.KINDS} or a codec")
+    elif not (callable(getattr(kind, "read", None)) and callable(getattr(kind, "write", None))):
+        raise TypeError(f"kind must be one of {matrix_io.KINDS} or a codec, got {kind!r}")
+
+
+def _read_value(f, kind, dtype):
+    """One object from stream `f`: an array/scalar for a string kind, else `kind.read` (codec)."""
+    if isinstance(kind, str):
+        return matrix_io.read_object(f, kind, dtype)
+    binary = f.peek(2)[:2] == matrix_io.BINARY_HEADER
+    if binary:
+        f.read(2)
+    try:
+        return kind.read(f, binary)
+    except FormatError:
+        raise
+    except XvjaxError as e:  # the table layer adds file and key
+        raise FormatError(str(e)) from None
+
+
+def _encode(obj, binary: bool, compression_method: int | None, codec) -> bytes:
+    if codec is None:
+        return matrix_io.encode(obj, binary, compression_method)
+    if compression_method is not None:
+        raise XvjaxError("compression applies to matrices only, not to codec objects")
+    return (matrix_io.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
+
+
+def _iter_archive(rx: str, kind, dtype, permissive: bool, sorted_: bool, label: str):
     """Yields (key, obj) from an archive rxfilename."""
     prev: str | None = None
     with streams.input_stream(rx) as f:
@@ -152,7 +194,7 @@ def _iter_archive(rx: str, kind: str, dtype, permissive: bool, sorted_: bool, la
                 key = _read_key(f)
                 if key is None:
                     return
-                obj = matrix_io.read_object(f, kind, dtype)
+                obj = _read_value(f, kind, dtype)
             except FormatError as e:
                 where = (
                     f"key '{key}'"
@@ -201,7 +243,7 @@ class _ObjectReader:
     Thread-safe: a data loader may read from a background thread while the main thread reads too.
     """
 
-    def __init__(self, kind: str, dtype):
+    def __init__(self, kind, dtype):
         self.kind, self.dtype = kind, dtype
         self._path: str | None = None
         self._file = None
@@ -217,7 +259,7 @@ class _ObjectReader:
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
             with streams.input_stream(target) as f:
-                return apply_range(matrix_io.read_object(f, self.kind, self.dtype), rng, rx)
+                return apply_range(_read_value(f, self.kind, self.dtype), rng, rx)
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
@@ -230,7 +272,7 @@ class _ObjectReader:
         if offset >= self._size and os.path.isfile(path):
             raise XvjaxError(f"offset {offset} is past the end of '{path}' ({self._size} bytes)")
         self._file.seek(offset)
-        return apply_range(matrix_io.read_object(self._file, self.kind, self.dtype), rng, rx)
+        return apply_range(_read_value(self._file, self.kind, self.dtype), rng, rx)
 
     def close(self) -> None:
         if self._file is not None:
@@ -238,7 +280,7 @@ class _ObjectReader:
         self._file, self._path = None, None
 
 
-def _iter_script(spec: RSpecifier, kind: str, dtype, label: str):
+def _iter_script(spec: RSpecifier, kind, dtype, label: str):
     entries = read_scp(spec.filename)
     reader = _ObjectReader(kind, dtype)
     prev = None
@@ -263,10 +305,12 @@ def _iter_script(spec: RSpecifier, kind: str, dtype, label: str):
         reader.close()
 
 
-def read(rspec: str, kind: str = "auto", dtype=None) -> Iterator[tuple[str, object]]:
-    """Yields (key, object) in table order. `dtype` casts float arrays (e.g. np.float64)."""
-    if kind not in matrix_io.KINDS:
-        raise ValueError(f"kind must be one of {matrix_io.KINDS}")
+def read(rspec: str, kind="auto", dtype=None) -> Iterator[tuple[str, object]]:
+    """Yields (key, object) in table order. `dtype` casts float arrays (e.g. np.float64).
+
+    `kind`: one of `matrix_io.KINDS`, or a codec (see the module docstring).
+    """
+    _check_kind(kind)
     spec = parse_rspecifier(rspec)
     label = f"{spec.type}:{streams.printable(spec.filename)}"
     if spec.type == "ark":
@@ -275,7 +319,7 @@ def read(rspec: str, kind: str = "auto", dtype=None) -> Iterator[tuple[str, obje
         yield from _iter_script(spec, kind, dtype, label)
 
 
-def read_dict(rspec: str, kind: str = "auto", dtype=None) -> dict[str, object]:
+def read_dict(rspec: str, kind="auto", dtype=None) -> dict[str, object]:
     """The whole table as {key: object}; duplicate keys are an error."""
     out: dict[str, object] = {}
     for key, obj in read(rspec, kind, dtype):
@@ -294,7 +338,8 @@ class RandomAccess:
     key are dropped, and with `o` each object is dropped once returned.
     """
 
-    def __init__(self, rspec: str, kind: str = "auto", dtype=None):
+    def __init__(self, rspec: str, kind="auto", dtype=None):
+        _check_kind(kind)
         self.rspec = rspec
         self.spec = parse_rspecifier(rspec)
         self.kind, self.dtype = kind, dtype
@@ -432,11 +477,19 @@ class Writer:
 
     Files (the ark and, for `ark,scp:`, the scp) are written to temp files renamed on success; on
     an exception nothing is left behind. `binary` is the default when the wspecifier has neither
-    `b` nor `t`. `compression_method` (1..7, Kaldi's enum) writes matrices compressed.
+    `b` nor `t`. `compression_method` (1..7, Kaldi's enum) writes matrices compressed. `codec`
+    writes other Kaldi objects (see the module docstring).
     """
 
-    def __init__(self, wspec: str, compression_method: int | None = None, binary: bool = True):
+    def __init__(
+        self,
+        wspec: str,
+        compression_method: int | None = None,
+        binary: bool = True,
+        codec=None,
+    ):
         self.wspec = wspec
+        self.codec = codec
         self.spec = parse_wspecifier(wspec)
         self.binary = binary if self.spec.binary is None else self.spec.binary
         if compression_method is not None and compression_method not in range(1, 8):
@@ -480,7 +533,7 @@ class Writer:
             self.open()
         check_key(key, self.wspec)
         try:
-            data = matrix_io.encode(obj, self.binary, self.compression_method)
+            data = _encode(obj, self.binary, self.compression_method, self.codec)
         except XvjaxError as e:
             raise XvjaxError(f"table '{self.wspec}': key '{key}': {e}") from None
         if self._scp_targets is not None:
@@ -526,8 +579,8 @@ class Writer:
             self.abort()
 
 
-def write_dict(wspec: str, table: dict, compression_method: int | None = None) -> None:
-    with Writer(wspec, compression_method) as w:
+def write_dict(wspec: str, table: dict, compression_method: int | None = None, codec=None) -> None:
+    with Writer(wspec, compression_method, codec=codec) as w:
         for key, obj in table.items():
             w[key] = obj
 
@@ -535,12 +588,13 @@ def write_dict(wspec: str, table: dict, compression_method: int | None = None) -
 # ------------------------------------------------------------------------------ single objects
 
 
-def read_object(rxfilename: str, kind: str = "auto", dtype=None):
+def read_object(rxfilename: str, kind="auto", dtype=None):
     """One object from an rxfilename (`transform.mat`, `mean.vec`, `-`, `cmd |`, `a.ark:123`)."""
+    _check_kind(kind)
     target, rng = split_range(rxfilename)
     try:
         with streams.input_stream(target) as f:
-            obj = matrix_io.read_object(f, kind, dtype)
+            obj = _read_value(f, kind, dtype)
     except FormatError as e:
         raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
     return apply_range(obj, rng, rxfilename)
@@ -557,10 +611,14 @@ def read_vector(rxfilename: str, dtype=None) -> np.ndarray:
 
 
 def write_object(
-    wxfilename: str, obj, binary: bool = True, compression_method: int | None = None
+    wxfilename: str,
+    obj,
+    binary: bool = True,
+    compression_method: int | None = None,
+    codec=None,
 ) -> None:
     """Writes one object like Kaldi's `WriteKaldiObject` (atomic for files)."""
-    data = matrix_io.encode(obj, binary, compression_method)
+    data = _encode(obj, binary, compression_method, codec)
     with streams.output_stream(wxfilename) as out:
         out.write(data)
 
