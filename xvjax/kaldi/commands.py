@@ -190,8 +190,7 @@ def copy_vector(opts, in_arg: str, out_arg: str) -> int:
 def _print_to(wxfilename: str, text: str) -> None:
     from xvjax.kaldi import streams
 
-    with streams.output_stream(wxfilename) as out:
-        out.write(text.encode())
+    streams.write_all(wxfilename, text.encode())
 
 
 @command(

@@ -36,13 +36,20 @@ _F64 = struct.Struct("<d")
 
 
 def format_float(x: float) -> str:
-    """A float as C++ `ostream << x` prints it at precision 7 (Kaldi's text mode)."""
+    """A float as C++ `ostream << x` prints it at precision 7 (Kaldi's text mode): `%.7g`, with
+    glibc's `nan` / `-nan` / `inf` / `-inf`."""
+    x = float(x)
+    if x != x:
+        return "-nan" if np.signbit(x) else "nan"
     return f"{x:.7g}"
 
 
 def format_floats(values) -> str:
-    """Space-terminated text of a 1-D array (each value followed by one space)."""
-    return "".join([f"{v:.7g} " for v in np.asarray(values, dtype=np.float64).tolist()])
+    """Space-terminated text of an array's values (each value followed by one space)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return "".join([format_float(v) + " " for v in arr.ravel().tolist()])
+    return "".join([f"{v:.7g} " for v in arr.ravel().tolist()])
 
 
 class Truncated(XvjaxError):
@@ -221,8 +228,8 @@ class KaldiInput:
                     f"expected integer in {what}, got '{word.decode(errors='replace')}'"
                 ) from None
 
-    def matrix(self, what: str = "matrix") -> np.ndarray:
-        """A float matrix (FM/DM/CM*/text), returned as float32 (Kaldi's BaseFloat)."""
+    def matrix(self, what: str = "matrix", dtype=np.float32) -> np.ndarray:
+        """A matrix (FM/DM/CM*/text), returned as `dtype` (default float32, Kaldi's BaseFloat)."""
         if self.binary:
             tok = self.token(what)
             if tok in ("FM", "DM"):
@@ -234,13 +241,13 @@ class KaldiInput:
                 self._need(nbytes, what)
                 arr = np.frombuffer(self.data, dtype=dtype, count=rows * cols, offset=self.pos)
                 self.pos += nbytes
-                return arr.astype(np.float32).reshape(rows, cols)
+                return arr.astype(dtype).reshape(rows, cols)
             if tok in ("CM", "CM2", "CM3"):
-                return self.compressed_matrix_body(tok, what)[0]
+                return self.compressed_matrix_body(tok, what)[0].astype(dtype, copy=False)
             raise self.error(f"expected {what} (FM or DM), got '{tok}'")
-        return self._text_array(what, matrix=True)
+        return self._text_array(what, True, dtype)
 
-    def vector(self, what: str = "vector") -> np.ndarray:
+    def vector(self, what: str = "vector", dtype=np.float32) -> np.ndarray:
         if self.binary:
             tok = self.token(what)
             if tok not in ("FV", "DV"):
@@ -254,10 +261,10 @@ class KaldiInput:
                 self.data, dtype="<f4" if item == 4 else "<f8", count=n, offset=self.pos
             )
             self.pos += n * item
-            return arr.astype(np.float32)
-        return self._text_array(what, matrix=False)
+            return arr.astype(dtype)
+        return self._text_array(what, False, dtype)
 
-    def _text_array(self, what: str, matrix: bool) -> np.ndarray:
+    def _text_array(self, what: str, matrix: bool, dtype) -> np.ndarray:
         self.expect("[", what)
         end = self.data.find(b"]", self.pos)
         if end < 0:
@@ -268,16 +275,16 @@ class KaldiInput:
             self.pos += 1
         try:
             if not matrix:
-                return np.array(body.split(), dtype=np.float64).astype(np.float32)
+                return np.array(body.split(), dtype=np.float64).astype(dtype)
             rows = [r.split() for r in body.split(b"\n")]
             rows = [r for r in rows if r]
             if not rows:
-                return np.zeros((0, 0), dtype=np.float32)
+                return np.zeros((0, 0), dtype=dtype)
             cols = len(rows[0])
             if any(len(r) != cols for r in rows):
                 raise self.error(f"{what}: rows of different lengths in text matrix")
             flat = np.array([w for r in rows for w in r], dtype=np.float64)
-            return flat.astype(np.float32).reshape(len(rows), cols)
+            return flat.astype(dtype).reshape(len(rows), cols)
         except ValueError:
             raise self.error(f"non-numeric value in text {what}") from None
 
@@ -369,86 +376,31 @@ class KaldiOutput:
         else:
             self.parts.append(("[ " + "".join(f"{v} " for v in arr.tolist()) + "]\n").encode())
 
-    def matrix(self, mat: np.ndarray) -> None:
-        mat = np.asarray(mat, dtype=np.float32)
+    def matrix(self, mat: np.ndarray, double: bool = False) -> None:
+        """Matrix<float> (`FM`), or Matrix<double> (`DM`) with double=True; Kaldi's only empty
+        matrix is 0 x 0."""
+        mat = np.asarray(mat, dtype=np.float64 if double else np.float32)
         if mat.ndim != 2:
             raise XvjaxError(f"cannot write a {mat.ndim}-D array as a Kaldi matrix")
+        if mat.size == 0:
+            mat = mat.reshape(0, 0)
         if self.binary:
-            self.parts.append(b"FM ")
+            self.parts.append(b"DM " if double else b"FM ")
             self.int32(mat.shape[0])
             self.int32(mat.shape[1])
-            self.parts.append(mat.astype("<f4").tobytes())
-        elif mat.shape[1] == 0:
+            self.parts.append(np.ascontiguousarray(mat, dtype="<f8" if double else "<f4").tobytes())
+        elif mat.size == 0:
             self.parts.append(b" [ ]\n")
         else:
-            lines = [b" ["] + [("\n  " + format_floats(row)).encode() for row in mat]
-            self.parts.append(b"".join(lines) + b"]\n")
+            rows = "".join(["\n  " + format_floats(row) for row in mat])
+            self.parts.append((" [" + rows + "]\n").encode())
 
-    def vector(self, vec: np.ndarray) -> None:
-        vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+    def vector(self, vec: np.ndarray, double: bool = False) -> None:
+        """Vector<float> (`FV`), or Vector<double> (`DV`) with double=True."""
+        vec = np.asarray(vec, dtype=np.float64 if double else np.float32).reshape(-1)
         if self.binary:
-            self.parts.append(b"FV ")
+            self.parts.append(b"DV " if double else b"FV ")
             self.int32(vec.size)
-            self.parts.append(vec.astype("<f4").tobytes())
+            self.parts.append(np.ascontiguousarray(vec, dtype="<f8" if double else "<f4").tobytes())
         else:
             self.parts.append((" [ " + format_floats(vec) + "]\n").encode())
-
-
-def read_input_bytes(path: str) -> bytes:
-    """Bytes of a Kaldi rxfilename: a path, `-` (stdin) or `command |` (a pipe)."""
-    import subprocess
-    import sys
-
-    if path == "-" or path == "":
-        return sys.stdin.buffer.read()
-    if path.rstrip().endswith("|"):
-        cmd = path.rstrip()[:-1]
-        proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE)
-        if proc.returncode != 0:
-            raise XvjaxError(f"command '{cmd}' failed with status {proc.returncode}")
-        return proc.stdout
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
-
-
-def map_input(path: str):
-    """Like read_input_bytes, but regular files are memory-mapped (large egs archives)."""
-    import mmap
-    import os
-
-    if path in ("-", "") or path.rstrip().endswith("|"):
-        return read_input_bytes(path)
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return b""
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as e:
-        raise XvjaxError(f"cannot read {path}: {e.strerror}") from None
-
-
-def write_output_bytes(path: str, data: bytes) -> None:
-    """Writes a Kaldi wxfilename atomically: a path, `-` (stdout) or `| command`."""
-    import subprocess
-    import sys
-
-    from xvjax.fileutil import atomic_open
-
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    if path.lstrip().startswith("|"):
-        cmd = path.lstrip()[1:]
-        proc = subprocess.run(cmd, shell=True, input=data)
-        if proc.returncode != 0:
-            raise XvjaxError(f"command '{cmd}' failed with status {proc.returncode}")
-        return
-    try:
-        with atomic_open(path, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise XvjaxError(f"cannot write {path}: {e.strerror}") from None

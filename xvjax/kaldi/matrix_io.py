@@ -25,6 +25,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import compressed
+from xvjax.kaldi.kaldi_io_binary import KaldiOutput
 
 KINDS = ("auto", "matrix", "vector", "int32_vector", "int32", "float")
 BINARY_HEADER = b"\0B"
@@ -293,10 +294,6 @@ def read_object(f, kind: str = "auto", dtype=None):
 # ----------------------------------------------------------------------------------- writing
 
 
-def _fmt(values) -> str:
-    return " ".join([format(v, ".7g") for v in values])
-
-
 def kind_of(obj) -> str:
     """The kind an object will be written as."""
     if isinstance(obj, bool):
@@ -318,19 +315,27 @@ def encode(obj, binary: bool = True, compression_method: int | None = None) -> b
     kind = kind_of(obj)
     if compression_method is not None and kind != "matrix":
         raise FormatError(f"only matrices can be compressed, got a {kind.replace('_', ' ')}")
+    out = KaldiOutput(binary)
+    if binary:
+        out.raw(BINARY_HEADER)
     if kind == "int32":
         value = int(obj)
         if not -(2**31) <= value < 2**31:
             raise FormatError(f"integer {value} does not fit in int32")
-        return BINARY_HEADER + _INT.pack(4, value) if binary else f"{value} \n".encode()
+        out.int32(value)
+        if not binary:
+            out.raw(b"\n")
+        return out.getvalue()
     if kind == "float":
-        if binary:
-            if isinstance(obj, np.float32):
-                return BINARY_HEADER + b"\x04" + np.float32(obj).astype("<f4").tobytes()
-            return BINARY_HEADER + b"\x08" + np.float64(obj).astype("<f8").tobytes()
-        return f"{float(obj):.7g} \n".encode()
+        if binary and isinstance(obj, np.float32):
+            out.float32(obj)
+        else:
+            out.float64(obj)
+        if not binary:
+            out.raw(b"\n")
+        return out.getvalue()
     arr = np.asarray(obj)
-    if kind == "int32_vector":
+    if kind == "int32_vector":  # BasicVectorHolder: a size byte before every element
         if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
             raise FormatError("integer vector values do not fit in int32")
         ints = arr.astype("<i4")
@@ -339,30 +344,22 @@ def encode(obj, binary: bool = True, compression_method: int | None = None) -> b
         rec = np.empty((ints.size, 5), dtype=np.uint8)
         rec[:, 0] = 4
         rec[:, 1:] = ints.view(np.uint8).reshape(-1, 4)
-        return BINARY_HEADER + _INT.pack(4, ints.size) + rec.tobytes()
+        out.int32(ints.size)
+        out.raw(rec.tobytes())
+        return out.getvalue()
     if arr.dtype.kind not in "fiub":
         raise FormatError(f"cannot write an array of dtype {arr.dtype}")
-    if kind == "matrix" and arr.size == 0:
-        arr = arr.reshape(0, 0)  # Kaldi has a single empty matrix, 0 x 0
     double = arr.dtype == np.float64
     if compression_method is not None:
         data = compressed.compress(arr, compression_method)
         if binary:
             return BINARY_HEADER + data
         arr, double = _decode_compressed(data), False  # Kaldi writes text CM as a plain matrix
-    if binary:
-        dtype = "<f8" if double else "<f4"
-        tok = (b"D" if double else b"F") + (b"M " if kind == "matrix" else b"V ")
-        dims = _INT.pack(4, arr.shape[0]) + (
-            _INT.pack(4, arr.shape[1]) if kind == "matrix" else b""
-        )
-        return BINARY_HEADER + tok + dims + np.ascontiguousarray(arr, dtype=dtype).tobytes()
-    if kind == "vector":
-        return (" [ " + "".join([format(v, ".7g") + " " for v in arr.tolist()]) + "]\n").encode()
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        return b" [ ]\n"
-    rows = "".join("\n  " + _fmt(row) + " " for row in arr.tolist())
-    return (" [" + rows + "]\n").encode()
+    if kind == "matrix":
+        out.matrix(arr, double)
+    else:
+        out.vector(arr, double)
+    return out.getvalue()
 
 
 def _decode_compressed(data: bytes) -> np.ndarray:

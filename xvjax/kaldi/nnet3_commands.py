@@ -14,10 +14,10 @@ log = logging.getLogger("xvjax")
 
 
 def _read_text(path: str, what: str) -> str:
-    from xvjax.kaldi.kaldi_io_binary import read_input_bytes
+    from xvjax.kaldi import streams
 
     try:
-        return read_input_bytes(path).decode("utf-8")
+        return streams.read_all(path).decode("utf-8")
     except UnicodeDecodeError:
         raise XvjaxError(f"{what} {path} is not UTF-8 text") from None
 

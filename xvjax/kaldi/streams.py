@@ -199,6 +199,15 @@ def input_stream(rx: str):
             f.close()
 
 
+def read_all(rx: str) -> bytes:
+    """All bytes of an rxfilename: a file, `file:offset`, `-` (stdin) or `command |`."""
+    with input_stream(rx) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise XvjaxError(f"cannot read {printable(rx)}: {e}") from None
+
+
 class Output:
     """A wxfilename opened for binary writing; `commit()` on success, `abort()` on failure.
 
@@ -301,3 +310,9 @@ def output_stream(wx: str):
         out.abort()
         raise
     out.commit()
+
+
+def write_all(wx: str, data: bytes) -> None:
+    """Writes bytes to a wxfilename: a file (atomically), `-` (stdout) or `| command`."""
+    with output_stream(wx) as out:
+        out.write(data)

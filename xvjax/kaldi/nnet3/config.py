@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.kaldi_io_binary import KaldiInput
 from xvjax.kaldi.nnet3.components import (
     NONLINEAR_TYPES,
     UNSET_THRESHOLD,
@@ -168,11 +167,9 @@ def _uc_from_config(cfg: ConfigLine) -> dict:
 
 
 def _read_matrix_file(path: str) -> np.ndarray:
-    from xvjax.kaldi.kaldi_io_binary import read_input_bytes
+    from xvjax.kaldi import tables
 
-    data = read_input_bytes(path)
-    binary = data[:2] == b"\0B"
-    return KaldiInput(data, binary, path, 2 if binary else 0).matrix(f"matrix in {path}")
+    return tables.read_matrix(path, np.float32)
 
 
 def _affine_from_matrix(cfg: ConfigLine) -> tuple[np.ndarray, np.ndarray] | None:

@@ -15,12 +15,8 @@ import math
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.kaldi_io_binary import (
-    KaldiInput,
-    KaldiOutput,
-    read_input_bytes,
-    write_output_bytes,
-)
+from xvjax.kaldi import streams
+from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput
 from xvjax.kaldi.nnet3 import descriptors as D
 from xvjax.kaldi.nnet3.components import Component, read_component, write_component
 from xvjax.kaldi.nnet3.config import ConfigLine, init_component
@@ -258,7 +254,7 @@ class Nnet:
     @classmethod
     def read(cls, rxfilename: str) -> Nnet:
         """Reads a raw nnet3 model: a path, `-` or `command |`; binary or text (auto-detected)."""
-        data = read_input_bytes(rxfilename)
+        data = streams.read_all(rxfilename)
         return cls.from_bytes(data, rxfilename)
 
     @classmethod
@@ -333,7 +329,7 @@ class Nnet:
 
     def write(self, wxfilename: str, binary: bool = True, kaldi_roundtrip: bool = True) -> None:
         """Writes atomically to a path (or `-`, `| command`); see `to_bytes`."""
-        write_output_bytes(wxfilename, self.to_bytes(binary, kaldi_roundtrip))
+        streams.write_all(wxfilename, self.to_bytes(binary, kaldi_roundtrip))
 
     # ------------------------------------------------------------------ config editing
     def apply_config(
