@@ -24,7 +24,7 @@ Types: NnetExample(io: dict[name, NnetIo]); NnetIo(name, indexes (rows, 3) int32
 features float32 (rows, dim) or SparseMatrix(num_cols, rows=[(indices, values), ...]),
 compressed: original CM bytes or None); NnetIo.dense() gives a dense float32 matrix.
 
-Compressed inputs are decoded with Kaldi's float32 arithmetic (`kaldi_io_binary.decompress`)
+Compressed inputs are decoded with Kaldi's float32 arithmetic (`compressed.decompress`)
 and their original bytes are kept (`NnetIo.compressed`) so a binary copy is byte-identical.
 Tables of examples go through `xvjax.kaldi.tables` with `EGS_CODEC` (every rspecifier/wspecifier
 form, scp offsets, pipes, `-`, atomic writes); archives are streamed, each example decoded with

@@ -13,9 +13,14 @@ The nnet3 model and egs readers/writers are built from these, in both of Kaldi's
 - integer vectors (`WriteIntegerVector`): binary size byte + int32 count + raw int32s; text
   `[ 1 2 3 ]\\n`.
 
-`KaldiInput` is a cursor over the bytes of a whole object (files are read at once; arrays are
-decoded with `np.frombuffer`, never element by element). `KaldiOutput` collects the bytes of an
-object. Errors are `XvjaxError`s naming the source and the byte offset.
+This is xvjax's one codec of Kaldi primitives: nnet3 models, egs, PLDA files and the table holders
+(`matrix_io`) all use it. `KaldiInput` is a cursor over the bytes of an object (a whole file, or a
+window on a stream through `read_from_stream`; arrays are decoded with `np.frombuffer`, never
+element by element). `KaldiOutput` collects the bytes of an object (`matrix`/`vector` write float
+or, with double=True, double objects). `format_float(s)` print numbers as Kaldi's text mode;
+`parse_text_array` reads bracketed text arrays. Errors are `FormatError`s (`XvjaxError`s) naming
+the source and the byte offset; `Truncated` when the data ends inside an object. Files, `-` and
+pipes are `streams`' business.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import struct
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi import compressed
 
 _WS = b" \t\n\r"
 _WS_RE = re.compile(rb"[ \t\n\r]*")
@@ -52,7 +58,29 @@ def format_floats(values) -> str:
     return "".join([f"{v:.7g} " for v in arr.ravel().tolist()])
 
 
-class Truncated(XvjaxError):
+ARRAY_TOKENS = {  # token -> (little-endian element type, number of dimensions)
+    "FM": (np.dtype("<f4"), 2),
+    "DM": (np.dtype("<f8"), 2),
+    "FV": (np.dtype("<f4"), 1),
+    "DV": (np.dtype("<f8"), 1),
+}
+COMPRESSED_TOKENS = ("CM", "CM2", "CM3")
+OBJECT_NAMES = {
+    "FM": "float matrix",
+    "DM": "double matrix",
+    "FV": "float vector",
+    "DV": "double vector",
+    "CM": "compressed matrix",
+    "CM2": "compressed matrix",
+    "CM3": "compressed matrix",
+}
+
+
+class FormatError(XvjaxError):
+    """Bad object bytes/text; the table layer adds the file and key to the message."""
+
+
+class Truncated(FormatError):
     """The data ended inside an object (with `final=False`: more data may complete it)."""
 
 
@@ -78,7 +106,7 @@ class KaldiInput:
         self.final = final
 
     # ----------------------------------------------------------------- errors / low level
-    def error(self, what: str, cls=XvjaxError) -> XvjaxError:
+    def error(self, what: str, cls=FormatError) -> FormatError:
         return cls(f"{self.source}: {what} (at byte {self.pos})")
 
     def truncated(self, what: str) -> Truncated:
@@ -228,21 +256,45 @@ class KaldiInput:
                     f"expected integer in {what}, got '{word.decode(errors='replace')}'"
                 ) from None
 
+    def array_header(self, tok: str, what: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """After an `FM`/`DM`/`FV`/`DV` token: the dimensions -> (little-endian dtype, shape)."""
+        dtype, ndim = ARRAY_TOKENS[tok]
+        if ndim == 2:
+            rows, cols = self.int32(f"{what} rows"), self.int32(f"{what} cols")
+            if rows < 0 or cols < 0:
+                raise self.error(f"bad {what} size {rows}x{cols}")
+            return dtype, (rows, cols)
+        dim = self.int32(f"{what} dim")
+        if dim < 0:
+            raise self.error(f"negative dim {dim} for {what}")
+        return dtype, (dim,)
+
+    def compressed_header(self, tok: str, what: str) -> tuple[int, bytes, int]:
+        """After a `CM`/`CM2`/`CM3` token: (format 1..3, the 16 header bytes, payload size)."""
+        self._need(16, what)
+        header = bytes(self.data[self.pos : self.pos + 16])
+        _, _, rows, cols = compressed.parse_header(header)
+        if rows < 0 or cols < 0:
+            raise self.error(f"bad compressed {what} size {rows}x{cols}")
+        self.pos += 16
+        fmt = compressed.TOKEN_FORMAT[tok.encode()]
+        return fmt, header, compressed.payload_size(fmt, rows, cols)
+
+    def _array(self, tok: str, what: str, dtype) -> np.ndarray:
+        src_dtype, shape = self.array_header(tok, what)
+        count = int(np.prod(shape))
+        self._need(count * src_dtype.itemsize, what)
+        arr = np.frombuffer(self.data, dtype=src_dtype, count=count, offset=self.pos)
+        self.pos += count * src_dtype.itemsize
+        return arr.astype(dtype).reshape(shape)
+
     def matrix(self, what: str = "matrix", dtype=np.float32) -> np.ndarray:
         """A matrix (FM/DM/CM*/text), returned as `dtype` (default float32, Kaldi's BaseFloat)."""
         if self.binary:
             tok = self.token(what)
             if tok in ("FM", "DM"):
-                rows, cols = self.int32(f"{what} rows"), self.int32(f"{what} cols")
-                if rows < 0 or cols < 0:
-                    raise self.error(f"bad {what} size {rows}x{cols}")
-                dtype = "<f4" if tok == "FM" else "<f8"
-                nbytes = rows * cols * (4 if tok == "FM" else 8)
-                self._need(nbytes, what)
-                arr = np.frombuffer(self.data, dtype=dtype, count=rows * cols, offset=self.pos)
-                self.pos += nbytes
-                return arr.astype(dtype).reshape(rows, cols)
-            if tok in ("CM", "CM2", "CM3"):
+                return self._array(tok, what, dtype)
+            if tok in COMPRESSED_TOKENS:
                 return self.compressed_matrix_body(tok, what)[0].astype(dtype, copy=False)
             raise self.error(f"expected {what} (FM or DM), got '{tok}'")
         return self._text_array(what, True, dtype)
@@ -252,16 +304,7 @@ class KaldiInput:
             tok = self.token(what)
             if tok not in ("FV", "DV"):
                 raise self.error(f"expected {what} (FV or DV), got '{tok}'")
-            n = self.int32(f"{what} dim")
-            if n < 0:
-                raise self.error(f"negative dim {n} for {what}")
-            item = 4 if tok == "FV" else 8
-            self._need(n * item, what)
-            arr = np.frombuffer(
-                self.data, dtype="<f4" if item == 4 else "<f8", count=n, offset=self.pos
-            )
-            self.pos += n * item
-            return arr.astype(dtype)
+            return self._array(tok, what, dtype)
         return self._text_array(what, False, dtype)
 
     def _text_array(self, what: str, matrix: bool, dtype) -> np.ndarray:
@@ -274,34 +317,53 @@ class KaldiInput:
         if self.pos < len(self.data) and self.data[self.pos : self.pos + 1] == b"\n":
             self.pos += 1
         try:
-            if not matrix:
-                return np.array(body.split(), dtype=np.float64).astype(dtype)
-            rows = [r.split() for r in body.split(b"\n")]
-            rows = [r for r in rows if r]
-            if not rows:
-                return np.zeros((0, 0), dtype=dtype)
-            cols = len(rows[0])
-            if any(len(r) != cols for r in rows):
-                raise self.error(f"{what}: rows of different lengths in text matrix")
-            flat = np.array([w for r in rows for w in r], dtype=np.float64)
-            return flat.astype(dtype).reshape(len(rows), cols)
-        except ValueError:
-            raise self.error(f"non-numeric value in text {what}") from None
+            return parse_text_array(body, matrix, dtype, what)
+        except FormatError as e:
+            raise self.error(str(e)) from None
 
     def compressed_matrix_body(self, tok: str, what: str) -> tuple[np.ndarray, bytes]:
         """After the CM/CM2/CM3 token: decodes the matrix; also returns its raw bytes."""
         start = self.pos
-        self._need(16, what)
-        min_value, range_, rows, cols = struct.unpack_from("<ffii", self.data, self.pos)
-        if rows < 0 or cols < 0:
-            raise self.error(f"bad compressed {what} size {rows}x{cols}")
-        fmt = {"CM": 1, "CM2": 2, "CM3": 3}[tok]
-        size = {1: cols * (8 + rows), 2: 2 * rows * cols, 3: rows * cols}[fmt]
-        self._need(16 + size, what)
-        payload = self.data[self.pos + 16 : self.pos + 16 + size]
-        self.pos += 16 + size
-        mat = decompress(fmt, self.data[self.pos - 16 - size : self.pos - size], payload)
-        return mat, self.data[start : self.pos]
+        fmt, header, size = self.compressed_header(tok, what)
+        self._need(size, what)
+        payload = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return compressed.decompress(fmt, header, payload), self.data[start : self.pos]
+
+
+def parse_text_array(body, matrix: bool, dtype=np.float32, what: str = "matrix") -> np.ndarray:
+    """The numbers between Kaldi's text brackets (bytes or str): a vector, or a matrix with one
+    row per line (no rows: the 0 x 0 matrix)."""
+    if not matrix:
+        return _parse_numbers(body.split(), dtype, what)
+    rows = [r.split() for r in body.split(b"\n" if isinstance(body, bytes) else "\n")]
+    rows = [r for r in rows if r]
+    if not rows:
+        return np.zeros((0, 0), dtype=dtype)
+    cols = len(rows[0])
+    if any(len(r) != cols for r in rows):
+        raise FormatError(f"text {what} rows have different lengths")
+    flat = _parse_numbers([w for r in rows for w in r], dtype, what)
+    return flat.reshape(len(rows), cols)
+
+
+def _parse_numbers(tokens: list, dtype, what: str) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):  # 3.402824e+38 is past float32's max: inf, as strtof
+            return np.array(tokens, dtype=np.float64).astype(dtype, copy=False)
+    except ValueError:
+        bad = next((t for t in tokens if not _is_number(t)), tokens[0] if tokens else "")
+        if isinstance(bad, bytes):
+            bad = bad.decode("utf-8", "replace")
+        raise FormatError(f"bad number '{bad[:30]}' in text {what}") from None
+
+
+def _is_number(token) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
 
 
 def read_from_stream(f, binary: bool, parse, source: str = "<input>", window: int = 1 << 16):
@@ -323,13 +385,6 @@ def read_from_stream(f, binary: bool, parse, source: str = "<input>", window: in
             continue
         f.read(inp.pos)
         return obj
-
-
-def decompress(fmt: int, header: bytes, payload: bytes) -> np.ndarray:
-    """Kaldi CompressedMatrix::CopyToMat, bit-exact (delegates to `xvjax.kaldi.compressed`)."""
-    from xvjax.kaldi import compressed
-
-    return compressed.decompress(fmt, header, payload)
 
 
 class KaldiOutput:

@@ -1,4 +1,10 @@
-"""Kaldi object encoding: matrices, vectors, compressed matrices, int32 vectors and scalars.
+"""Kaldi table holders: matrices, vectors, compressed matrices, int32 vectors and scalars.
+
+The objects a table holds, read from a stream (kind checks, binary/text auto-detection) and
+encoded for writing. The primitives (tokens, int32/float, FM/DM/FV/DV layouts, text arrays and
+Kaldi's text floats, `FormatError`) are `kaldi_io_binary`'s; this module adds what is particular to
+holders: streaming reads (array data read straight into numpy), BasicVectorHolder int32 vectors,
+scalars and compression on write.
 
 Byte layouts follow Kaldi (`src/matrix/kaldi-matrix.cc`, `kaldi-vector.cc`, `src/base/io-funcs*`,
 `src/util/kaldi-holder-inl.h`):
@@ -14,7 +20,8 @@ Byte layouts follow Kaldi (`src/matrix/kaldi-matrix.cc`, `kaldi-vector.cc`, `src
 Kinds (what a reader expects): "auto" (whatever is there), "matrix", "vector", "int32_vector",
 "int32", "float". Matrices and vectors come back as numpy arrays (float32, or float64 for DM/DV);
 compressed matrices are decoded to float32 exactly as Kaldi decodes them. A wrong object for the
-kind raises `FormatError` naming the object found.
+kind raises `FormatError` naming the object found. `f` is a `streams.InputStream` (or a seekable
+binary file).
 """
 
 from __future__ import annotations
@@ -23,18 +30,23 @@ import struct
 
 import numpy as np
 
-from xvjax.errors import XvjaxError
 from xvjax.kaldi import compressed
-from xvjax.kaldi.kaldi_io_binary import KaldiOutput
+from xvjax.kaldi.kaldi_io_binary import (
+    ARRAY_TOKENS,
+    COMPRESSED_TOKENS,
+    OBJECT_NAMES,
+    FormatError,
+    KaldiInput,
+    KaldiOutput,
+    _is_number,
+    parse_text_array,
+)
 
 KINDS = ("auto", "matrix", "vector", "int32_vector", "int32", "float")
 BINARY_HEADER = b"\0B"
 _INT = struct.Struct("<bi")  # size byte 4 + int32
-_DTYPE = {b"FM": "<f4", b"DM": "<f8", b"FV": "<f4", b"DV": "<f8"}
 
-
-class FormatError(XvjaxError):
-    """Bad object bytes/text; the table layer adds the file and key to the message."""
+__all__ = ["KINDS", "BINARY_HEADER", "FormatError", "read_object", "encode", "kind_of"]
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -50,96 +62,49 @@ def read_exact(f, n: int, what: str) -> bytes:
     return buf
 
 
-def _read_token(f) -> bytes:
-    """A binary token such as FM/CM2, consuming the single space after it."""
+def _peek(f, n: int) -> bytes:
+    """Up to n next bytes, not consumed (`streams.InputStream.peek`, or tell/seek)."""
     if hasattr(f, "peek"):
-        head = f.peek(8)[:8]
-        end = head.find(b" ")
-        if end > 0:
-            return f.read(end + 1)[:-1]
-    tok = bytearray()
-    while True:
-        c = f.read(1)
-        if not c:
-            raise FormatError(
-                f"truncated object: end of data inside token '{tok.decode('latin-1')}'"
-            )
-        if c == b" ":
-            return bytes(tok)
-        tok += c
-        if len(tok) > 8:
-            raise FormatError(
-                f"expected an object token (FM, DM, FV, DV, CM...), got {bytes(tok)!r}"
-            )
-
-
-def _read_int32(f, what: str) -> int:
-    size, value = _INT.unpack(read_exact(f, 5, what))
-    if size != 4:
-        raise FormatError(f"bad {what}: expected int32 size byte 4, got {size}")
-    return value
-
-
-def _object_name(tok: bytes) -> str:
-    return {
-        b"FM": "float matrix",
-        b"DM": "double matrix",
-        b"FV": "float vector",
-        b"DV": "double vector",
-        b"CM": "compressed matrix",
-        b"CM2": "compressed matrix",
-        b"CM3": "compressed matrix",
-    }.get(tok, f"object '{tok.decode('latin-1')}'")
-
-
-def _peek1(f) -> bytes:
-    if hasattr(f, "peek"):
-        return f.peek(1)[:1]
+        return f.peek(n)[:n]
     pos = f.tell()
-    c = f.read(1)
+    data = f.read(n)
     f.seek(pos)
-    return c
+    return data
+
+
+_MAX_HEADER = 24  # `CM2 ` + 16 header bytes; `FM ` + two int32s
 
 
 def read_binary(f, kind: str = "auto"):
-    """Reads one binary object (after the `\\0B` header) from a byte stream."""
-    first = _peek1(f)
-    if not first:
+    """Reads one binary object (after the `\\0B` header) from a byte stream.
+
+    The token and dimensions are parsed by `KaldiInput` on the peeked header bytes; the data is
+    then read straight into its array.
+    """
+    head = _peek(f, _MAX_HEADER)
+    if not head:
         raise FormatError("truncated object: no data after binary header")
-    if first in (b"\x04", b"\x08"):
+    if head[:1] in (b"\x04", b"\x08"):
         return _read_binary_basic(f, kind)
-    tok = _read_token(f)
-    if tok in (b"CM", b"CM2", b"CM3"):
+    inp = KaldiInput(head, True, "object header")
+    tok = inp.token("object token")
+    if tok in COMPRESSED_TOKENS:
         if kind not in ("auto", "matrix"):
             raise FormatError(f"expected a {kind.replace('_', ' ')}, found a compressed matrix")
-        fmt = compressed.TOKEN_FORMAT[tok]
-        header = read_exact(f, 16, "compressed matrix header")
-        _, _, rows, cols = compressed.parse_header(header)
-        if rows < 0 or cols < 0:
-            raise FormatError(f"bad compressed matrix header: {rows} rows, {cols} cols")
-        if cols == 0:  # Kaldi's empty compressed matrix: the header alone
-            return np.zeros((0, 0), dtype=np.float32)
-        payload = read_exact(f, compressed.payload_size(fmt, rows, cols), "compressed matrix data")
-        return compressed.decompress(fmt, header, payload)
-    if tok not in _DTYPE:
-        raise FormatError(f"unknown object token {tok!r} (expected FM, DM, FV, DV, CM, CM2 or CM3)")
-    is_matrix = tok[1:] == b"M"
-    if kind not in ("auto", "matrix" if is_matrix else "vector"):
-        raise FormatError(f"expected a {kind.replace('_', ' ')}, found a {_object_name(tok)}")
-    dtype = np.dtype(_DTYPE[tok])
-    if is_matrix:
-        rows = _read_int32(f, "matrix header")
-        cols = _read_int32(f, "matrix header")
-        if rows < 0 or cols < 0:
-            raise FormatError(f"bad matrix header: {rows} rows, {cols} cols")
-        shape: tuple[int, ...] = (rows, cols)
-    else:
-        dim = _read_int32(f, "vector header")
-        if dim < 0:
-            raise FormatError(f"bad vector header: dimension {dim}")
-        shape = (dim,)
+        fmt, header, size = inp.compressed_header(tok, "compressed matrix")
+        f.read(inp.pos)
+        return compressed.decompress(fmt, header, read_exact(f, size, "compressed matrix data"))
+    if tok not in ARRAY_TOKENS:
+        raise FormatError(
+            f"unknown object token {tok.encode()!r} (expected FM, DM, FV, DV, CM, CM2 or CM3)"
+        )
+    dtype, ndim = ARRAY_TOKENS[tok]
+    if kind not in ("auto", "matrix" if ndim == 2 else "vector"):
+        raise FormatError(f"expected a {kind.replace('_', ' ')}, found a {OBJECT_NAMES[tok]}")
+    dtype, shape = inp.array_header(tok, OBJECT_NAMES[tok])
+    f.read(inp.pos)
     count = shape[0] * (shape[1] if len(shape) == 2 else 1)
-    return read_array(f, dtype, count, _object_name(tok) + " data").reshape(shape)
+    return read_array(f, dtype, count, OBJECT_NAMES[tok] + " data").reshape(shape)
 
 
 def read_array(f, dtype, count: int, what: str) -> np.ndarray:
@@ -161,17 +126,17 @@ def read_array(f, dtype, count: int, what: str) -> np.ndarray:
 def _read_binary_basic(f, kind: str):
     if kind in ("matrix", "vector"):
         raise FormatError(f"expected a {kind}, found an integer/scalar object")
+    inp = KaldiInput(_peek(f, 10), True, "basic object")
     if kind == "float":
-        size = read_exact(f, 1, "float")[0]
-        if size == 4:
-            return float(np.frombuffer(read_exact(f, 4, "float"), "<f4")[0])
-        if size == 8:
-            return float(np.frombuffer(read_exact(f, 8, "float"), "<f8")[0])
-        raise FormatError(f"bad float: size byte {size}")
-    n = _read_int32(f, "int32")
+        value = inp.real("float")
+        f.read(inp.pos)
+        return value
+    n = inp.int32("int32")
+    more = inp.data[inp.pos : inp.pos + 1]
+    f.read(inp.pos)
     if kind == "int32":
         return n
-    if kind == "auto" and (n < 0 or _peek1(f) != b"\x04"):
+    if kind == "auto" and (n < 0 or more != b"\x04"):
         return n  # a scalar (an empty int32 vector reads as 0 here; use kind="int32_vector")
     if n < 0:
         raise FormatError(f"bad int32 vector size {n}")
@@ -179,24 +144,6 @@ def _read_binary_basic(f, kind: str):
     if n and np.any(raw[:, 0] != 4):
         raise FormatError("bad int32 vector: element size byte is not 4")
     return np.ascontiguousarray(raw[:, 1:]).view("<i4").reshape(n).astype(np.int32)
-
-
-def _parse_numbers(text: str, dtype, what: str) -> np.ndarray:
-    tokens = text.split()
-    try:
-        with np.errstate(over="ignore"):  # 3.402824e+38 is past float32's max: inf, as strtof
-            return np.array(tokens, dtype=np.float64).astype(dtype, copy=False)
-    except ValueError:
-        bad = next((t for t in tokens if not _is_number(t)), tokens[0] if tokens else "")
-        raise FormatError(f"bad number '{bad[:30]}' in text {what}") from None
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-        return True
-    except ValueError:
-        return False
 
 
 def read_text(f, kind: str = "auto", dtype=np.float32):
@@ -240,14 +187,8 @@ def read_text(f, kind: str = "auto", dtype=np.float32):
     if kind == "vector" or (kind == "auto" and not multiline and len(rows) == 1):
         if len(rows) > 1:
             raise FormatError("text vector spans several lines (is it a matrix?)")
-        return _parse_numbers(inside, dtype, "vector")
-    if not rows:
-        return np.zeros((0, 0), dtype=dtype)
-    cols = len(rows[0].split())
-    values = _parse_numbers(inside, dtype, "matrix")
-    if values.size != cols * len(rows) or any(len(r.split()) != cols for r in rows):
-        raise FormatError("text matrix rows have different lengths")
-    return values.reshape(len(rows), cols)
+        return parse_text_array(inside, False, dtype, "vector")
+    return parse_text_array(inside, True, dtype, "matrix")
 
 
 def _parse_text_basic(text: str, kind: str):

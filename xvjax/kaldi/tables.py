@@ -42,7 +42,8 @@ it), but its compressed matrices are not Kaldi's numbers (decoding CM/CM2/CM3 di
 copy-feats' output by up to 4e-3 for method 4, and its compressed writes differ from Kaldi's bytes
 for methods 1-4, 6, 7), and it lacks the s/cs/o/p/bg options, `scp:` wspecifiers, int32/float
 holders, atomic writes, permissive reading and errors naming file and key. So the formats live in
-`matrix_io.py` / `compressed.py`, the streams in `streams.py`; kaldiio is only a test oracle.
+`kaldi_io_binary.py` (primitives), `matrix_io.py` (holders) and `compressed.py`, the streams in
+`streams.py`; kaldiio is only a test oracle.
 """
 
 from __future__ import annotations
