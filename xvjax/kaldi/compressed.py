@@ -173,6 +173,12 @@ def parse_header(buf: bytes) -> tuple[float, float, int, int]:
     return _HEADER.unpack(buf)
 
 
+def decode(data: bytes) -> np.ndarray:
+    """Decodes a whole compressed matrix as `compress` returns it (token, space, header, data)."""
+    tok, _, rest = data.partition(b" ")
+    return decompress(TOKEN_FORMAT[tok], rest[:16], rest[16:])
+
+
 def decompress(fmt: int, header: bytes, payload: bytes) -> np.ndarray:
     """Decodes a compressed matrix to float32 (num_rows, num_cols) exactly as Kaldi's CopyToMat."""
     min_value, range_, num_rows, num_cols = _HEADER.unpack(header)

@@ -310,10 +310,7 @@ def xvector_example(
     raw = None
     if compress:
         raw = compressed.compress(feats, 1)
-        tok, _, rest = raw.partition(b" ")
-        inp = KaldiInput(raw, True, "compressed")
-        inp.pos = len(tok) + 1
-        feats, _ = inp.compressed_matrix_body(tok.decode(), "features")
+        feats = compressed.decode(raw)
     output = SparseMatrix(num_pdfs, [(np.array([label], np.int32), np.array([1.0], np.float32))])
     return NnetExample(
         {

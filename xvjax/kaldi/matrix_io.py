@@ -295,14 +295,9 @@ def encode(obj, binary: bool = True, compression_method: int | None = None) -> b
         data = compressed.compress(arr, compression_method)
         if binary:
             return BINARY_HEADER + data
-        arr, double = _decode_compressed(data), False  # Kaldi writes text CM as a plain matrix
+        arr, double = compressed.decode(data), False  # Kaldi writes text CM as a plain matrix
     if kind == "matrix":
         out.matrix(arr, double)
     else:
         out.vector(arr, double)
     return out.getvalue()
-
-
-def _decode_compressed(data: bytes) -> np.ndarray:
-    tok, _, rest = data.partition(b" ")
-    return compressed.decompress(compressed.TOKEN_FORMAT[tok], rest[:16], rest[16:])

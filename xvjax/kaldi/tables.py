@@ -70,7 +70,13 @@ from xvjax.kaldi.specifiers import (
     parse_wspecifier,
     split_range,
 )
-from xvjax.kaldi.text_tables import read_text_lists, read_text_table, read_trials, write_text_table
+from xvjax.kaldi.text_tables import (
+    read_text_lists,
+    read_text_table,
+    read_trials,
+    rx_lines,
+    write_text_table,
+)
 
 log = logging.getLogger("xvjax")
 
@@ -221,20 +227,16 @@ def _iter_archive(rx: str, kind, dtype, permissive: bool, sorted_: bool, label: 
 def read_scp(rx: str) -> list[tuple[str, str]]:
     """Lines `key rxfilename` of a script file, in order (Kaldi's ReadScriptFile)."""
     out = []
-    with streams.input_stream(rx) as f:
-        for num, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise XvjaxError(f"{streams.printable(rx)}:{num}: not UTF-8 text") from None
-            fields = line.strip().split(None, 1)  # key, then the rest (may hold spaces: pipes)
-            key, rest = (fields + ["", ""])[:2]
-            rest = rest.strip()
-            if not key or not rest:
-                raise XvjaxError(
-                    f"{streams.printable(rx)}:{num}: expected 'key rxfilename', got '{line[:60]}'"
-                )
-            out.append((key, rest))
+    for num, line in rx_lines(rx):
+        line = line.rstrip("\r\n")
+        fields = line.strip().split(None, 1)  # key, then the rest (may hold spaces: pipes)
+        key, rest = (fields + ["", ""])[:2]
+        rest = rest.strip()
+        if not key or not rest:
+            raise XvjaxError(
+                f"{streams.printable(rx)}:{num}: expected 'key rxfilename', got '{line[:60]}'"
+            )
+        out.append((key, rest))
     return out
 
 

@@ -21,7 +21,12 @@ def _text_path(path: str) -> str:
 
 
 def text_lines(path: str) -> Iterator[tuple[int, str]]:
-    rx = _text_path(path)
+    """(line number, line) of a text table given as a path, rxfilename or `ark:` rspecifier."""
+    return rx_lines(_text_path(path))
+
+
+def rx_lines(rx: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text rxfilename; a line that is not UTF-8 is an error."""
     with streams.input_stream(rx) as f:
         for num, raw in enumerate(f, 1):
             try:
