@@ -35,9 +35,9 @@ def test_summary_names_best_route_and_gain():
     text = report.summary_text(ROWS)
     assert "target EER 20.00% vs 2.00% on the source trials" in text
     assert "Best route: row 6b" in text
-    assert "+10.00 points better than row 1 (50% relative)" in text
+    assert "10.00 points better than row 1 (50% relative)" in text
     assert (
-        "Best backend-only route (network unchanged): row 2 (src, in-domain mean) at 15.00% (+5.00"
+        "Best backend-only route (network unchanged): row 2 (src, in-domain mean) at 15.00% (5.00 points better than row 1)"
         in text
     )
     assert report.summary_text([]) == ""

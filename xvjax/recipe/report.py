@@ -89,7 +89,8 @@ def summary_text(rows: Sequence[dict]) -> str:
         rel = f" ({100.0 * (b - v) / b:.0f}% relative)" if b > 0 else ""
         out.append(
             f"Best route: row {best['id']} ({best['name']}; {best.get('backend', '')}): target EER "
-            f"{v:.2f}%, {b - v:+.2f} points better than row 1{rel}; minDCF0.01 "
+            f"{v:.2f}%, {b - v:.2f} points {'better' if v <= b else 'worse'} than row 1{rel}; "
+            "minDCF0.01 "
             f"{best['target']['min_dcf_0.01']:.3f} vs {base['target']['min_dcf_0.01']:.3f}."
         )
     backend_only = [r for r in others if not r["id"].startswith("6")]
@@ -98,7 +99,7 @@ def summary_text(rows: Sequence[dict]) -> str:
         v = bo["target"]["eer"]
         out.append(
             f"Best backend-only route (network unchanged): row {bo['id']} ({bo.get('backend', '')}) "
-            f"at {v:.2f}% ({b - v:+.2f} points)."
+            f"at {v:.2f}% ({b - v:.2f} points {'better' if v <= b else 'worse'} than row 1)."
         )
     return " ".join(out)
 
