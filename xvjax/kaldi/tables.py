@@ -43,7 +43,8 @@ copy-feats' output by up to 4e-3 for method 4, and its compressed writes differ 
 for methods 1-4, 6, 7), and it lacks the s/cs/o/p/bg options, `scp:` wspecifiers, int32/float
 holders, atomic writes, permissive reading and errors naming file and key. So the formats live in
 `kaldi_io_binary.py` (primitives), `matrix_io.py` (holders) and `compressed.py`, the streams in
-`streams.py`; kaldiio is only a test oracle.
+`streams.py`, single rx/wxfilename objects in `objects.py` (re-exported here); kaldiio is only a
+test oracle.
 """
 
 from __future__ import annotations
@@ -54,11 +55,20 @@ import re
 import threading
 from collections.abc import Iterator
 
-import numpy as np
-
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import matrix_io, streams
+from xvjax.kaldi import streams
 from xvjax.kaldi.matrix_io import FormatError
+from xvjax.kaldi.objects import (
+    check_kind,
+    encode_object,
+    read_matrix,
+    read_object,
+    read_value,
+    read_vector,
+    write_matrix,
+    write_object,
+    write_vector,
+)
 from xvjax.kaldi.specifiers import (
     RSpecifier,
     WSpecifier,
@@ -160,37 +170,6 @@ def _show(key: bytes) -> str:
     return key[:60].decode("utf-8", "replace")
 
 
-def _check_kind(kind) -> None:
-    if isinstance(kind, str):
-        if kind not in matrix_io.KINDS:
-            raise ValueError(f"kind must be one of {matrix_io.KINDS} or a codec")
-    elif not (callable(getattr(kind, "read", None)) and callable(getattr(kind, "write", None))):
-        raise TypeError(f"kind must be one of {matrix_io.KINDS} or a codec, got {kind!r}")
-
-
-def _read_value(f, kind, dtype):
-    """One object from stream `f`: an array/scalar for a string kind, else `kind.read` (codec)."""
-    if isinstance(kind, str):
-        return matrix_io.read_object(f, kind, dtype)
-    binary = f.peek(2)[:2] == matrix_io.BINARY_HEADER
-    if binary:
-        f.read(2)
-    try:
-        return kind.read(f, binary)
-    except FormatError:
-        raise
-    except XvjaxError as e:  # the table layer adds file and key
-        raise FormatError(str(e)) from None
-
-
-def _encode(obj, binary: bool, compression_method: int | None, codec) -> bytes:
-    if codec is None:
-        return matrix_io.encode(obj, binary, compression_method)
-    if compression_method is not None:
-        raise XvjaxError("compression applies to matrices only, not to codec objects")
-    return (matrix_io.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
-
-
 def _iter_archive(rx: str, kind, dtype, permissive: bool, sorted_: bool, label: str):
     """Yields (key, obj) from an archive rxfilename."""
     prev: str | None = None
@@ -201,7 +180,7 @@ def _iter_archive(rx: str, kind, dtype, permissive: bool, sorted_: bool, label: 
                 key = _read_key(f)
                 if key is None:
                     return
-                obj = _read_value(f, kind, dtype)
+                obj = read_value(f, kind, dtype)
             except FormatError as e:
                 where = (
                     f"key '{key}'"
@@ -262,7 +241,7 @@ class _ObjectReader:
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
             with streams.input_stream(target) as f:
-                return apply_range(_read_value(f, self.kind, self.dtype), rng, rx)
+                return apply_range(read_value(f, self.kind, self.dtype), rng, rx)
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
@@ -275,7 +254,7 @@ class _ObjectReader:
         if offset >= self._size and os.path.isfile(path):
             raise XvjaxError(f"offset {offset} is past the end of '{path}' ({self._size} bytes)")
         self._file.seek(offset)
-        return apply_range(_read_value(self._file, self.kind, self.dtype), rng, rx)
+        return apply_range(read_value(self._file, self.kind, self.dtype), rng, rx)
 
     def close(self) -> None:
         if self._file is not None:
@@ -313,7 +292,7 @@ def read(rspec: str, kind="auto", dtype=None) -> Iterator[tuple[str, object]]:
 
     `kind`: one of `matrix_io.KINDS`, or a codec (see the module docstring).
     """
-    _check_kind(kind)
+    check_kind(kind)
     spec = parse_rspecifier(rspec)
     label = f"{spec.type}:{streams.printable(spec.filename)}"
     if spec.type == "ark":
@@ -342,7 +321,7 @@ class RandomAccess:
     """
 
     def __init__(self, rspec: str, kind="auto", dtype=None):
-        _check_kind(kind)
+        check_kind(kind)
         self.rspec = rspec
         self.spec = parse_rspecifier(rspec)
         self.kind, self.dtype = kind, dtype
@@ -536,7 +515,7 @@ class Writer:
             self.open()
         check_key(key, self.wspec)
         try:
-            data = _encode(obj, self.binary, self.compression_method, self.codec)
+            data = encode_object(obj, self.binary, self.compression_method, self.codec)
         except XvjaxError as e:
             raise XvjaxError(f"table '{self.wspec}': key '{key}': {e}") from None
         if self._scp_targets is not None:
@@ -586,57 +565,3 @@ def write_dict(wspec: str, table: dict, compression_method: int | None = None, c
     with Writer(wspec, compression_method, codec=codec) as w:
         for key, obj in table.items():
             w[key] = obj
-
-
-# ------------------------------------------------------------------------------ single objects
-
-
-def read_object(rxfilename: str, kind="auto", dtype=None):
-    """One object from an rxfilename (`transform.mat`, `mean.vec`, `-`, `cmd |`, `a.ark:123`)."""
-    _check_kind(kind)
-    target, rng = split_range(rxfilename)
-    try:
-        with streams.input_stream(target) as f:
-            obj = _read_value(f, kind, dtype)
-    except FormatError as e:
-        raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
-    return apply_range(obj, rng, rxfilename)
-
-
-def read_matrix(rxfilename: str, dtype=None) -> np.ndarray:
-    """A matrix file (binary, text or compressed), e.g. `transform.mat`; float32 unless `dtype`."""
-    return read_object(rxfilename, "matrix", dtype)
-
-
-def read_vector(rxfilename: str, dtype=None) -> np.ndarray:
-    """A vector file, e.g. `mean.vec`."""
-    return read_object(rxfilename, "vector", dtype)
-
-
-def write_object(
-    wxfilename: str,
-    obj,
-    binary: bool = True,
-    compression_method: int | None = None,
-    codec=None,
-) -> None:
-    """Writes one object like Kaldi's `WriteKaldiObject` (atomic for files)."""
-    data = _encode(obj, binary, compression_method, codec)
-    with streams.output_stream(wxfilename) as out:
-        out.write(data)
-
-
-def write_matrix(wxfilename: str, mat: np.ndarray, binary: bool = True) -> None:
-    mat = np.asarray(mat)
-    if mat.ndim != 2:
-        raise XvjaxError(f"{wxfilename}: expected a matrix, got an array of shape {mat.shape}")
-    write_object(wxfilename, mat, binary)
-
-
-def write_vector(wxfilename: str, vec: np.ndarray, binary: bool = True) -> None:
-    vec = np.asarray(vec)
-    if vec.ndim != 1 or vec.dtype.kind not in "f":
-        raise XvjaxError(
-            f"{wxfilename}: expected a float vector, got {vec.dtype} of shape {vec.shape}"
-        )
-    write_object(wxfilename, vec, binary)
