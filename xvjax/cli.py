@@ -192,6 +192,8 @@ def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
 
 
 def usage_text(cmd: Command) -> str:
+    if cmd.raw:  # raw commands parse their own options and list them in their usage text
+        return f"{cmd.summary}\n{cmd.usage}"
     lines = [cmd.summary, cmd.usage, "", "Options:"]
     opts = list(cmd.opts) + [
         Opt("config", "", "Configuration file to read (one --opt=value a line)"),
