@@ -78,14 +78,10 @@ def read_wav_entry(spec: str, channel: int = -1) -> tuple[np.ndarray, int]:
     if kind == "stdin":
         raise XvjaxError("wav.scp entries cannot read standard input ('-')")
     if kind == "pipe":
-        f = streams.open_input(spec.strip())
         try:
-            data = f.read()
-        finally:
-            try:
-                f.close()
-            except XvjaxError as e:
-                raise XvjaxError(f"cannot read audio '{spec.strip()}': {e}") from None
+            data = streams.read_all(spec.strip())
+        except XvjaxError as e:
+            raise XvjaxError(f"cannot read audio '{spec.strip()}': {e}") from None
         if not data:
             raise XvjaxError(f"cannot read audio '{spec.strip()}': the command wrote nothing")
         return decode_audio(data, spec.strip(), channel)
@@ -150,5 +146,4 @@ def write_wav(path: str, samples: np.ndarray, sample_rate: int) -> None:
     pcm = np.clip(np.rint(np.asarray(samples, dtype=np.float64)), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     soundfile.write(buf, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
-    with streams.output_stream(path) as out:
-        out.write(buf.getvalue())
+    streams.write_all(path, buf.getvalue())

@@ -77,8 +77,7 @@ def write_text_table(path: str, table: dict, sort: bool = True) -> None:
         if isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value)
         lines.append(f"{key} {value}\n")
-    with streams.output_stream(path) as out:
-        out.write("".join(lines).encode("utf-8"))
+    streams.write_all(path, "".join(lines).encode("utf-8"))
 
 
 def read_trials(path: str) -> list[tuple[str, str, str | None]]:
