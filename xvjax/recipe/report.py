@@ -136,56 +136,29 @@ def build_markdown(rows: Sequence[dict], meta: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
-
-
 def det_plot(rows: Sequence[dict], path: str, side: str = "target") -> None:
-    """One DET curve per row (miss vs false alarm on normal-deviate axes, 0.1% to 80%, since
-    domain-mismatched systems live far up the curve), EER marked, legend beside the axes."""
-    import matplotlib
+    """One DET curve per row (0.1% to 80%, since domain-mismatched systems live far up the curve),
+    fine-tuned rows dashed, legend beside the axes."""
+    from xvjax.backend.plots import det_plot as plot_systems
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm
-
-    from xvjax import metrics
-    from xvjax.fileutil import atomic_path
-
-    eps = 1e-6
-    fig, ax = plt.subplots(figsize=(10, 6))
+    systems, styles = [], []
     for r in rows:
         m = r.get(side)
         if not m:
             continue
-        npz = os.path.splitext(m["scores"])[0] + ".npz"
-        with np.load(npz) as z:
-            scores, labels = z["scores"], z["labels"]
-        fnr, fpr = metrics.det_curve(scores, labels)
-        eer, _ = metrics.compute_eer(scores, labels)
-        dcf, _ = metrics.compute_min_dcf(scores, labels, 0.01)
-        label = f"{r['id']}: {_short(r)} (EER {100 * eer:.2f}%, minDCF0.01 {dcf:.3f})"
-        x = norm.ppf(np.clip(fpr, eps, 1 - eps))
-        y = norm.ppf(np.clip(fnr, eps, 1 - eps))
-        (line,) = ax.plot(x, y, label=label, linestyle="--" if r["id"].startswith("6") else "-")
-        e = norm.ppf(np.clip(eer, eps, 1 - eps))
-        ax.plot([e], [e], "o", color=line.get_color())
-    ticks = norm.ppf(_TICKS)
-    names = [f"{100 * t:g}" for t in _TICKS]
-    ax.set_xticks(ticks, names)
-    ax.set_yticks(ticks, names)
-    lim = (norm.ppf(0.001), norm.ppf(0.8))
-    ax.set_xlim(lim)
-    ax.set_ylim(lim)
-    ax.plot(lim, lim, ":", color="grey", linewidth=0.8)
-    ax.set_xlabel("False alarm probability (%)")
-    ax.set_ylabel("Miss probability (%)")
-    ax.set_title(f"DET, {side} trials")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        with np.load(os.path.splitext(m["scores"])[0] + ".npz") as z:
+            systems.append((f"{r['id']}: {_short(r)}", z["scores"], z["labels"]))
+        styles.append("--" if r["id"].startswith("6") else "-")
+    plot_systems(
+        systems,
+        path,
+        title=f"DET, {side} trials",
+        p_target=0.01,
+        max_prob=0.8,
+        min_prob=0.001,
+        linestyles=styles,
+        legend_outside=True,
+    )
 
 
 def _short(r: dict) -> str:
