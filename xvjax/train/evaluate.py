@@ -25,63 +25,60 @@ class Trials:
 
 
 def read_trials(path: str) -> Trials:
-    enroll, test, target = [], [], []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for num, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 3 or parts[2] not in ("target", "nontarget"):
-                    raise XvjaxError(f"{path}:{num}: expected '<enroll> <test> target|nontarget'")
-                enroll.append(parts[0])
-                test.append(parts[1])
-                target.append(parts[2] == "target")
-    except OSError as e:
-        raise XvjaxError(f"cannot read trials {path}: {e.strerror}") from None
-    if not target:
+    """Kaldi trials `<enroll> <test> target|nontarget` (read via `xvjax.kaldi.tables.read_trials`)."""
+    from xvjax.kaldi import tables
+
+    rows = tables.read_trials(path)
+    bad = [r for r in rows if r[2] not in ("target", "nontarget")]
+    if bad:
+        raise XvjaxError(f"{path}: trial '{bad[0][0]} {bad[0][1]}' has no target|nontarget label")
+    if not rows:
         raise XvjaxError(f"trials file {path} is empty")
-    return Trials(tuple(enroll), tuple(test), np.asarray(target, bool))
+    return Trials(
+        tuple(r[0] for r in rows),
+        tuple(r[1] for r in rows),
+        np.array([r[2] == "target" for r in rows]),
+    )
 
 
 def cosine_scores(
     embeddings: dict[str, np.ndarray], trials: Trials, utt2spk: dict[str, str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, labels) of the trials whose two sides have x-vectors (others are skipped)."""
+    """(scores, labels) of the trials whose two sides have x-vectors (others are skipped).
+
+    A side is an utterance's centred x-vector or a speaker's mean of them; the cosines are
+    `xvjax.backend.scoring.cosine_scores` over the kept trials (one batched expression).
+    """
+    from xvjax.backend import scoring
+
     keys = sorted(embeddings)
     if not keys:
         raise XvjaxError("no dev x-vectors to score")
     mat = np.stack([embeddings[k] for k in keys]).astype(np.float64)
-    mean = mat.mean(axis=0)
-    vec = {k: embeddings[k].astype(np.float64) - mean for k in keys}
-    spk_utts: dict[str, list[str]] = {}
+    mat -= mat.mean(axis=0)
+    row = {k: i for i, k in enumerate(keys)}
+    spk_rows: dict[str, list[int]] = {}
     for utt, spk in (utt2spk or {}).items():
-        if utt in vec:
-            spk_utts.setdefault(spk, []).append(utt)
-
-    def side(name: str) -> np.ndarray | None:
-        if name in vec:
-            return vec[name]
-        if name in spk_utts:
-            return np.mean([vec[u] for u in spk_utts[name]], axis=0)
-        return None
-
-    scores, labels, skipped = [], [], 0
-    for e, t, lab in zip(trials.enroll, trials.test, trials.target, strict=True):
-        a, b = side(e), side(t)
-        if a is None or b is None:
-            skipped += 1
-            continue
-        denom = np.linalg.norm(a) * np.linalg.norm(b)
-        scores.append(float(a @ b / denom) if denom > 0 else 0.0)
-        labels.append(bool(lab))
-    if skipped:
+        if utt in row:
+            spk_rows.setdefault(spk, []).append(row[utt])
+    spks = [s for s in sorted(spk_rows) if s not in row]  # an utterance id wins over a speaker id
+    sides = (
+        np.concatenate([mat, np.stack([mat[spk_rows[s]].mean(axis=0) for s in spks])])
+        if spks
+        else mat
+    )
+    row.update({s: len(keys) + i for i, s in enumerate(spks)})
+    ie = np.array([row.get(e, -1) for e in trials.enroll])
+    it = np.array([row.get(t, -1) for t in trials.test])
+    kept = (ie >= 0) & (it >= 0)
+    if not kept.all():
         log.warning(
             "%d of %d dev trials have no x-vector on one side and were skipped",
-            skipped,
+            int((~kept).sum()),
             len(trials.target),
         )
-    return np.asarray(scores), np.asarray(labels, bool)
+    scores = scoring.cosine_scores(sides, sides, ie[kept], it[kept])
+    return scores, np.asarray(trials.target[kept], bool)
 
 
 class DevSet:
