@@ -52,10 +52,10 @@ def format_float(x: float) -> str:
 
 def format_floats(values) -> str:
     """Space-terminated text of an array's values (each value followed by one space)."""
-    arr = np.asarray(values)
+    arr = np.asarray(values).ravel()
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        return "".join([format_float(v) + " " for v in arr.ravel().tolist()])
-    return "".join([f"{v:.7g} " for v in arr.ravel().tolist()])
+        return "".join([format_float(v) + " " for v in arr.tolist()])
+    return ("%.7g " * arr.size) % tuple(arr.tolist())  # one C-level format call for all values
 
 
 ARRAY_TOKENS = {  # token -> (little-endian element type, number of dimensions)
@@ -446,6 +446,10 @@ class KaldiOutput:
             self.parts.append(np.ascontiguousarray(mat, dtype="<f8" if double else "<f4").tobytes())
         elif mat.size == 0:
             self.parts.append(b" [ ]\n")
+        elif np.isfinite(mat).all():  # one format string per row: no Python loop per number
+            row_fmt = "\n  " + "%.7g " * mat.shape[1]
+            rows = "".join([row_fmt % tuple(row) for row in mat.tolist()])
+            self.parts.append((" [" + rows + "]\n").encode())
         else:
             rows = "".join(["\n  " + format_floats(row) for row in mat])
             self.parts.append((" [" + rows + "]\n").encode())
