@@ -267,3 +267,29 @@ def test_data_dir_commands(data, tmp_path, monkeypatch, capsys):
     _append(str(tmp_path / "c"), "utt2spk", "0 q\n")
     assert cli.run(["fix-data-dir", str(tmp_path / "c")]) == 0
     assert cli.run(["validate-data-dir", "--no-feats", str(tmp_path / "c")]) == 0
+
+
+def test_segments_lines_parsed_once_for_load_validate_and_fix(tmp_path, wavs):
+    segs = {"r-a": ("r", 0.5, 2.0, 0), "r-b": ("r", 2.0, -1), "r-c": ("r", 3.0, 4.0)}
+    d = datadir.write_data_dir(
+        str(tmp_path / "s"), {u: "r" for u in segs}, wav_scp={"r": wavs["u1_16k"]}, segments=segs
+    )
+    assert d.segments["r-a"] == datadir.Segment("r", 0.5, 2.0, 0)
+    assert d.segments["r-b"] == datadir.Segment("r", 2.0, -1.0, -1)
+    good = open(os.path.join(d.path, "segments")).read()
+    for line, msg, fix_fails in [
+        ("r-c r 3 4 0 9\n", "segment 'r-c': bad line", True),  # too many fields
+        ("r-c r 3 x\n", "segment 'r-c': bad line", True),
+        ("r-c r 3 4 -2\n", "segment 'r-c': bad line", False),  # fix drops the bad channel
+        ("r-c r 4 3\n", "segment 'r-c': bad times start=4.0 end=3.0", False),
+    ]:
+        _write(d.path, "segments", good.replace("r-c r 3 4\n", line))
+        assert any(msg in p for p in datadir.check_data_dir(d.path)), line
+        if fix_fails:
+            with pytest.raises(XvjaxError, match="segment 'r-c'"):
+                datadir.fix_data_dir(d.path)
+    # fix keeps only utterances whose segment names a recording in wav.scp
+    _write(d.path, "segments", good.replace("r-c r 3 4\n", "r-c q 3 4\n"))
+    fixed = datadir.fix_data_dir(d.path)
+    assert fixed.utts == ["r-a", "r-b"] and fixed.segments["r-a"].channel == 0
+    assert datadir.check_data_dir(d.path) == []

@@ -22,8 +22,6 @@ import numpy as np
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
 
-_INT_SCALE = {"PCM_S8": 128.0, "PCM_U8": 128.0, "PCM_16": 1.0, "PCM_24": 256.0, "PCM_32": 1.0}
-
 
 def _read_riff_at(f) -> bytes:
     """The bytes of one RIFF/WAVE file starting at the stream's position (wav archive entries)."""

@@ -117,19 +117,20 @@ class DataDir:
 # ------------------------------------------------------------------------------ reading
 
 
+def parse_segment(rest: str) -> Segment:
+    """A segments line after the utterance id: `recording start end [channel]`; ValueError if not."""
+    fields = rest.split()
+    if len(fields) not in (3, 4):
+        raise ValueError(f"expected 3 or 4 fields, got {len(fields)}")
+    channel = int(fields[3]) if len(fields) == 4 else -1
+    return Segment(fields[0], float(fields[1]), float(fields[2]), channel)
+
+
 def _read_segments(path: str) -> dict[str, Segment]:
     out: dict[str, Segment] = {}
     for utt, rest in tables.read_text_table(path).items():
-        fields = rest.split()
         try:
-            if len(fields) not in (3, 4):
-                raise ValueError
-            seg = Segment(
-                fields[0],
-                float(fields[1]),
-                float(fields[2]),
-                int(fields[3]) if len(fields) == 4 else -1,
-            )
+            seg = parse_segment(rest)
         except ValueError:
             raise XvjaxError(
                 f"{path}: segment '{utt}': expected 'utt rec start end [channel]', got '{utt} {rest}'"

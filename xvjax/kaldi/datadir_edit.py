@@ -9,7 +9,15 @@ from collections.abc import Iterable
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
-from xvjax.kaldi.datadir_core import DataDir, Segment, _sorted, load_data_dir, write_data_dir
+from xvjax.kaldi.datadir_core import (
+    DataDir,
+    Segment,
+    _sorted,
+    load_data_dir,
+    parse_segment,
+    write_data_dir,
+)
+from xvjax.kaldi.text_tables import rx_lines
 
 log = logging.getLogger("xvjax")
 
@@ -197,11 +205,7 @@ def fix_data_dir(path: str) -> DataDir:
         if not os.path.exists(p):
             return None
         out: dict[str, str] = {}
-        for _, raw in enumerate(open(p, "rb"), 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise XvjaxError(f"fix: {p}: not UTF-8 text") from None
+        for _, line in rx_lines(p):
             f = line.split(None, 1)
             if len(f) == 2 and f[1].strip():
                 out.setdefault(f[0], f[1].strip())
@@ -228,12 +232,9 @@ def fix_data_dir(path: str) -> DataDir:
     if segs is not None:
         seg_objs = {}
         for u in keep:
-            f = segs[u].split()
             try:
-                seg_objs[u] = Segment(
-                    f[0], float(f[1]), float(f[2]), int(f[3]) if len(f) > 3 else -1
-                )
-            except (ValueError, IndexError):
+                seg_objs[u] = parse_segment(segs[u])
+            except ValueError:
                 raise XvjaxError(f"fix: {path}/segments: segment '{u}': bad line") from None
         recs = {s.recording for s in seg_objs.values()}
         wav = {r: v for r, v in wav.items() if r in recs} if wav is not None else None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import specifiers, streams
-from xvjax.kaldi.datadir_core import _ckey, _sorted, utt2spk_to_spk2utt
+from xvjax.kaldi.datadir_core import _ckey, _sorted, parse_segment, utt2spk_to_spk2utt
 
 
 def _check_table(path: str, problems: list[str], min_fields: int = 2) -> dict[str, str] | None:
@@ -118,14 +118,14 @@ def check_data_dir(
         if segments is not None:
             _compare_keys(problems, j("segments"), segments, utts, "utterances")
             for utt, rest in segments.items():
-                f = rest.split()
                 try:
-                    start, end = float(f[1]), float(f[2])
-                    if len(f) > 4 or (len(f) == 4 and int(f[3]) < 0):
-                        raise ValueError
-                except (ValueError, IndexError):
+                    seg = parse_segment(rest)
+                    if len(rest.split()) == 4 and seg.channel < 0:
+                        raise ValueError("negative channel")
+                except ValueError:
                     problems.append(f"{j('segments')}: segment '{utt}': bad line '{utt} {rest}'")
                     continue
+                start, end = seg.start, seg.end
                 if start < 0 or (end != -1 and end <= start):
                     problems.append(
                         f"{j('segments')}: segment '{utt}': bad times start={start} end={end}"
