@@ -1,50 +1,53 @@
 """Quick numpy checks of the demo corpus: does it carry speaker identity, does the domain shift hurt?
 
 A deliberately simple speaker-recognition baseline (no neural net): per utterance, mean and std
-of log-mel cepstra over loud (voiced) frames and std of their deltas; a global standardisation and
-an LDA trained on a labelled set; cosine scoring of length-normalised projections, enrollment
-vectors averaged per model. Used by `benchmarks/bench_data_synthetic.py` and the tests.
+of MFCCs over loud (voiced) frames and std of their deltas; a global standardisation and an LDA
+trained on a labelled set; cosine scoring of length-normalised projections, enrollment vectors
+averaged per model. Used by `benchmarks/bench_data_synthetic.py` and the tests.
+
+The pieces are the product's: MFCCs from `xvjax.features.reference` (Kaldi's algorithm, numpy),
+LDA from `xvjax.backend.lda`, speaker means from `xvjax.backend.means`, EER from `xvjax.metrics`,
+data-dir and trials tables from `xvjax.kaldi.tables`.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy import signal
-from scipy.linalg import eigh
 
+from xvjax import metrics
+from xvjax.backend import lda as lda_lib
+from xvjax.backend import means
 from xvjax.data.synthetic_corpus import SETS
+from xvjax.features.options import MfccOptions
+from xvjax.features.reference import features_numpy
+from xvjax.kaldi import tables
+
+
+@functools.lru_cache
+def mfcc_options(feat_rate: int, num_ceps: int = 20) -> MfccOptions:
+    """25 ms / 10 ms frames, 30 mel bins from 20 Hz to Nyquist - 400 Hz, c0 = log energy."""
+    return MfccOptions(
+        sample_frequency=float(feat_rate),
+        num_ceps=num_ceps,
+        num_mel_bins=30,
+        low_freq=20.0,
+        high_freq=-400.0,
+        dither=0.0,
+    )
 
 
 def mel_cepstra(x: np.ndarray, rate: int, feat_rate: int, num_ceps: int = 20):
-    """(frames, num_ceps) log-mel cepstra at feat_rate (resampling x), 25 ms / 10 ms frames,
-    30 mel bins from 20 Hz to Nyquist - 400 Hz; and the (frames,) mask of loud (voiced) frames."""
+    """(frames, num_ceps) MFCCs at feat_rate (resampling x; Kaldi's `compute-mfcc-feats` via
+    `xvjax.features.reference`) and the (frames,) mask of loud (voiced) frames."""
     if rate != feat_rate:
         x = signal.resample_poly(x, feat_rate, rate)
-    win, hop = feat_rate // 40, feat_rate // 100
-    nfft = 512 if feat_rate == 16000 else 256
-    n = 1 + (len(x) - win) // hop
-    idx = np.arange(win)[None] + hop * np.arange(n)[:, None]
-    frames = x[idx] * np.hamming(win)
-    frames = frames - 0.97 * np.concatenate([frames[:, :1], frames[:, :-1]], 1)
-    power = np.abs(np.fft.rfft(frames, nfft)) ** 2 + 1e-8 * win  # a dither-like floor
-    mel = lambda f: 1127 * np.log1p(f / 700)
-    edges = np.linspace(mel(20.0), mel(feat_rate / 2 - 400), 32)
-    fm = mel(np.fft.rfftfreq(nfft, 1 / feat_rate))
-    fb = np.maximum(
-        0,
-        np.minimum(
-            (fm - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None]),
-            (edges[2:, None] - fm) / (edges[2:, None] - edges[1:-1, None]),
-        ),
-    )
-    logmel = np.log(power @ fb.T + 1e-6)
-    dct = np.cos(np.pi / 30 * (np.arange(30)[None] + 0.5) * np.arange(num_ceps)[:, None])
-    ceps = logmel @ dct.T
-    energy = np.log(np.sum(frames**2, 1) + 1e-10)
+    ceps = features_numpy(32768.0 * np.asarray(x), mfcc_options(feat_rate, num_ceps))
+    energy = ceps[:, 0]  # log energy (use_energy)
     voiced = energy > energy.max() - 6.0  # ~ the loud half: vowels and sonorants
     return ceps, voiced if voiced.sum() > 10 else np.ones_like(voiced)
 
@@ -63,8 +66,8 @@ def utt_vectors(
     data_dir: str, feat_rate: int, cmn: bool = False
 ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """Sorted utt ids, (num_utts, 60) `utt_stats` and utt2spk of a data dir."""
-    wav = dict(line.split(None, 1) for line in Path(data_dir, "wav.scp").read_text().splitlines())
-    u2s = dict(line.split() for line in Path(data_dir, "utt2spk").read_text().splitlines())
+    wav = tables.read_text_table(f"{data_dir}/wav.scp")
+    u2s = tables.read_text_table(f"{data_dir}/utt2spk")
     keys = sorted(wav)
     vecs = []
     for k in keys:
@@ -73,34 +76,21 @@ def utt_vectors(
     return keys, np.array(vecs), u2s
 
 
-def lda(x: np.ndarray, labels: list[str], dim: int) -> np.ndarray:
-    """(in_dim, dim) LDA projection maximising between/within scatter (within-class whitened)."""
-    labels = np.array(labels)
-    mu = x.mean(0)
-    sw = np.zeros((x.shape[1],) * 2)
-    sb = np.zeros_like(sw)
-    for s in np.unique(labels):
-        xs = x[labels == s]
-        m = xs.mean(0)
-        sw += (xs - m).T @ (xs - m)
-        sb += len(xs) * np.outer(m - mu, m - mu)
-    sw = sw / len(x) + 1e-6 * np.eye(len(sw))
-    vals, vecs = eigh(sb / len(x), sw)
-    return vecs[:, ::-1][:, :dim]
-
-
-def eer(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Equal error rate (%) of scores with boolean target labels."""
-    order = np.argsort(scores)
-    t = targets[order]
-    fnr = np.cumsum(t) / t.sum()  # targets rejected at threshold after i
-    fpr = 1 - np.cumsum(~t) / (~t).sum()
-    i = np.argmin(np.abs(fnr - fpr))
-    return 100 * float((fnr[i] + fpr[i]) / 2)
+def lda(x: np.ndarray, labels: list[str], dim: int) -> np.ndarray | None:
+    """(in_dim, dim) projection of `ivector-compute-lda` (`xvjax.backend.lda`, within-class
+    covariance whitened), without its mean offset: the caller subtracts a mean of its choice.
+    None when the set has fewer vectors than dimensions (Kaldi's LDA refuses it)."""
+    if len(x) < x.shape[1]:
+        print(f"LDA skipped: {len(x)} vectors < dimension {x.shape[1]}")
+        return None
+    return lda_lib.compute_lda(x, labels, dim=dim)[:, :-1].T
 
 
 def score(trials: str, enroll, test, proj, mean) -> float:
-    """EER (%) of cosine scoring `(x - mean) @ proj`, enrollment averaged per model."""
+    """EER (%) of cosine scoring `(x - mean) @ proj`, enrollment averaged per model (NaN when
+    `proj` is None)."""
+    if proj is None:
+        return float("nan")
 
     def embed(vectors):
         y = (vectors - mean) @ proj
@@ -108,18 +98,20 @@ def score(trials: str, enroll, test, proj, mean) -> float:
 
     ek, ev, eu2s = enroll
     tk, tv, _ = test
-    e = embed(ev)
-    models = {}
-    for k, v in zip(ek, e, strict=True):
-        models.setdefault(eu2s[k], []).append(v)
-    models = {m: np.mean(v, 0) / np.linalg.norm(np.mean(v, 0)) for m, v in models.items()}
-    tindex = dict(zip(tk, embed(tv), strict=True))
-    s, t = [], []
-    for line in Path(trials).read_text().splitlines():
-        m, u, lab = line.split()
-        s.append(models[m] @ tindex[u])
-        t.append(lab == "target")
-    return eer(np.array(s), np.array(t))
+    spk2utt: dict[str, list[str]] = {}
+    for k in ek:
+        spk2utt.setdefault(eu2s[k], []).append(k)
+    spk_means, _ = means.speaker_means(dict(zip(ek, embed(ev), strict=True)), spk2utt)
+    models = sorted(spk_means)
+    m_vec = np.stack([spk_means[m] for m in models]).astype(np.float64)
+    m_vec /= np.linalg.norm(m_vec, axis=1, keepdims=True)
+    m_index = {m: i for i, m in enumerate(models)}
+    t_index = {k: i for i, k in enumerate(tk)}
+    rows = tables.read_trials(trials)
+    e_idx = np.array([m_index[r[0]] for r in rows])
+    t_idx = np.array([t_index[r[1]] for r in rows])
+    s = np.einsum("td,td->t", m_vec[e_idx], embed(tv)[t_idx])
+    return 100.0 * metrics.compute_eer(s, np.array([r[2] == "target" for r in rows]))[0]
 
 
 def report(paths: dict, feat_rate: int, title: str, cmn: bool = False) -> dict:

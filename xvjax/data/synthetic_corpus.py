@@ -244,39 +244,32 @@ def _plan(out: Path, cfg: CorpusConfig) -> _Plan:
                     idx += 1
             jobs.append(_SpeakerJob(domain, spk_index, spk_id, tuple(utts), cfg))
 
-    n_src = cfg.source_train_spk
-    add_speakers(dom.SOURCE, "src", 1, n_src, [("source_train", cfg.source_train_utts, "")])
-    add_speakers(
-        dom.SOURCE,
-        "src",
-        1 + n_src,
-        cfg.source_eval_spk,
-        [("source_eval_enroll", cfg.enroll_utts, "e"), ("source_eval_test", cfg.test_utts, "t")],
+    # (domain, id prefix, speakers, sets they speak in); speaker numbers run on per prefix.
+    speaker_groups = (
+        (dom.SOURCE, "src", cfg.source_train_spk, [("source_train", cfg.source_train_utts, "")]),
+        (
+            dom.SOURCE,
+            "src",
+            cfg.source_eval_spk,
+            [
+                ("source_eval_enroll", cfg.enroll_utts, "e"),
+                ("source_eval_test", cfg.test_utts, "t"),
+            ],
+        ),
+        (dom.TARGET, "tgt", cfg.target_train_spk, [("target_train", cfg.target_train_utts, "")]),
+        (dom.TARGET, "tgt", cfg.target_adapt_spk, [("target_adapt", cfg.target_adapt_utts, "")]),
+        (
+            dom.TARGET,
+            "tgt",
+            cfg.target_eval_spk,
+            [("target_enroll", cfg.enroll_utts, "e"), ("target_test", cfg.test_utts, "t")],
+        ),
     )
-    first = 1
-    add_speakers(
-        dom.TARGET,
-        "tgt",
-        first,
-        cfg.target_train_spk,
-        [("target_train", cfg.target_train_utts, "")],
-    )
-    first += cfg.target_train_spk
-    add_speakers(
-        dom.TARGET,
-        "tgt",
-        first,
-        cfg.target_adapt_spk,
-        [("target_adapt", cfg.target_adapt_utts, "")],
-    )
-    first += cfg.target_adapt_spk
-    add_speakers(
-        dom.TARGET,
-        "tgt",
-        first,
-        cfg.target_eval_spk,
-        [("target_enroll", cfg.enroll_utts, "e"), ("target_test", cfg.test_utts, "t")],
-    )
+    next_index: dict[str, int] = {}
+    for domain, prefix, count, groups in speaker_groups:
+        first = next_index.get(prefix, 1)
+        add_speakers(domain, prefix, first, count, groups)
+        next_index[prefix] = first + count
 
     # Unlabelled set: anonymous shuffled ids (and file names), each utterance its own speaker.
     true = sets["target_adapt"]
