@@ -59,6 +59,9 @@ def test_compute_min_dcf_accepts_the_scripts_options(kaldi_fixtures, capsys):
         ["compute-min-dcf", "--p-target=0.5", str(m / "dcf_scores"), str(m / "dcf_trials")], capsys
     )
     assert out == "0.5060\n" and "(p-target=0.5, c-miss=1,c-fa=1)" in err
+    for cmd in ("compute-min-dcf", "compute-act-dcf"):
+        rc, out, err = run([cmd, "--c-fa=0", str(m / "dcf_scores"), str(m / "dcf_trials")], capsys)
+        assert rc == 1 and out == "" and "--c-fa must be greater than 0" in err
 
 
 def test_plda_scoring_command_matches_kaldi(bk, tmp_path, capsys):

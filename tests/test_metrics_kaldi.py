@@ -93,6 +93,11 @@ def test_metric_input_errors():
         metrics.read_scores_and_trials(["a b 1.0"], ["a c target"])
     with pytest.raises(XvjaxError, match="p-target"):
         metrics.compute_min_dcf([1, 2], [0, 1], p_target=1.0)
+    # actual DCF validates its costs like minDCF (was a bare math domain error for p_target=0)
+    with pytest.raises(XvjaxError, match="p-target must be greater than 0"):
+        metrics.compute_act_dcf([1, 2], [0, 1], p_target=0.0)
+    with pytest.raises(XvjaxError, match="c-miss must be greater than 0"):
+        metrics.compute_act_dcf([1, 2], [0, 1], c_miss=0.0)
 
 
 def test_act_dcf_and_det_curve():

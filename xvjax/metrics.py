@@ -30,6 +30,7 @@ __all__ = [
     "compute_eer",
     "compute_min_dcf",
     "compute_act_dcf",
+    "check_costs",
     "det_curve",
     "format_eer",
     "read_eer_input",
@@ -76,6 +77,18 @@ def format_eer(eer: float) -> str:
     return f"{100.0 * eer:.4g}"
 
 
+def check_costs(p_target: float, c_miss: float, c_fa: float) -> float:
+    """Validates the DCF parameters (compute_min_dcf.py's checks and messages) and returns the
+    normalising cost min(c_miss p_target, c_fa (1 - p_target))."""
+    if c_fa <= 0:
+        raise XvjaxError("--c-fa must be greater than 0")
+    if c_miss <= 0:
+        raise XvjaxError("--c-miss must be greater than 0")
+    if not 0 < p_target < 1:
+        raise XvjaxError("--p-target must be greater than 0 and less than 1")
+    return min(c_miss * p_target, c_fa * (1 - p_target))
+
+
 def compute_min_dcf(
     scores: Sequence[float],
     labels,
@@ -84,12 +97,7 @@ def compute_min_dcf(
     c_fa: float = 1.0,
 ) -> tuple[float, float]:
     """Kaldi `sid/compute_min_dcf.py`: returns (minDCF, threshold). Order matters for tied scores."""
-    if c_fa <= 0:
-        raise XvjaxError("--c-fa must be greater than 0")
-    if c_miss <= 0:
-        raise XvjaxError("--c-miss must be greater than 0")
-    if not 0 < p_target < 1:
-        raise XvjaxError("--p-target must be greater than 0 and less than 1")
+    c_def = check_costs(p_target, c_miss, c_fa)
     s = np.asarray(scores, dtype=np.float64)
     lab = _labels(labels).astype(np.int64)
     if s.size == 0:
@@ -105,7 +113,6 @@ def compute_min_dcf(
     fprs = 1 - np.cumsum(1 - sorted_labels) / float(num_nontarget)
     c_det = c_miss * fnrs * p_target + c_fa * fprs * (1 - p_target)
     best = int(np.argmin(c_det))  # first minimum, like the script's strict '<'
-    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
     return float(c_det[best] / c_def), float(thresholds[best])
 
 
@@ -117,6 +124,7 @@ def compute_act_dcf(
     c_fa: float = 1.0,
 ) -> float:
     """Actual (normalised) DCF of calibrated LLRs, deciding 'target' when llr > log(c_fa(1-p)/(c_miss p))."""
+    c_def = check_costs(p_target, c_miss, c_fa)
     s = np.asarray(llrs, dtype=np.float64)
     lab = _labels(labels)
     if not lab.any() or lab.all():
@@ -125,7 +133,7 @@ def compute_act_dcf(
     p_miss = float(np.mean(s[lab] <= threshold))
     p_fa = float(np.mean(s[~lab] > threshold))
     c_det = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
-    return c_det / min(c_miss * p_target, c_fa * (1 - p_target))
+    return c_det / c_def
 
 
 def det_curve(scores: Sequence[float], labels) -> tuple[np.ndarray, np.ndarray]:

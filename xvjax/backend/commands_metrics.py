@@ -196,6 +196,8 @@ def compute_eer_cmd(opts, scores_rx):
 
 
 def _dcf_args(argv, prog: str, what: str):
+    from xvjax import metrics
+
     parser = argparse.ArgumentParser(
         prog=f"xvjax {prog}",
         description=f"Compute the {what} along with the threshold at which it occurs "
@@ -223,12 +225,7 @@ def _dcf_args(argv, prog: str, what: str):
     args.c_fa_text = "1" if args.c_fa is None else str(args.c_fa)
     args.c_miss = 1.0 if args.c_miss is None else args.c_miss
     args.c_fa = 1.0 if args.c_fa is None else args.c_fa
-    if args.c_fa <= 0:
-        raise XvjaxError("--c-fa must be greater than 0")
-    if args.c_miss <= 0:
-        raise XvjaxError("--c-miss must be greater than 0")
-    if not 0 < args.p_target < 1:
-        raise XvjaxError("--p-target must be greater than 0 and less than 1")
+    metrics.check_costs(args.p_target, args.c_miss, args.c_fa)
     return args
 
 
