@@ -38,8 +38,14 @@ def save_model(
     spec: ModelSpec,
     variables: dict,
     nnet_template_path: str | os.PathLike | None = None,
+    multiprocessing_options=None,
 ) -> None:
-    """Writes the model directory `path` atomically (replacing an existing one)."""
+    """Writes the model directory `path` atomically (replacing an existing one).
+
+    `multiprocessing_options`: Orbax `ocp.options.MultiprocessingOptions` for a multi-process run
+    where only some processes write (e.g. `primary_host=0, active_processes={0}`); None = Orbax's
+    default (all processes take part in its barriers).
+    """
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
@@ -51,7 +57,10 @@ def save_model(
             "params": _to_numpy(variables["params"]),
             "batch_stats": _to_numpy(variables.get("batch_stats", {})),
         }
-        with ocp.StandardCheckpointer() as ckptr:
+        ckpt_opts = {}
+        if multiprocessing_options is not None:
+            ckpt_opts["multiprocessing_options"] = multiprocessing_options
+        with ocp.StandardCheckpointer(**ckpt_opts) as ckptr:
             ckptr.save(tmp / VARS_DIR, tree)
             ckptr.wait_until_finished()
         if nnet_template_path is not None:

@@ -106,9 +106,8 @@ def export_model(path: str, spec, variables, template: str | os.PathLike | None 
     `template` is the Kaldi model the run started from (`template_for(init_from)`); kept in the
     model dir so `flax-to-nnet3` writes back every Kaldi token of the original `final.raw`.
 
-    Single process: `save_model`. Multi-process: process 0 writes it with an Orbax checkpointer whose
-    barriers involve only process 0 (`save_model`'s would wait for the other processes), then all
-    processes meet at a barrier.
+    Multi-process: only process 0 writes it (`save_model` with Orbax multiprocessing options whose
+    barriers involve process 0 alone), then all processes meet at a barrier.
     """
     import jax
 
@@ -118,30 +117,10 @@ def export_model(path: str, spec, variables, template: str | os.PathLike | None 
         save_model(path, spec, variables, nnet_template_path=template)
         return
     if jax.process_index() == 0:
-        import shutil
-        import tempfile
-
         import orbax.checkpoint as ocp
 
-        from xvjax.model import checkpoint as model_ckpt
-
-        parent = os.path.dirname(os.path.abspath(path))
-        tmp = tempfile.mkdtemp(prefix=".final.", suffix=".tmp", dir=parent)
-        try:
-            with open(os.path.join(tmp, model_ckpt.SPEC_FILE), "w", encoding="utf-8") as f:
-                f.write(spec.to_json() + "\n")
-            opts = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
-            with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckptr:
-                ckptr.save(os.path.join(tmp, model_ckpt.VARS_DIR), variables)
-                ckptr.wait_until_finished()
-            if template is not None:
-                shutil.copyfile(template, os.path.join(tmp, model_ckpt.TEMPLATE_FILE))
-            if os.path.exists(path):
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        opts = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        save_model(path, spec, variables, nnet_template_path=template, multiprocessing_options=opts)
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("xvjax-train-final-export")
