@@ -259,6 +259,25 @@ def test_writer_is_atomic_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_outputs_get_plain_open_permissions(tmp_path):
+    """Temp-then-rename outputs (tables and fileutil) get the mode open() gives, not mkstemp's 0600."""
+    import os
+
+    from xvjax import fileutil
+
+    with open(tmp_path / "plain", "wb"):
+        pass
+    want = os.stat(tmp_path / "plain").st_mode & 0o777
+    tables.write_dict(f"ark,scp:{tmp_path / 'o.ark'},{tmp_path / 'o.scp'}", _mats(1))
+    with fileutil.atomic_open(tmp_path / "sub" / "f.txt", "w") as f:
+        f.write("x")
+    with fileutil.atomic_path(tmp_path / "p.bin") as tmp:
+        open(tmp, "wb").close()
+    for name in ("o.ark", "o.scp", "sub/f.txt", "p.bin"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == want, name
+    assert sorted(os.listdir(tmp_path / "sub")) == ["f.txt"]
+
+
 def test_scp_wspecifier_writes_to_listed_files(tmp_path):
     (tmp_path / "targets.scp").write_text(f"a {tmp_path}/a.mat\nb {tmp_path}/b.mat\n")
     with tables.Writer(f"scp:{tmp_path / 'targets.scp'}") as w:

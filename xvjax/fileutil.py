@@ -7,13 +7,33 @@ import os
 import tempfile
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs):
-    """Opens a temp file beside `path`; renames it onto `path` only if the block succeeds."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def mkstemp_beside(path: str | os.PathLike) -> tuple[int, str]:
+    """(fd, name) of a new temp file in `path`'s folder (created if needed), with the permissions
+    a plain `open(path, "w")` would give (mkstemp's own are 0600)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs):
+    """Opens a temp file beside `path`; renames it onto `path` only if the block succeeds."""
+    path = os.fspath(path)
+    fd, tmp = mkstemp_beside(path)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -28,9 +48,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs):
 def atomic_path(path: str | os.PathLike):
     """Yields a temp path beside `path` for writers that want a filename; renamed on success."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = mkstemp_beside(path)
     os.close(fd)
     try:
         yield tmp

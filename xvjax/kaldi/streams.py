@@ -14,8 +14,8 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 
 _OFFSET = re.compile(r"^(.*):(\d+)$")
@@ -44,12 +44,6 @@ def classify_wxfilename(wx: str) -> tuple[str, str]:
     if wx.rstrip().endswith("|"):
         raise XvjaxError(f"'{wx}' is an input pipe, but a writable filename was expected")
     return "file", wx
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def printable(name: str) -> str:
@@ -236,15 +230,10 @@ class Output:
             except OSError as e:
                 raise XvjaxError(f"cannot open '{self.target}' for writing: {e.strerror}") from None
         else:
-            folder = os.path.dirname(os.path.abspath(self.target))
             try:
-                os.makedirs(folder, exist_ok=True)
-                fd, self.tmp = tempfile.mkstemp(
-                    prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=folder
-                )
+                fd, self.tmp = fileutil.mkstemp_beside(self.target)
             except OSError as e:
                 raise XvjaxError(f"cannot open '{self.target}' for writing: {e.strerror}") from None
-            os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would create it
             self.stream = open(fd, "wb", buffering=1 << 20)
 
     def write(self, data: bytes) -> int:
