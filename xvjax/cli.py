@@ -67,6 +67,13 @@ class Command:
 
 REGISTRY: dict[str, Command] = {}
 
+# Options every (non-raw) command accepts, as Kaldi's ParseOptions adds them.
+COMMON_OPTS = (
+    Opt("config", "", "Configuration file to read (one --opt=value a line)"),
+    Opt("verbose", 0, "Verbose level (higher is more logging)"),
+    Opt("print-args", True, "Print the command line arguments (to stderr)"),
+)
+
 
 def command(
     name: str,
@@ -147,13 +154,8 @@ def read_config_file(path: str) -> list[str]:
 def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
     """Kaldi-style parse: options may appear anywhere before `--`; the rest are positional."""
     known = {_canon(o.name): o for o in cmd.opts}
-    known.setdefault(
-        "config", Opt("config", "", "Configuration file to read (one --opt=value a line)")
-    )
-    known.setdefault("verbose", Opt("verbose", 0, "Verbose level (higher is more logging)"))
-    known.setdefault(
-        "print-args", Opt("print-args", True, "Print the command line arguments (to stderr)")
-    )
+    for o in COMMON_OPTS:
+        known.setdefault(o.name, o)
     values: dict[str, Any] = {o.name.replace("-", "_"): o.default for o in known.values()}
     positional: list[str] = []
     from_cli: list[str] = []
@@ -195,12 +197,7 @@ def usage_text(cmd: Command) -> str:
     if cmd.raw:  # raw commands parse their own options and list them in their usage text
         return f"{cmd.summary}\n{cmd.usage}"
     lines = [cmd.summary, cmd.usage, "", "Options:"]
-    opts = list(cmd.opts) + [
-        Opt("config", "", "Configuration file to read (one --opt=value a line)"),
-        Opt("verbose", 0, "Verbose level (higher is more logging)"),
-        Opt("print-args", True, "Print the command line arguments (to stderr)"),
-        Opt("help", False, "Print this usage message"),
-    ]
+    opts = [*cmd.opts, *COMMON_OPTS, Opt("help", False, "Print this usage message")]
     for o in opts:
         default = o.default
         if isinstance(default, bool):
