@@ -135,6 +135,13 @@ def test_stats_pooling_matches_kaldi_index_logic(periods, lc, rc, nlc, start):
     }
     x = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float64)
     w = layers.pooling_frame_weights(ext, pool, start, 30)
+    want_w = np.zeros(30)  # brute force: which input times each pooled tau's extraction reads
+    for tau in range(-lc, rc + 1, pool_p):
+        t0 = (tau // out_p) * out_p
+        for t in range(t0, t0 + out_p, in_p):
+            if start <= t < start + 30:
+                want_w[t - start] += 1
+    np.testing.assert_array_equal(w, want_w)
     got = layers.stats_pool(jnp.asarray(x[None], jnp.float32), jnp.asarray(w[None]), ext, pool)
     np.testing.assert_allclose(got[0], kaldi_pool_reference(x, start, ext, pool), rtol=2e-5)
 

@@ -131,16 +131,14 @@ def pooling_frame_weights(ext: dict, pool: dict, start: int, length: int) -> np.
         int(pool["input_period"]),
     )
     t = np.arange(start, start + length)
-    w = np.zeros(length, np.float32)
-    # Blocks start at multiples of out_p; count how many taus map to each block start.
+    # Each time t lies in exactly one extraction block (start floor(t / out_p) * out_p); its
+    # weight is how many pooled taus map to that block, if t is on the block's input grid.
     taus = np.arange(-lc, rc + 1, pool_p)
     blocks, reps = np.unique((taus // out_p) * out_p, return_counts=True)
-    lo, hi = t[0] if length else 0, t[-1] if length else -1
-    for b, r in zip(blocks, reps, strict=True):
-        if b + out_p <= lo or b > hi:
-            continue
-        sel = (t >= b) & (t < b + out_p) & ((t - b) % in_p == 0)
-        w[sel] += r
+    t_blk = (t // out_p) * out_p
+    i = np.minimum(np.searchsorted(blocks, t_blk), len(blocks) - 1)
+    hit = (blocks[i] == t_blk) & ((t - t_blk) % in_p == 0)
+    w = np.where(hit, reps[i], 0).astype(np.float32)
     return w
 
 
