@@ -429,9 +429,11 @@ def recompute_batch_stats(spec: ModelSpec, variables: Variables, batches) -> Var
     model = XVector(spec0)
     step = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
     acc: dict = {}
-    old = variables["batch_stats"]
+    old = jax.device_get(variables["batch_stats"])
+    dev_vars = jax.device_put(variables)  # the weights go to the device once, not per batch
     for x in batches:
-        new = step(variables, jnp.asarray(x, jnp.float32))["batch_stats"]
+        # One device->host copy of all new statistics per batch.
+        new = jax.device_get(step(dev_vars, jnp.asarray(x, jnp.float32))["batch_stats"])
         for layer, subs in new.items():
             for sub, st in subs.items():
                 n = float(st["count"]) - float(old[layer][sub]["count"])
