@@ -131,25 +131,28 @@ def ivector_mean(opts, *args):
 def ivector_subtract_global_mean(opts, *args):
     import numpy as np
 
+    from xvjax.backend import means
     from xvjax.kaldi import tables
 
     if len(args) == 2:
         keys, x = read_vectors(args[0])
         log.info("Read %d iVectors.", len(keys))
         if keys:
-            total = x.astype(np.float64).sum(axis=0)
-            log.info("Norm of iVector mean was %g", np.linalg.norm(total) / len(keys))
+            mean = means.global_mean(x)  # double, like Kaldi's accumulator
+            log.info("Norm of iVector mean was %g", np.linalg.norm(mean))
             if opts.subtract_mean:  # float vector minus the double mean, stored as float
-                x = (x.astype(np.float64) - total / len(keys)).astype(np.float32)
+                x = means.subtract_mean(x, mean)
         write_vectors(args[1], keys, x)
     else:
+        # Kaldi reads the mean as float and subtracts in float: float32(mean) then a float64
+        # subtraction rounded to float32 gives the same numbers
         mean = np.asarray(tables.read_vector(args[0]), dtype=np.float32)
         keys, x = read_vectors(args[1], dim=None)
         if keys and x.shape[1] != mean.shape[0]:
             raise XvjaxError(
                 f"vector '{keys[0]}' has dimension {x.shape[1]}, the mean {args[0]} has {mean.shape[0]}"
             )
-        write_vectors(args[2], keys, x - mean if opts.subtract_mean else x)
+        write_vectors(args[2], keys, means.subtract_mean(x, mean) if opts.subtract_mean else x)
     log.info("Wrote %d mean-subtracted iVectors", len(keys))
     return 0 if keys else 1
 
