@@ -57,3 +57,11 @@ def test_top_help_lists_commands(capsys):
 def test_unknown_command_exits_nonzero(capsys):
     assert cli.run(["no-such-command"]) == 1
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_common_options_parse_and_show_in_help():
+    opts, _ = cli.parse_args(CMD, ["--verbose=2", "--print-args=false", "a", "b"])
+    assert (opts.verbose, opts.print_args, opts.config) == (2, False, "")
+    text = cli.usage_text(CMD)
+    for name in ("--binary", "--num-utts", "--config", "--verbose", "--print-args", "--help"):
+        assert f"  {name} " in text, name
