@@ -37,13 +37,6 @@ def write_text(wxfilename: str, text: str) -> None:
         out.write(text.encode("utf-8"))
 
 
-def format_score(score: float) -> str:
-    """A score as `ivector-plda-scoring` prints it: a float printed at precision 7."""
-    import numpy as np
-
-    return f"{float(np.float32(score)):.7g}"
-
-
 def read_trial_pairs(rxfilename: str) -> list[tuple[str, str]]:
     """`<enroll> <test>` per line (exactly two fields, as ivector-plda-scoring requires)."""
     pairs = []
@@ -130,9 +123,12 @@ def _log_score_stats(scores, num_err) -> None:
 
 
 def _write_trial_scores(wx, kept, scores) -> None:
-    write_text(
-        wx, "".join(f"{e} {t} {format_score(s)}\n" for (e, t), s in zip(kept, scores, strict=True))
-    )
+    """`<enroll> <test> <score>` lines as `ivector-plda-scoring` prints them: each score a float
+    (rounded to float32 once, for the whole array) printed at precision 7."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=np.float64).astype(np.float32).tolist()
+    write_text(wx, "".join(f"{e} {t} {s:.7g}\n" for (e, t), s in zip(kept, values, strict=True)))
 
 
 # ----------------------------------------------------------------------------- PLDA scoring
