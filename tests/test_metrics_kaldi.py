@@ -91,6 +91,12 @@ def test_metric_input_errors():
         metrics.read_eer_input(["x target"])
     with pytest.raises(XvjaxError, match="Missing entry for a and b"):
         metrics.read_scores_and_trials(["a b 1.0"], ["a c target"])
+    with pytest.raises(XvjaxError, match=r"s:2: bad score 'x'"):
+        metrics.read_scores_and_trials(["a b 1.0", "a c x"], ["a b target", "a c target"], "s")
+    with pytest.raises(XvjaxError, match=r"s:1: expected .* got 'a b'"):
+        metrics.read_score_lines(["a b"], "s")
+    pairs, scores = metrics.read_score_lines(["a b 1.5", "", "c d -2"])
+    assert pairs == [("a", "b"), ("c", "d")] and scores.tolist() == [1.5, -2.0]
     with pytest.raises(XvjaxError, match="p-target"):
         metrics.compute_min_dcf([1, 2], [0, 1], p_target=1.0)
     # actual DCF validates its costs like minDCF (was a bare math domain error for p_target=0)

@@ -34,6 +34,7 @@ __all__ = [
     "det_curve",
     "format_eer",
     "read_eer_input",
+    "read_score_lines",
     "read_scores_and_trials",
 ]
 
@@ -175,6 +176,27 @@ def read_eer_input(lines: Sequence[str], name: str = "input") -> tuple[np.ndarra
     return np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=bool)
 
 
+def read_score_lines(
+    lines: Sequence[str], name: str = "scores"
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """`<enroll> <test> <score>` lines (blank lines skipped) -> (pairs, float64 scores)."""
+    pairs, scores = [], []
+    for num, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise XvjaxError(
+                f"{name}:{num}: expected '<enroll> <test> <score>', got '{line.strip()}'"
+            )
+        try:
+            scores.append(float(fields[2]))
+        except ValueError:
+            raise XvjaxError(f"{name}:{num}: bad score '{fields[2]}'") from None
+        pairs.append((fields[0], fields[1]))
+    return pairs, np.asarray(scores, dtype=np.float64)
+
+
 def read_scores_and_trials(
     score_lines: Sequence[str], trial_lines: Sequence[str], scores_name: str = "scores"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,19 +212,10 @@ def read_scores_and_trials(
         if len(fields) != 3:
             raise XvjaxError(f"trials line {num}: expected '<enroll> <test> target|nontarget'")
         trials[(fields[0], fields[1])] = fields[2] == "target"
-    scores, labels = [], []
-    for num, line in enumerate(score_lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise XvjaxError(f"{scores_name}:{num}: expected '<enroll> <test> <score>'")
-        key = (fields[0], fields[1])
+    pairs, scores = read_score_lines(score_lines, scores_name)
+    labels = []
+    for key in pairs:
         if key not in trials:
-            raise XvjaxError(f"Missing entry for {fields[0]} and {fields[1]} {scores_name}")
-        try:
-            scores.append(float(fields[2]))
-        except ValueError:
-            raise XvjaxError(f"{scores_name}:{num}: bad score '{fields[2]}'") from None
+            raise XvjaxError(f"Missing entry for {key[0]} and {key[1]} {scores_name}")
         labels.append(trials[key])
-    return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    return scores, np.asarray(labels, dtype=bool)

@@ -26,23 +26,11 @@ log = logging.getLogger("xvjax")
 
 
 # ----------------------------------------------------------------------------- score files
-def read_score_file(rxfilename: str) -> tuple[list[tuple[str, str]], list[float]]:
-    """`<enroll> <test> <score>` lines -> (pairs, scores)."""
-    pairs, scores = [], []
-    for num, line in enumerate(read_lines(rxfilename), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise XvjaxError(
-                f"{rxfilename}:{num}: expected '<enroll> <test> <score>', got '{line.strip()}'"
-            )
-        try:
-            scores.append(float(fields[2]))
-        except ValueError:
-            raise XvjaxError(f"{rxfilename}:{num}: bad score '{fields[2]}'") from None
-        pairs.append((fields[0], fields[1]))
-    return pairs, scores
+def read_score_file(rxfilename: str):
+    """`<enroll> <test> <score>` lines of an rxfilename -> (pairs, (T,) float64 scores)."""
+    from xvjax import metrics
+
+    return metrics.read_score_lines(read_lines(rxfilename), rxfilename)
 
 
 def _stats_from_score_file(rxfilename: str, top_k):
