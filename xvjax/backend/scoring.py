@@ -329,6 +329,7 @@ def iter_score_blocks(
     be, bt = _block_shape(block_size, num_e, num_t, mesh.size)
     num_cb = -(-num_t // bt)
     wanted = None if tiles is None else set(int(t) for t in tiles)
+    wanted_rows = None if wanted is None else {t // num_cb for t in wanted}
     fn = _jitted("block")
     norm_fn = _jitted("normalize")
     use_norm = enroll_stats is not None or test_stats is not None
@@ -364,9 +365,7 @@ def iter_score_blocks(
                 for t0, _, _ in test_blocks
             }
         for e0 in range(0, num_e, be):
-            if wanted is not None and not any(
-                (e0 // be) * num_cb + c in wanted for c in range(num_cb)
-            ):
+            if wanted_rows is not None and e0 // be not in wanted_rows:
                 continue
             ne = min(be, num_e - e0)
             fe_d = jax.device_put(_pad_rows(fe[e0 : e0 + be], be).astype(dtype), rows)
@@ -404,6 +403,11 @@ def score_matrix(
     """
     ef = prepare_enroll(plda, enroll, num_utts, normalize_length, simple_length_norm)
     tf = prepare_test(plda, test, normalize_length, simple_length_norm)
+    return _dense(ef, tf, block_size, dtype, devices)
+
+
+def _dense(ef: EnrollFeatures, tf: np.ndarray, block_size, dtype, devices) -> np.ndarray:
+    """The full (N_e, N_t) matrix assembled from `iter_score_blocks`."""
     out = np.empty((ef.lin.shape[0], tf.shape[0]), dtype=dtype)
     for r0, c0, blk in iter_score_blocks(
         ef, tf, block_size=block_size, dtype=dtype, devices=devices
@@ -439,10 +443,4 @@ def cosine_matrix(
     ef = EnrollFeatures(
         e, np.zeros(e.shape[0]), np.zeros((1, e.shape[1])), np.zeros(len(e), np.int32)
     )
-    tf = t
-    out = np.empty((e.shape[0], t.shape[0]), dtype=dtype)
-    for r0, c0, blk in iter_score_blocks(
-        ef, tf, block_size=block_size, dtype=dtype, devices=devices
-    ):
-        out[r0 : r0 + blk.shape[0], c0 : c0 + blk.shape[1]] = blk
-    return out
+    return _dense(ef, t, block_size, dtype, devices)
