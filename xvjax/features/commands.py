@@ -74,14 +74,19 @@ def _build(cls, opts):
     return built
 
 
+# Options of `extract.extract_features`, shared with make-features (datadir_commands.py).
+BATCH_OPTS = [
+    Opt("batch-size", 16, "Utterances computed together in one batch (xvjax)"),
+    Opt("seed", 0, "Seed of the dither noise (xvjax; Kaldi's dither is not reproducible)"),
+    Opt("fft-impl", "kaldi", "kaldi: replay Kaldi's float32 FFT on the host (Kaldi's numbers, ~1e-4); "
+        "xla: pure XLA FFT (faster on accelerators, differs by float rounding) (xvjax)"),
+]  # fmt: skip
+
 _EXTRACT_OPTS = [
     Opt("subtract-mean", False, "Subtract mean of each feature file [CMS]; not recommended"),
     Opt("channel", -1, "Channel to extract (-1 -> expect mono, 0 -> left, 1 -> right)"),
     Opt("min-duration", 0.0, "Minimum duration of segments to process (in seconds)"),
-    Opt("batch-size", 16, "Utterances computed together in one batch (xvjax)"),
-    Opt("seed", 0, "Seed of the dither noise (xvjax; Kaldi's dither is not reproducible)"),
-    Opt("fft-impl", "kaldi", "kaldi: replay Kaldi's float32 FFT on the host (identical numbers); "
-        "xla: pure XLA FFT (faster on accelerators, differs by float rounding) (xvjax)"),
+    *BATCH_OPTS,
     Opt("compress", False, "If true, write compressed matrices (xvjax extension; Kaldi pipes "
         "through copy-feats --compress=true)"),
     Opt("compression-method", 2, "Compression method used with --compress=true (Kaldi's enum 1..7)"),
@@ -110,7 +115,7 @@ def iter_wav_table(rspec: str, channel: int = -1):
         yield key, samples, rate, None
 
 
-def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls, name: str) -> int:
+def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
     import numpy as np
 
     from xvjax.features.extract import extract_features
@@ -163,7 +168,7 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls, name: str) -> in
 
 @command(
     "compute-mfcc-feats",
-    "Create MFCC feature files (Kaldi-identical, batched in JAX).",
+    "Create MFCC feature files (Kaldi's numbers to float rounding, batched in JAX).",
     usage="Usage: xvjax compute-mfcc-feats [options...] <wav-rspecifier> <feats-wspecifier>\n"
     " e.g.: xvjax compute-mfcc-feats --config=conf/mfcc.conf scp:data/train/wav.scp "
     "ark,scp:mfcc/raw_mfcc.ark,mfcc/raw_mfcc.scp",
@@ -171,19 +176,19 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls, name: str) -> in
     nargs=(2, 2),
 )
 def compute_mfcc_feats(opts, wav_rspec, feats_wspec):
-    return _compute_feats(opts, wav_rspec, feats_wspec, MfccOptions, "mfcc")
+    return _compute_feats(opts, wav_rspec, feats_wspec, MfccOptions)
 
 
 @command(
     "compute-fbank-feats",
-    "Create log-mel filterbank feature files (Kaldi-identical, batched in JAX).",
+    "Create log-mel filterbank feature files (Kaldi's numbers to float rounding, batched in JAX).",
     usage="Usage: xvjax compute-fbank-feats [options...] <wav-rspecifier> <feats-wspecifier>\n"
     " e.g.: xvjax compute-fbank-feats --num-mel-bins=80 scp:wav.scp ark:fbank.ark",
     opts=_opts_of(FbankOptions) + _EXTRACT_OPTS,
     nargs=(2, 2),
 )
 def compute_fbank_feats(opts, wav_rspec, feats_wspec):
-    return _compute_feats(opts, wav_rspec, feats_wspec, FbankOptions, "fbank")
+    return _compute_feats(opts, wav_rspec, feats_wspec, FbankOptions)
 
 
 @command(

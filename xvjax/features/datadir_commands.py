@@ -8,6 +8,7 @@ import os
 
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
+from xvjax.features.commands import BATCH_OPTS
 
 log = logging.getLogger("xvjax")
 
@@ -25,9 +26,7 @@ log = logging.getLogger("xvjax")
         Opt("compress", True, "Compress the MFCC archive (copy-feats --compress)"),
         Opt("compression-method", 1, "Kaldi compression method (1 = automatic)"),
         Opt("write-utt2num-frames", True, "Write <data-dir>/utt2num_frames"),
-        Opt("batch-size", 16, "Utterances per batch"),
-        Opt("seed", 0, "Dither seed"),
-        Opt("fft-impl", "kaldi", "kaldi (identical to Kaldi) or xla"),
+        *BATCH_OPTS,
         Opt("nj", 1, "Ignored (accepted for make_mfcc.sh compatibility)"),
         Opt("progress", True, "Show a progress bar"),
     ],
@@ -41,10 +40,12 @@ def make_features(opts, data_dir, log_dir=None, mfcc_dir=None):
 
     if not os.path.exists(opts.mfcc_config):
         raise XvjaxError(f"MFCC config {opts.mfcc_config} not found (--mfcc-config)")
+    if opts.vad_config and not os.path.exists(opts.vad_config):
+        raise XvjaxError(f"VAD config {opts.vad_config} not found (--vad-config)")
     mfcc_opts = MfccOptions.from_config_file(opts.mfcc_config)
     vad_opts = VadOptions.from_config_file(opts.vad_config) if opts.vad_config else None
-    if vad_opts is not None and not os.path.exists(opts.vad_config):
-        raise XvjaxError(f"VAD config {opts.vad_config} not found (--vad-config)")
+    if vad_opts is not None:
+        vad_opts.check()
     d = datadir.load_data_dir(data_dir, check_files=False)
     if d.wav_scp is None:
         raise XvjaxError(f"{data_dir}: no wav.scp")
@@ -196,8 +197,10 @@ def augment_data_dir(opts, in_dir, out_dir):
     counts = tuple(int(c) for c in _floats(opts.num_bg_noises, "num-bg-noises"))
     interval = int(round(opts.fg_interval * rate))
 
+    # The bank is an argument, not a closure constant: captured arrays would be baked into every
+    # compiled bucket shape as (large) HLO constants.
     @jax.jit
-    def run(key, x, n):
+    def run(key, x, n, bank):
         if opts.rir_lists:
             i = jax.random.randint(key, (), 0, bank.size)
             return augment.reverberate(x, n, bank.segment(i), bank.lengths[i])
@@ -227,7 +230,7 @@ def augment_data_dir(opts, in_dir, out_dir):
             continue
         padded = np.zeros(bucket_length(len(samples)), np.float32)
         padded[: len(samples)] = samples
-        out = run(jax.random.fold_in(base, index), jnp.asarray(padded), len(samples))
+        out = run(jax.random.fold_in(base, index), jnp.asarray(padded), len(samples), bank)
         new = new_id(utt)
         path = os.path.join(wav_dir, f"{new}.wav")
         audio.write_wav(path, np.asarray(out)[: len(samples)], int(sr))

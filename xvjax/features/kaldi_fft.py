@@ -51,64 +51,6 @@ def _bcast(v, like):
     return np.asarray(v).reshape((-1,) + (1,) * (like.ndim - 1))
 
 
-def _recursive(xr, xi, logn: int):
-    """Kaldi's `ComputeRecursive` (decimation in frequency, bit-reversed output) on axis 0."""
-    if logn == 0:
-        return xr, xi
-    if logn == 1:
-        return (
-            np.stack([xr[0] + xr[1], xr[0] - xr[1]]),
-            np.stack([xi[0] + xi[1], xi[0] - xi[1]]),
-        )
-    if logn == 2:
-        r0, r1, r2, r3 = xr[0], xr[1], xr[2], xr[3]
-        i0, i1, i2, i3 = xi[0], xi[1], xi[2], xi[3]
-        r0, r2 = r0 + r2, r0 - r2
-        i0, i2 = i0 + i2, i0 - i2
-        r1, r3 = r1 + r3, r1 - r3
-        i1, i3 = i1 + i3, i1 - i3
-        r0, r1 = r0 + r1, r0 - r1
-        i0, i1 = i0 + i1, i0 - i1
-        r2, i3, i2, r3 = r2 + i3, i2 + r3, i2 - r3, r2 - i3
-        return np.stack([r0, r1, r2, r3]), np.stack([i0, i1, i2, i3])
-    m = 1 << logn
-    m2, m4, m8 = m // 2, m // 4, m // 8
-    # Step 1: length-m2 butterflies.
-    a, b = xr[:m2], xr[m2:]
-    xr = np.concatenate([a + b, a - b])
-    a, b = xi[:m2], xi[m2:]
-    xi = np.concatenate([a + b, a - b])
-    # Step 2: the two odd quarters, multiplied by -i.
-    ar, br = xr[m2 : m2 + m4], xr[m2 + m4 :]
-    ai, bi = xi[m2 : m2 + m4], xi[m2 + m4 :]
-    ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
-    # Steps 3 & 4: twiddles on entries 1 .. m4-1 of both quarters.
-    sq = f32(np.sqrt(0.5))
-    r1, i1, r2, i2 = ar[1:], ai[1:], br[1:], bi[1:]
-    sp_r1, sp_i1 = sq * (r1 + i1), sq * (i1 - r1)
-    sp_r2, sp_i2 = sq * (i2 - r2), -sq * (r2 + i2)
-    if logn >= 4:
-        cn, spcn, smcn, c3n, spc3n, smc3n = (_bcast(t, r1) for t in _tables(logn))
-        t2 = cn * (r1 + i1)
-        g_i1 = spcn * r1 + t2
-        g_r1 = smcn * i1 + t2
-        t2 = c3n * (r2 + i2)
-        g_i2 = spc3n * r2 + t2
-        g_r2 = smc3n * i2 + t2
-        special = _bcast(np.arange(1, m4) == m8, r1)
-        r1, i1 = np.where(special, sp_r1, g_r1), np.where(special, sp_i1, g_i1)
-        r2, i2 = np.where(special, sp_r2, g_r2), np.where(special, sp_i2, g_i2)
-    else:  # logn == 3: the only entry is n = m8
-        r1, i1, r2, i2 = sp_r1, sp_i1, sp_r2, sp_i2
-    ar, ai = np.concatenate([ar[:1], r1]), np.concatenate([ai[:1], i1])
-    br, bi = np.concatenate([br[:1], r2]), np.concatenate([bi[:1], i2])
-    # Recurse on the even half and the two odd quarters.
-    er, ei = _recursive(xr[:m2], xi[:m2], logn - 1)
-    ar, ai = _recursive(ar, ai, logn - 2)
-    br, bi = _recursive(br, bi, logn - 2)
-    return np.concatenate([er, ar, br]), np.concatenate([ei, ai, bi])
-
-
 def _level_step(xr, xi, logn: int):
     """The non-recursive part of `ComputeRecursive` for k same-size problems: (k, 2^logn, M)."""
     if logn == 1:
@@ -159,7 +101,8 @@ def _level_step(xr, xi, logn: int):
 
 
 def _breadth_first(xr, xi, logn: int):
-    """`_recursive` reorganised by problem size: all sub-FFTs of one size in one array op.
+    """Kaldi's `ComputeRecursive` (decimation in frequency, bit-reversed output) on axis 0,
+    reorganised by problem size: all sub-FFTs of one size in one array op.
 
     Each sub-problem only touches its own contiguous segment and its children are smaller, so
     processing sizes from large to small performs exactly the same float operations.

@@ -137,7 +137,8 @@ def compute_mfcc(
       opts: `MfccOptions` (static).
       key: PRNG key, required iff `opts.dither != 0`.
       fft_impl: "kaldi" (default): frame processing and FFT replay Kaldi's float32 operations
-        exactly, on the host via `jax.pure_callback` (matches compute-mfcc-feats to ~1e-4);
+        exactly, on the host via `jax.pure_callback` (vs compute-mfcc-feats on the fixtures: 99%
+        of values within 1e-4, max ~2e-3 in low-energy frames);
         "xla": pure XLA (jnp.fft), runs on any accelerator, differs from Kaldi by float32
         rounding only (<1e-2 max, ~99.5% of values within 1e-3).
     Returns:

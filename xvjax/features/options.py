@@ -230,7 +230,3 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
         raise XvjaxError(
             f"option --{field.name.replace('_', '-')}: invalid {kind.__name__} value '{value}'"
         ) from None
-
-
-def option_fields(cls) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(cls))
