@@ -185,7 +185,9 @@ def extract_xvectors(
     Utterances that cannot be processed (zero length, too short without padding, shorter than the
     network's context after padding) are reported to `on_error(utt, reason)` (default: a warning)
     and skipped. Utterances are read in windows of about `window_frames` frames whose chunks are
-    batched together.
+    batched together. Pass one `extractor` for all calls with a model so its jit shapes are
+    reused; its spec and weights are then used (`spec`, `variables` and the batch options are
+    ignored).
     """
     ex = extractor or Extractor(spec, variables, output_node, batch_size, max_batch_frames)
     if ex.output_node != output_node:
@@ -215,9 +217,9 @@ def extract_xvectors(
     frames = 0
     for utt, mat in feats:
         mat = np.asarray(mat, np.float32)
-        if mat.ndim != 2 or (mat.shape[0] and mat.shape[1] != spec.input_dim):
+        if mat.ndim != 2 or (mat.shape[0] and mat.shape[1] != ex.spec.input_dim):
             on_error(
-                utt, f"features have shape {mat.shape}; the model wants {spec.input_dim} columns"
+                utt, f"features have shape {mat.shape}; the model wants {ex.spec.input_dim} columns"
             )
             continue
         try:
