@@ -169,10 +169,9 @@ def score(
     trials whose model or test segment has no x-vector are skipped with a warning, as Kaldi does.
     """
     from xvjax.backend import means, scoring, snorm
+    from xvjax.kaldi import datadir
 
-    spk2utt: dict[str, list[str]] = {}
-    for utt, spk in (enroll.utt2spk or {}).items():
-        spk2utt.setdefault(spk, []).append(utt)
+    spk2utt = datadir.utt2spk_to_spk2utt(enroll.utt2spk or {})
     spk_means, num_utts = means.speaker_means(enroll.as_dict(), spk2utt)
     models = sorted(spk_means)
     m_index = {m: i for i, m in enumerate(models)}

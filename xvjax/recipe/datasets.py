@@ -6,7 +6,6 @@ Per-item work is skipped when its `.done` file records the same options fingerpr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,12 +33,6 @@ def is_done(path: str, fp: str) -> bool:
 def mark_done(path: str, fp: str) -> None:
     with atomic_open(os.path.join(path, DONE), "w", encoding="utf-8") as f:
         f.write(fp + "\n")
-
-
-def write_json(path: str, obj) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
 
 
 def copy_data_dir(src: str, dest: str) -> dict:

@@ -14,7 +14,7 @@ import os
 import shutil
 
 from xvjax.errors import XvjaxError
-from xvjax.fileutil import atomic_open
+from xvjax.fileutil import atomic_open, atomic_path
 from xvjax.recipe.datasets import (
     DONE,
     augment_train_set,
@@ -23,9 +23,8 @@ from xvjax.recipe.datasets import (
     features_for,
     is_done,
     mark_done,
-    write_json,
 )
-from xvjax.recipe.transfer import RecipeConfig, fingerprint
+from xvjax.recipe.transfer import RecipeConfig, fingerprint, write_json
 
 log = logging.getLogger("xvjax")
 
@@ -93,16 +92,17 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
         sets[name] = dest
     if "target_adapt" not in sets:
         log.warning("no unlabelled in-domain set (--tgt-adapt): using target_train without labels")
+    from xvjax.kaldi import tables
+
     for side, src in trials_src.items():
         if not src:
             continue
         test_set = "target_test" if side == "target" else "source_eval_test"
         dest = os.path.join(sets[test_set], "trials")
-        shutil.copyfile(src, dest + ".tmp")
-        os.replace(dest + ".tmp", dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
         trials[side] = dest
-        with open(dest, encoding="utf-8") as f:
-            labels = [line.split()[-1] for line in f if line.strip()]
+        labels = [r[2] for r in tables.read_trials(dest)]
         sizes[test_set]["trials"] = {
             "target": labels.count("target"),
             "nontarget": labels.count("nontarget"),

@@ -255,7 +255,8 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
+    """obj as indented, key-sorted JSON, written atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -327,7 +328,7 @@ class StageRunner:
         self.ctx.update(outputs)
         self.timings[name] = seconds
         self.ran.append(name)
-        _write_json(
+        write_json(
             self.marker(index),
             {
                 "stage": index,
