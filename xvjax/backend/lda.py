@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xvjax.backend.plda import _check_finite, _fmt, _sorted_eigh
+from xvjax.backend.plda import _check_finite, _fmt, _sorted_eigh, class_means
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -49,10 +49,7 @@ def compute_lda(
     if covariance_floor < 0.0:
         raise XvjaxError(f"--covariance-floor must be >= 0, got {covariance_floor}")
     _check_finite(x)
-    labels, inverse, counts = np.unique(
-        np.asarray(spk_ids, dtype=object).astype(str), return_inverse=True, return_counts=True
-    )
-    num_spk = len(labels)
+    num_spk = len(set(map(str, spk_ids)))
     log.info("Stats have %d speakers, %d utterances.", num_spk, num_utt)
     if num_utt == num_spk:
         raise XvjaxError(
@@ -71,9 +68,7 @@ def compute_lda(
         )
     mu = x.sum(axis=0) / num_utt
     xc = x - mu
-    sums = np.zeros((num_spk, feat_dim))
-    np.add.at(sums, inverse, xc)
-    spk_means = sums / counts[:, None]
+    spk_means, counts = class_means(xc, spk_ids)
     scatter = xc.T @ xc
     between_scatter = (spk_means * counts[:, None]).T @ spk_means
     total = scatter / num_utt

@@ -212,19 +212,24 @@ class PldaStats(NamedTuple):
     sum: np.ndarray
 
 
+def class_means(x: np.ndarray, spk_ids: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Per-speaker means of (N, D) float64 rows -> ((S, D) means, (S,) counts), speakers in
+    sorted label order."""
+    _, inverse, counts = np.unique(
+        np.asarray(spk_ids, dtype=object).astype(str), return_inverse=True, return_counts=True
+    )
+    sums = np.zeros((len(counts), x.shape[1]))
+    np.add.at(sums, inverse.reshape(-1), x)
+    return sums / counts[:, None], counts
+
+
 def compute_plda_stats(vectors: np.ndarray, spk_ids: Sequence) -> PldaStats:
     """Accumulates `PldaStats` from (N, D) vectors and their speaker labels (length N)."""
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or len(spk_ids) != x.shape[0]:
         raise XvjaxError(f"need (N, D) vectors and N speaker ids, got {x.shape}, {len(spk_ids)}")
     _check_finite(x)
-    labels, inverse, counts = np.unique(
-        np.asarray(spk_ids, dtype=object).astype(str), return_inverse=True, return_counts=True
-    )
-    num_spk, dim = len(labels), x.shape[1]
-    sums = np.zeros((num_spk, dim))
-    np.add.at(sums, inverse, x)
-    means = sums / counts[:, None]
+    means, counts = class_means(x, spk_ids)
     scatter = x.T @ x - (means * counts[:, None]).T @ means
     order = np.argsort(counts, kind="stable")
     return PldaStats(
