@@ -173,7 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 )
         write_json(cfg_path, new_cfg)
         if data.speakers is not None:
-            with open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
+            with atomic_open(os.path.join(workdir, "speakers.txt"), "w", encoding="utf-8") as f:
                 f.writelines(f"{i} {s}\n" for i, s in enumerate(data.speakers))
     if ckpt is None:
         ckpt = open_checkpointer()
