@@ -294,3 +294,24 @@ def test_plda_is_a_pytree_and_one_call_norm(norm_case):
         top_k=20,
     )
     assert np.abs(s - c["ref_a"]).max() < 5e-5
+
+
+def test_partial_blocks_reuse_one_compiled_kernel():
+    """Last (partial) blocks are padded to the block shape: one compile per block shape, whatever
+    N_e, N_t or the number of trials (a new shape per block would recompile on every call)."""
+    rng = np.random.default_rng(5)
+    dim = 7  # a shape no other test uses, so the counts below are this test's own
+    block, pairs = scoring._jitted("block"), scoring._jitted("pairs")
+    before = block._cache_size()
+    for num_e, num_t in ((37, 53), (33, 50), (21, 17)):
+        e, t = rng.normal(size=(num_e, dim)), rng.normal(size=(num_t, dim))
+        scoring.cosine_matrix(e, t, block_size=(10, 16), dtype=np.float64)
+    assert block._cache_size() == before + 1
+    e, t = rng.normal(size=(37, dim)), rng.normal(size=(53, dim))
+    ef = scoring.EnrollFeatures(e, np.zeros(37), np.zeros((1, dim)), np.zeros(37, np.int32))
+    before = pairs._cache_size()
+    for num in (500, 333):
+        ie, it = rng.integers(0, 37, num), rng.integers(0, 53, num)
+        got = scoring.score_pairs(ef, t, ie, it, block_size=64, method="gather")
+        np.testing.assert_allclose(got, np.einsum("ij,ij->i", e[ie], t[it]), atol=1e-12)
+    assert pairs._cache_size() == before + 1
