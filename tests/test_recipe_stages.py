@@ -205,11 +205,16 @@ def test_backend_rows_on_a_shifted_domain():
             backend, enroll, test, trials, norm=norm, cohort=adapt.mat, top_k=30
         )
         assert np.all(np.isfinite(s))
-    # Unknown trial ids are dropped with a warning, not scored.
-    bad = be.Trials(trials.enroll + ["nobody"], trials.test + [test.keys[0]],
-                    np.append(trials.labels, False))  # fmt: skip
+    # Unknown trial ids (a model, a test segment) are dropped with a warning, not scored; the
+    # others keep their scores and their positions in the trials list.
+    full, _, _ = be.score(backend, enroll, test, trials)
+    bad = be.Trials(["nobody"] + trials.enroll + [trials.enroll[0]],
+                    [test.keys[0]] + trials.test + ["no-such-utt"],
+                    np.concatenate([[False], trials.labels, [True]]))  # fmt: skip
     s, labels, kept = be.score(backend, enroll, test, bad)
-    assert len(kept) == len(trials.labels)
+    assert kept == list(range(1, len(trials.labels) + 1))
+    np.testing.assert_array_equal(s, full)
+    np.testing.assert_array_equal(labels, trials.labels)
 
 
 def test_lda_dim_capped_by_speakers():

@@ -154,6 +154,17 @@ class Trials:
         )
 
 
+def _index_of(keys: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """(len(names),) position of each name in keys, -1 where a name is not a key."""
+    k = np.asarray(keys, dtype=str)
+    if k.size == 0:
+        return np.full(len(names), -1)
+    order = np.argsort(k)
+    n = np.asarray(names, dtype=str)
+    pos = np.minimum(np.searchsorted(k[order], n), k.size - 1)
+    return np.where(k[order][pos] == n, order[pos], -1)
+
+
 def score(
     backend: Backend,
     enroll: Labelled,
@@ -174,13 +185,10 @@ def score(
     spk2utt = datadir.utt2spk_to_spk2utt(enroll.utt2spk or {})
     spk_means, num_utts = means.speaker_means(enroll.as_dict(), spk2utt)
     models = sorted(spk_means)
-    m_index = {m: i for i, m in enumerate(models)}
-    t_index = {k: i for i, k in enumerate(test.keys)}
-    kept = [
-        i
-        for i, (e, t) in enumerate(zip(trials.enroll, trials.test, strict=True))
-        if e in m_index and t in t_index
-    ]
+    e_all = _index_of(models, trials.enroll)
+    t_all = _index_of(test.keys, trials.test)
+    kept_mask = (e_all >= 0) & (t_all >= 0)
+    kept = np.nonzero(kept_mask)[0].tolist()
     if len(kept) < len(trials.labels):
         log.warning(
             "%d of %d trials have no enrollment model or test x-vector; skipped",
@@ -189,8 +197,7 @@ def score(
         )
     if not kept:
         raise XvjaxError("no trial can be scored (trials name unknown models or test segments)")
-    e_idx = np.array([m_index[trials.enroll[i]] for i in kept])
-    t_idx = np.array([t_index[trials.test[i]] for i in kept])
+    e_idx, t_idx = e_all[kept_mask], t_all[kept_mask]
     counts = np.array([num_utts[m] for m in models])
     e_vec = backend.project(np.stack([spk_means[m] for m in models]))
     t_vec = backend.project(test.mat)
