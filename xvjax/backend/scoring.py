@@ -130,6 +130,21 @@ def _pad_rows(a: np.ndarray, rows: int, value: float = 0.0) -> np.ndarray:
     return np.pad(a, pad, constant_values=value)
 
 
+def _put_enroll_rows(fe, ce, qi, r0: int, rows: int, mesh, dtype):
+    """Enrolment rows r0 .. r0 + rows (zero-padded to `rows`, so every block has one shape) of
+    (fe, ce, qi) on the devices, split over the mesh's "data" axis."""
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rows2, rows1 = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("data"))
+    return (
+        jax.device_put(_pad_rows(fe[r0 : r0 + rows], rows).astype(dtype), rows2),
+        jax.device_put(_pad_rows(ce[r0 : r0 + rows], rows).astype(dtype), rows1),
+        jax.device_put(_pad_rows(qi[r0 : r0 + rows], rows), rows1),
+    )
+
+
 _JIT: dict[str, object] = {}
 
 
@@ -345,7 +360,6 @@ def iter_score_blocks(
         else:
             weights = (1.0, 0.0) if enroll_stats is not None else (0.0, 1.0)
     with _x64(dtype):
-        rows = NamedSharding(mesh, P("data", None))
         rows1 = NamedSharding(mesh, P("data"))
         rep = NamedSharding(mesh, P())
         test_blocks = [
@@ -368,9 +382,7 @@ def iter_score_blocks(
             if wanted_rows is not None and e0 // be not in wanted_rows:
                 continue
             ne = min(be, num_e - e0)
-            fe_d = jax.device_put(_pad_rows(fe[e0 : e0 + be], be).astype(dtype), rows)
-            ce_d = jax.device_put(_pad_rows(ce[e0 : e0 + be], be).astype(dtype), rows1)
-            qi_d = jax.device_put(_pad_rows(qi[e0 : e0 + be], be), rows1)
+            fe_d, ce_d, qi_d = _put_enroll_rows(fe, ce, qi, e0, be, mesh, dtype)
             if use_norm:
                 me_d = jax.device_put(_pad_rows(me[e0 : e0 + be], be).astype(dtype), rows1)
                 se_d = jax.device_put(_pad_rows(se[e0 : e0 + be], be, 1.0).astype(dtype), rows1)

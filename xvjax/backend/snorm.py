@@ -29,7 +29,7 @@ from xvjax.backend.plda import Plda, plda_transform
 from xvjax.backend.scoring import (
     EnrollFeatures,
     _jitted,
-    _pad_rows,
+    _put_enroll_rows,
     _round_up,
     _split_features,
     _x64,
@@ -149,16 +149,13 @@ def cohort_stats(
     score_fn, stats_fn = _jitted("block"), _topk_stats_fn(top_k)
     mean, std = np.empty(num), np.empty(num)
     with _x64(dtype):
-        rows, rows1 = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("data"))
         rep = NamedSharding(mesh, P())
         ft_d = jax.device_put(ft.astype(dtype), rep)
         qt_d = jax.device_put(qt.astype(dtype), rep)
         for r0 in range(0, num, block):
             n = min(block, num - r0)
-            fe_d = jax.device_put(_pad_rows(fe[r0 : r0 + block], block).astype(dtype), rows)
-            ce_d = jax.device_put(_pad_rows(ce[r0 : r0 + block], block).astype(dtype), rows1)
-            qi_d = jax.device_put(_pad_rows(qi[r0 : r0 + block], block), rows1)
-            m, s = stats_fn(score_fn(fe_d, ce_d, qi_d, ft_d, qt_d))
+            enroll_d = _put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
+            m, s = stats_fn(score_fn(*enroll_d, ft_d, qt_d))
             mean[r0 : r0 + n] = np.asarray(m)[:n]
             std[r0 : r0 + n] = np.asarray(s)[:n]
     return CohortStats(mean, std)
