@@ -114,6 +114,26 @@ def test_framing_matches_kaldi_loop(snip_edges, n):
         np.testing.assert_array_equal(frames[f], reference._frame(wave, f, opts))
 
 
+@pytest.mark.parametrize("window_type", ["povey", "hanning", "hamming", "blackman", "rectangular"])
+def test_window_functions_match_scipy(window_type):
+    """Independent check of `mel.window_function` (the float64 reference shares it, so the window
+    variants below cannot catch a wrong window formula)."""
+    from scipy.signal import windows
+
+    from xvjax.features import mel as melmod
+
+    n = MfccOptions().window_size
+    expected = {
+        "povey": windows.hann(n, sym=True) ** 0.85,
+        "hanning": windows.hann(n, sym=True),
+        "hamming": windows.hamming(n, sym=True),
+        "blackman": windows.blackman(n, sym=True),  # Kaldi's blackman_coeff default 0.42
+        "rectangular": np.ones(n),
+    }[window_type]
+    ours = melmod.window_function(MfccOptions(window_type=window_type))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+
+
 VARIANTS = [
     dict(window_type="hamming"),
     dict(window_type="hanning", preemphasis_coefficient=0.0),
