@@ -22,25 +22,24 @@ import time
 
 import numpy as np
 
-from xvjax.data import synthetic, synthetic_check, synthetic_domains
+from xvjax.synthetic import check, domains
+from xvjax.synthetic import corpus as demo_corpus
 
 
 def speed() -> None:
-    cfg = synthetic.preset("default")
+    cfg = demo_corpus.preset("default")
     for name, domain in (
-        ("source", synthetic_domains.SOURCE),
-        ("target", synthetic_domains.TARGET),
+        ("source", domains.SOURCE),
+        ("target", domains.TARGET),
     ):
-        traits = synthetic_domains.speaker_traits(0, domain, 1)
-        synthetic_domains.render_utterance(domain, traits, np.random.default_rng(1), cfg)
+        traits = domains.speaker_traits(0, domain, 1)
+        domains.render_utterance(domain, traits, np.random.default_rng(1), cfg)
         t0 = time.perf_counter()
         c0 = time.process_time()
         total = 0.0
         k = 0
         while total < 60.0:
-            x, rate = synthetic_domains.render_utterance(
-                domain, traits, np.random.default_rng(k), cfg
-            )
+            x, rate = domains.render_utterance(domain, traits, np.random.default_rng(k), cfg)
             total += len(x) / rate
             k += 1
         print(
@@ -67,10 +66,10 @@ def main() -> None:
         speed()
     out = args.out or tempfile.mkdtemp(prefix="xvjax_corpus_")
     overrides = {} if args.seed is None else {"seed": args.seed}
-    cfg = synthetic.preset(args.preset, **overrides)
+    cfg = demo_corpus.preset(args.preset, **overrides)
     t0 = time.perf_counter()
     cpu0 = _cpu()
-    paths = synthetic.make_corpus(
+    paths = demo_corpus.make_corpus(
         out, cfg, num_jobs=args.num_jobs, preset_name=args.preset, force=args.force
     )
     hours = sum(v["hours"] for v in json.load(open(paths["corpus_json"]))["sets"].values())
@@ -81,9 +80,9 @@ def main() -> None:
     )
     title = f"{args.preset} preset, seed {cfg.seed}"
     for feat_rate in [args.feature_rate] if args.feature_rate else [16000, 8000]:
-        synthetic_check.report(paths, feat_rate, title)
+        check.report(paths, feat_rate, title)
     if args.cmn:
-        synthetic_check.report(paths, args.feature_rate or 8000, title, cmn=True)
+        check.report(paths, args.feature_rate or 8000, title, cmn=True)
 
 
 def _cpu() -> float:

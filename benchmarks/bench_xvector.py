@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xvjax.model.extract import Extractor, extract_xvectors
 from xvjax.model.spec import xvector_1a_spec
 from xvjax.model.xvector import XVector, init_variables
+from xvjax.model.xvector_compute import Extractor, extract_xvectors
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:

@@ -78,7 +78,7 @@ def test_audio_chunks_equal_offline_pipeline_rows(audio_dir):
 
 def test_augmented_batches_are_keyed_and_resumable(audio_dir):
     data, musan = audio_dir
-    from xvjax.features.sources import load_sources
+    from xvjax.features.noise_banks import load_sources
 
     sources = load_sources(noise=[musan], music=[musan], speech=[musan], sample_rate=RATE)
     store = AudioStore(data, mfcc_opts=MFCC, sources=sources, aug_prob=1.0, seed=5)

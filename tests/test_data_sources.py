@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from xvjax.data import chunks, sources
-from xvjax.data.fake_feats import write_fake_data_dir
+from xvjax.data import chunks, stores
 from xvjax.kaldi import tables
+from xvjax.synthetic.fake_feats import write_fake_data_dir
 
 
 def parse_egs_text(path):
@@ -29,7 +29,7 @@ def test_egs_sample_reads_to_its_text_form(kaldi_fixtures):
     egs = kaldi_fixtures / "egs"
     want = parse_egs_text(egs / "egs_sample.txt")
     assert len(want) == 4
-    loader = sources.EgsLoader(str(egs / "egs_sample.ark"), batch_size=1, seed=3)
+    loader = stores.EgsLoader(str(egs / "egs_sample.ark"), batch_size=1, seed=3)
     assert loader.feat_dim == 30
     got = [next(loader) for _ in range(4)]
     assert loader.position["epoch"] == 0 and next(loader).position["epoch"] == 1
@@ -49,10 +49,10 @@ def test_egs_dir_resume_and_speakers(kaldi_fixtures, tmp_path):
     for n in (1, 2, 3):
         shutil.copy(egs / "egs_sample.ark", tmp_path / f"egs.{n}.ark")
     shutil.copy(egs / "pdf2num", tmp_path / "pdf2num")
-    loader = sources.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    loader = stores.EgsLoader(str(tmp_path), batch_size=2, seed=0)
     assert loader.num_speakers == 20
     run = [next(loader) for _ in range(8)]
-    again = sources.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    again = stores.EgsLoader(str(tmp_path), batch_size=2, seed=0)
     again.load_state_dict(run[2].position)
     for want in run[3:]:
         got = next(again)
@@ -60,7 +60,7 @@ def test_egs_dir_resume_and_speakers(kaldi_fixtures, tmp_path):
         assert got.position == want.position
     # two processes split each minibatch
     halves = [
-        sources.EgsLoader(str(tmp_path), batch_size=2, seed=0, process_index=p, process_count=2)
+        stores.EgsLoader(str(tmp_path), batch_size=2, seed=0, process_index=p, process_count=2)
         for p in (0, 1)
     ]
     for want in run[:4]:
@@ -79,7 +79,7 @@ def test_feats_store_raw_applies_cmn_and_vad(raw_dir):
     from xvjax.features.cmvn import sliding_cmn_numpy
     from xvjax.features.options import RECIPE_CMN
 
-    store = sources.FeatsStore(raw_dir)
+    store = stores.FeatsStore(raw_dir)
     assert store.prep == "raw" and store.feat_dim == 6
     feats = tables.read_dict(f"scp:{raw_dir}/feats.scp")
     vad = tables.read_dict(f"scp:{raw_dir}/vad.scp")
@@ -87,17 +87,17 @@ def test_feats_store_raw_applies_cmn_and_vad(raw_dir):
     want = sliding_cmn_numpy(feats[utt], RECIPE_CMN)[vad[utt] > 0.5]
     np.testing.assert_array_equal(store.load(utt), want)
     assert store.utt2len[utt] == int((vad[utt] > 0.5).sum()) < len(feats[utt])
-    prepared = sources.FeatsStore(raw_dir, prep="prepared")
+    prepared = stores.FeatsStore(raw_dir, prep="prepared")
     np.testing.assert_array_equal(prepared.load(utt), feats[utt])
 
 
 def test_chunk_loader_batches_are_chunks_of_utterances(raw_dir):
-    store = sources.FeatsStore(raw_dir)
+    store = stores.FeatsStore(raw_dir)
     table, _ = chunks.build_utt_table(store.utt2len, store.utt2spk, min_len=30)
     cfg = chunks.ChunkConfig(
         min_chunk=30, max_chunk=50, frames_per_archive=800, num_repeats=3, batch_size=4
     )
-    loader = sources.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=2)
+    loader = stores.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=2)
     ref = chunks.ChunkSampler(table, cfg)
     for _ in range(6):
         b, spec = next(loader), next(ref)
@@ -116,12 +116,12 @@ def test_missing_files_are_clear_errors(tmp_path):
     from xvjax.errors import XvjaxError
 
     with pytest.raises(XvjaxError, match="feats.scp"):
-        sources.FeatsStore(str(tmp_path))
+        stores.FeatsStore(str(tmp_path))
     with pytest.raises(XvjaxError, match="no egs"):
-        sources.EgsLoader(str(tmp_path), batch_size=2)
+        stores.EgsLoader(str(tmp_path), batch_size=2)
     os.makedirs(tmp_path / "x")
     with pytest.raises(XvjaxError, match="does not exist"):
-        sources.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
+        stores.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
 
 
 def test_train_data_from_egs_config(kaldi_fixtures, tmp_path):

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 
 from xvjax import cli, metrics
-from xvjax.data import synthetic, synthetic_channel, synthetic_check, synthetic_voice
-from xvjax.data.synthetic_domains import SOURCE, TARGET, render_utterance, speaker_traits
 from xvjax.kaldi import datadir
+from xvjax.synthetic import channel, check, voice
+from xvjax.synthetic import corpus as demo_corpus
+from xvjax.synthetic.domains import SOURCE, TARGET, render_utterance, speaker_traits
 
 # A corpus small enough to write twice in a few seconds, with every part present.
 MICRO = dict(
@@ -42,8 +43,8 @@ MICRO = dict(
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    cfg = synthetic.preset("tiny", **MICRO)
-    paths = synthetic.make_corpus(out, cfg, num_jobs=1, preset_name="micro")
+    cfg = demo_corpus.preset("tiny", **MICRO)
+    paths = demo_corpus.make_corpus(out, cfg, num_jobs=1, preset_name="micro")
     return out, cfg, paths
 
 
@@ -61,12 +62,12 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_same_bytes_whatever_num_jobs(corpus, tmp_path):
     out, cfg, _ = corpus
-    synthetic.make_corpus(tmp_path / "again", cfg, num_jobs=2, preset_name="micro")
+    demo_corpus.make_corpus(tmp_path / "again", cfg, num_jobs=2, preset_name="micro")
     first, second = _files(out), _files(tmp_path / "again")
     assert sorted(first) == sorted(second)
     assert [k for k in first if first[k] != second[k]] == []
     # ... and another seed gives other audio.
-    other = synthetic.make_corpus(
+    other = demo_corpus.make_corpus(
         tmp_path / "other", dataclasses.replace(cfg, seed=cfg.seed + 1), num_jobs=1
     )
     wav = sorted(Path(other["source_train"], "..", "..", "wav").resolve().rglob("*.wav"))[0]
@@ -76,7 +77,7 @@ def test_same_seed_same_bytes_whatever_num_jobs(corpus, tmp_path):
 def test_existing_corpus_is_not_regenerated(corpus):
     out, cfg, _ = corpus
     stamp = os.stat(out / "corpus.json").st_mtime_ns
-    synthetic.make_corpus(out, cfg, num_jobs=1, preset_name="micro")
+    demo_corpus.make_corpus(out, cfg, num_jobs=1, preset_name="micro")
     assert os.stat(out / "corpus.json").st_mtime_ns == stamp
 
 
@@ -86,7 +87,7 @@ def _utt2spk(path) -> dict[str, str]:
 
 def test_data_dirs_are_valid_kaldi_data_dirs(corpus):
     out, cfg, paths = corpus
-    for name in synthetic.SETS:
+    for name in demo_corpus.SETS:
         datadir.validate_data_dir(paths[name], check_files=True)
         for table in ("wav.scp", "utt2spk", "spk2utt", "utt2dur"):
             keys = [line.split()[0] for line in Path(paths[name], table).read_text().splitlines()]
@@ -115,7 +116,7 @@ def test_speakers_are_disjoint_across_sets(corpus):
         line.split() for line in (out / "truth" / "target_adapt.utt2spk").read_text().splitlines()
     )
     assert sorted(truth) == sorted(_utt2spk(paths["target_adapt"]))
-    spk = {name: set(_utt2spk(paths[name]).values()) for name in synthetic.SETS}
+    spk = {name: set(_utt2spk(paths[name]).values()) for name in demo_corpus.SETS}
     spk["target_adapt"] = set(truth.values())
     assert spk["source_eval_enroll"] == spk["source_eval_test"]
     assert spk["target_enroll"] == spk["target_test"]
@@ -153,7 +154,7 @@ def _band_energy(x: np.ndarray, rate: int, lo: float, hi: float = 1e9) -> float:
 
 def test_rates_and_telephone_band(corpus):
     _, cfg, paths = corpus
-    for name in synthetic.SETS:
+    for name in demo_corpus.SETS:
         want = cfg.source_rate if name.startswith("source") else cfg.target_rate
         for line in Path(paths[name], "wav.scp").read_text().splitlines():
             info = sf.info(line.split(None, 1)[1])
@@ -210,13 +211,11 @@ def test_voice_traits_drive_pitch():
     rng = np.random.default_rng(5)
     for f0 in (100.0, 220.0):
         traits = dataclasses.replace(
-            synthetic_voice.sample_traits(rng, synthetic_voice.TraitDistribution()),
+            voice.sample_traits(rng, voice.TraitDistribution()),
             f0=f0,
             f0_range_st=1.0,
         )
-        x = synthetic_voice.synthesize(
-            rng, traits, synthetic_voice.Session(), synthetic_voice.LANGUAGE_A, 2.0
-        )
+        x = voice.synthesize(rng, traits, voice.Session(), voice.LANGUAGE_A, 2.0)
         assert len(x) == 32000 and np.all(np.isfinite(x)) and np.max(np.abs(x)) < 1
         # Median autocorrelation pitch over loud frames.
         frames = x[: len(x) // 640 * 640].reshape(-1, 640)
@@ -232,13 +231,13 @@ def test_voice_traits_drive_pitch():
 
 def test_speaker_identity_is_in_the_voice_not_the_content():
     """Utterances with random content: same-speaker pairs score above different-speaker pairs."""
-    cfg = synthetic.preset("tiny")
+    cfg = demo_corpus.preset("tiny")
     vecs, labels = [], []
     for spk in range(8):
         traits = speaker_traits(11, SOURCE, spk)
         for utt in range(3):
             x, rate = render_utterance(SOURCE, traits, np.random.default_rng([11, spk, utt]), cfg)
-            vecs.append(synthetic_check.utt_stats(x, rate, 16000))
+            vecs.append(check.utt_stats(x, rate, 16000))
             labels.append(spk)
     v = np.array(vecs)
     v = (v - v.mean(0)) / v.std(0)
@@ -258,13 +257,13 @@ def test_speaker_identity_is_in_the_voice_not_the_content():
 
 def test_mu_law_and_snr():
     x = np.linspace(-1, 1, 1001)
-    y = synthetic_channel.mu_law(x)
+    y = channel.mu_law(x)
     assert np.all(np.abs(y - x) <= 0.025 * np.abs(x) + 1e-3) and len(np.unique(y)) <= 256
     rng = np.random.default_rng(0)
     s, n = rng.standard_normal(16000), rng.standard_normal(16000)
-    mix = synthetic_channel.add_at_snr(s, n, 10.0, 16000)
+    mix = channel.add_at_snr(s, n, 10.0, 16000)
     noise_part = mix - s
-    snr = 10 * np.log10(synthetic_channel.active_power(s, 16000) / np.mean(noise_part**2))
+    snr = 10 * np.log10(channel.active_power(s, 16000) / np.mean(noise_part**2))
     assert abs(snr - 10.0) < 1e-6
 
 
@@ -277,7 +276,7 @@ def test_cli_writes_corpus_and_rejects_bad_options(tmp_path, capsys):
     )
     meta = json.loads((out / "corpus.json").read_text())
     assert meta["seed"] == 9 and meta["preset"] == "tiny"
-    assert meta["config"] == dataclasses.asdict(synthetic.preset("tiny", seed=9, **MICRO))
+    assert meta["config"] == dataclasses.asdict(demo_corpus.preset("tiny", seed=9, **MICRO))
     assert cli.run(["make-demo-corpus", "--target-rate=11025", str(tmp_path / "bad")]) == 1
     assert "--target-rate must be 8000 or 16000" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "corpus.json").exists()
@@ -291,7 +290,7 @@ def test_cli_writes_corpus_and_rejects_bad_options(tmp_path, capsys):
 
 
 def test_cli_options_cover_the_config():
-    from xvjax.recipe.commands import _CORPUS_FIELDS
+    from xvjax.synthetic.commands import _CORPUS_FIELDS
 
-    names = {f.name for f in dataclasses.fields(synthetic.CorpusConfig)}
+    names = {f.name for f in dataclasses.fields(demo_corpus.CorpusConfig)}
     assert {n.replace("-", "_") for n, _, _ in _CORPUS_FIELDS} == names

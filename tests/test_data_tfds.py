@@ -6,10 +6,13 @@ import pytest
 pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (xvjax[tfds])")
 pytest.importorskip("array_record", reason="array_record not installed (xvjax[tfds])")
 
-from xvjax.data import chunks, sources  # noqa: E402
-from xvjax.data.fake_feats import write_fake_data_dir  # noqa: E402
+from xvjax.data import (
+    chunks,  # noqa: E402
+    stores,
+)
 from xvjax.data.tfds_source import TfdsStore, build_tfds_dataset  # noqa: E402
 from xvjax.errors import XvjaxError  # noqa: E402
+from xvjax.synthetic.fake_feats import write_fake_data_dir  # noqa: E402
 
 
 def test_tfds_roundtrip_and_chunks(tmp_path):
@@ -18,7 +21,7 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
     path = build_tfds_dataset(data, str(tmp_path / "tfds"), name="tiny")
     assert path.endswith("xvjax_speech/tiny/1.0.0")
     store = TfdsStore(path)
-    ref = sources.FeatsStore(data)  # raw -> CMN + VAD, as written
+    ref = stores.FeatsStore(data)  # raw -> CMN + VAD, as written
     assert store.feat_dim == 5 and store.utt2len == ref.utt2len and store.utt2spk == ref.utt2spk
     for utt in ref.utt2len:
         np.testing.assert_array_equal(store.load(utt), ref.load(utt))
@@ -26,8 +29,8 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
     cfg = chunks.ChunkConfig(
         min_chunk=30, max_chunk=40, frames_per_archive=500, num_repeats=2, batch_size=3
     )
-    a = sources.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=0)
-    b = sources.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), prefetch=0)
+    a = stores.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=0)
+    b = stores.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), prefetch=0)
     for _ in range(3):
         np.testing.assert_array_equal(next(a).feats, next(b).feats)
     with pytest.raises(XvjaxError, match="already exists"):
@@ -68,4 +71,4 @@ def test_make_tfds_dataset_command(tmp_path, capsys):
     finally:
         root.handlers[:] = handlers
     path = capsys.readouterr().out.strip().splitlines()[-1]
-    assert TfdsStore(path).utt2len.keys() == sources.FeatsStore(data).utt2len.keys()
+    assert TfdsStore(path).utt2len.keys() == stores.FeatsStore(data).utt2len.keys()

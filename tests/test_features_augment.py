@@ -11,9 +11,9 @@ import pytest
 import soundfile
 
 from xvjax.cli import run
-from xvjax.features import augment, sources
+from xvjax.features import augment, noise_banks
 from xvjax.features.augment import AugmentConfig, Sources, augment_batch
-from xvjax.features.sources import make_bank
+from xvjax.features.noise_banks import make_bank
 
 RATE = 8000
 N = 6000
@@ -172,7 +172,7 @@ def test_source_layouts(tmp_path):
     ddir = tmp_path / "noise_dir"
     _write(str(ddir / "a.wav"), _noise(3, 500, 100))
     (ddir / "wav.scp").write_text(f"a {ddir / 'a.wav'}\nb cat {ddir / 'a.wav'} |\n")
-    src = sources.load_sources(
+    src = noise_banks.load_sources(
         rirs=[str(rir_root / "rir_list")], noise=[str(musan)], music=[str(musan)],
         speech=[str(ddir)], sample_rate=RATE,
     )  # fmt: skip
@@ -181,7 +181,7 @@ def test_source_layouts(tmp_path):
     assert src.speech.size == 2
     assert abs(float(src.rirs.segment(0)[10]) - 20000 / 32768) < 1e-6
     assert int(jnp.argmax(src.rirs.segment(0))) == 10
-    all_rirs = sources.resolve(str(tmp_path / "RIRS_NOISES"), "rirs")
+    all_rirs = noise_banks.resolve(str(tmp_path / "RIRS_NOISES"), "rirs")
     assert len(all_rirs) == 1
 
 
@@ -217,8 +217,8 @@ def test_augment_data_dir_cli(tmp_path, speech, capsys):
 @pytest.mark.slow
 def test_augment_then_prepare_feats_in_one_jitted_step(speech):
     """The trainer's on-the-fly path: augment -> MFCC -> CMN -> voiced frames, one jit."""
+    from xvjax.features.frontend import prepare_feats
     from xvjax.features.options import SRE16_MFCC
-    from xvjax.features.pipeline import prepare_feats
 
     src = _sources(speech)
     cfg = AugmentConfig(sample_frequency=RATE)

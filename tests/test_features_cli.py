@@ -176,8 +176,8 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_extract_engine_order_buckets_and_errors():
     """Read-ahead length sorting and row budgets never reorder or mix up utterances."""
     from xvjax.features import reference
-    from xvjax.features.extract import bucket_length, extract_features
     from xvjax.features.options import MfccOptions
+    from xvjax.features.stream import bucket_length, extract_features
 
     assert [bucket_length(n) for n in (1, 1024, 1025, 5000, 16000)] == [
         1024,

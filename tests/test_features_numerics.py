@@ -13,9 +13,9 @@ import soundfile
 from xvjax.errors import XvjaxError
 from xvjax.features import kaldi_fft, reference
 from xvjax.features.cmvn import sliding_cmn, sliding_cmn_numpy
+from xvjax.features.frontend import prepare_feats, select_voiced_frames
 from xvjax.features.mfcc import compute_fbank, compute_mfcc, extract_frames, num_frames
 from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
-from xvjax.features.pipeline import prepare_feats, select_voiced_frames
 from xvjax.features.vad import compute_vad, compute_vad_numpy
 from xvjax.kaldi import tables
 

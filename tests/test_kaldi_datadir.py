@@ -244,7 +244,6 @@ def test_subset_combine_fix(data, tmp_path, kaldi_fixtures):
 
 
 def test_data_dir_commands(data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("xvjax.kaldi.commands",))
     assert cli.run(["validate-data-dir", "--no-feats", data.path]) == 0
     assert cli.run(["validate-data-dir", data.path]) == 1
     assert "feats.scp: missing" in capsys.readouterr().err

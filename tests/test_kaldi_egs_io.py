@@ -7,7 +7,7 @@ import pytest
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import egs
-from xvjax.kaldi.kaldi_io_binary import format_floats
+from xvjax.kaldi.primitives import format_floats
 
 ARCHIVES = [
     "egs/egs_sample",  # compressed input (CM), sparse output
@@ -166,7 +166,7 @@ def test_egs_tables_go_through_tables_specifiers(kaldi_fixtures, tmp_path):
 def test_stream_window_growth_reads_the_same_examples(kaldi_fixtures, window):
     """Examples longer than the peek window are read by growing it (binary and text)."""
     from xvjax.kaldi import streams
-    from xvjax.kaldi.kaldi_io_binary import read_from_stream
+    from xvjax.kaldi.primitives import read_from_stream
 
     for name, binary in (("egs_sample.ark", True), ("egs_sample.txt", False)):
         path = kaldi_fixtures / "egs" / name

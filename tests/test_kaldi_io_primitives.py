@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xvjax.kaldi import matrix_io, streams
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput, format_float, format_floats
+from xvjax.kaldi import holders, streams
+from xvjax.kaldi.primitives import KaldiInput, KaldiOutput, format_float, format_floats
 
 
 def test_text_floats_print_as_cpp_streams():
@@ -19,7 +19,7 @@ def test_text_floats_print_as_cpp_streams():
     # glibc prints the sign of a NaN
     specials = np.array([np.inf, -np.inf, np.nan, -np.nan], dtype=np.float32)
     assert format_floats(specials) == "inf -inf nan -nan "
-    assert matrix_io.encode(specials, binary=False) == b" [ inf -inf nan -nan ]\n"
+    assert holders.encode(specials, binary=False) == b" [ inf -inf nan -nan ]\n"
 
 
 def test_double_objects_round_trip_exactly():
@@ -32,9 +32,9 @@ def test_double_objects_round_trip_exactly():
         out.vector(vec, double=True)
         data = out.getvalue()
         # the table holders write the same bytes for float64 arrays
-        head = matrix_io.BINARY_HEADER if binary else b""
-        assert matrix_io.encode(mat, binary) == head + mat_bytes
-        assert matrix_io.encode(vec, binary) == head + data[len(mat_bytes) :]
+        head = holders.BINARY_HEADER if binary else b""
+        assert holders.encode(mat, binary) == head + mat_bytes
+        assert holders.encode(vec, binary) == head + data[len(mat_bytes) :]
         inp = KaldiInput(data, binary)
         m2, v2 = inp.matrix(dtype=np.float64), inp.vector(dtype=np.float64)
         if binary:

@@ -13,9 +13,8 @@ from xvjax.kaldi import tables
 
 
 @pytest.fixture()
-def run(monkeypatch):
-    """cli.run with only this room's commands loaded (other rooms may be mid-edit)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("xvjax.kaldi.commands",))
+def run():
+    """cli.run as a list of arguments."""
     return lambda *argv: cli.run(list(argv))
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import compressed, matrix_io, tables
+from xvjax.kaldi import compressed, holders, tables
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -90,8 +90,8 @@ def test_text_round_trip_keeps_seven_digits(tmp_path, table):
 )
 def test_compression_round_trip_is_within_quantisation(mat, method):
     data = compressed.compress(mat, method)
-    buf = io.BytesIO(matrix_io.BINARY_HEADER + data)
-    out = matrix_io.read_object(buf, "matrix")
+    buf = io.BytesIO(holders.BINARY_HEADER + data)
+    out = holders.read_object(buf, "matrix")
     assert out.shape == mat.shape and out.dtype == np.float32 and np.all(np.isfinite(out))
     lo, hi = float(mat.min()), float(mat.max())
     span = hi - lo if hi > lo else 1.0 + abs(lo)

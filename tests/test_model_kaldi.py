@@ -10,8 +10,8 @@ from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
 from xvjax.kaldi.nnet3 import Nnet
 from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
-from xvjax.model.extract import Extractor, extract_with_stats
 from xvjax.model.xvector import resize_output
+from xvjax.model.xvector_compute import Extractor, extract_with_stats
 
 FEATS = {"small": "prepared16k", "full": "prepared16k", "variant8k": "prepared8k"}
 SETTINGS = {

@@ -17,7 +17,6 @@ from xvjax.kaldi.nnet3 import Nnet
 from xvjax.model import layers
 from xvjax.model.checkpoint import load_any, load_model, save_model
 from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
-from xvjax.model.extract import Chunk, Extractor, bucket_length, extract_xvectors, plan_chunks
 from xvjax.model.spec import ModelSpec, xvector_1a_spec
 from xvjax.model.xvector import (
     XVector,
@@ -25,6 +24,13 @@ from xvjax.model.xvector import (
     recompute_batch_stats,
     resize_output,
     variable_shapes,
+)
+from xvjax.model.xvector_compute import (
+    Chunk,
+    Extractor,
+    bucket_length,
+    extract_xvectors,
+    plan_chunks,
 )
 
 

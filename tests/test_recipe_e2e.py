@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from xvjax.recipe import transfer
+from xvjax.recipe import config, transfer
 
 pytestmark = pytest.mark.slow
 
@@ -16,15 +16,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("recipe_tiny")
-    cfg = transfer.RecipeConfig(workdir=str(workdir), preset="tiny", progress=False)
+    cfg = config.RecipeConfig(workdir=str(workdir), preset="tiny", progress=False)
     return cfg, transfer.run_recipe(cfg)
 
 
 def test_every_stage_produced_its_files(tiny_run):
     cfg, summary = tiny_run
     w = cfg.workdir
-    assert summary["ran"] == list(transfer.STAGES)
-    for i, name in enumerate(transfer.STAGES):
+    assert summary["ran"] == list(config.STAGES)
+    for i, name in enumerate(config.STAGES):
         assert os.path.isfile(os.path.join(w, "stages", f"{i}.{name}.json"))
     assert os.path.isfile(os.path.join(w, "corpus", "corpus.json"))
     for s in ("source_train", "target_train", "target_adapt", "target_enroll", "target_test"):
@@ -70,7 +70,7 @@ def test_rerun_resumes_without_recomputing(tiny_run):
     cfg, _ = tiny_run
     again = transfer.run_recipe(cfg)
     assert again["ran"] == []
-    assert again["skipped"] == list(transfer.STAGES)
+    assert again["skipped"] == list(config.STAGES)
 
 
 def _rows(summary) -> dict:
@@ -84,7 +84,7 @@ def test_user_data_with_kaldi_backend_files_reproduces_rows_1_to_5(tiny_run, tmp
     first_cfg, first = tiny_run
     data = os.path.join(first["corpus"]["path"], "data")
     backend = os.path.join(first_cfg.workdir, "backends", "source")
-    cfg = transfer.RecipeConfig(
+    cfg = config.RecipeConfig(
         workdir=str(tmp_path_factory.mktemp("recipe_user")),
         preset="tiny",
         src_enroll=os.path.join(data, "source_eval_enroll"),

@@ -11,11 +11,11 @@ import pytest
 
 from xvjax.errors import XvjaxError
 from xvjax.recipe import backends as be
-from xvjax.recipe import transfer
+from xvjax.recipe import config, transfer
 
 
-def _cfg(tmp_path, **kw) -> transfer.RecipeConfig:
-    return transfer.RecipeConfig(workdir=str(tmp_path), preset="tiny", **kw).resolved()
+def _cfg(tmp_path, **kw) -> config.RecipeConfig:
+    return config.RecipeConfig(workdir=str(tmp_path), preset="tiny", **kw).resolved()
 
 
 def _stages(calls: list, fail_at: int | None = None):
@@ -28,7 +28,7 @@ def _stages(calls: list, fail_at: int | None = None):
 
         return func
 
-    return [make(i) for i in range(len(transfer.STAGES))]
+    return [make(i) for i in range(len(config.STAGES))]
 
 
 def _run_all(cfg, funcs) -> transfer.StageRunner:
@@ -55,7 +55,7 @@ def test_resume_skips_done_stages_and_restores_outputs(tmp_path):
     _run_all(cfg, _stages(calls))
     assert calls == []
     marker = json.loads(open(os.path.join(tmp_path, "stages", "4.backends.json")).read())
-    assert marker["outputs"]["out4"] == 4 and marker["fingerprint"] == transfer.fingerprint(cfg, 4)
+    assert marker["outputs"]["out4"] == 4 and marker["fingerprint"] == config.fingerprint(cfg, 4)
 
 
 def test_explicit_stage_reruns_from_there(tmp_path):
@@ -106,17 +106,17 @@ def test_fingerprint_depends_only_on_earlier_stage_options(tmp_path):
     a = _cfg(tmp_path)
     b = _cfg(tmp_path, ft_lr=0.123)
     for i in range(5):
-        assert transfer.fingerprint(a, i) == transfer.fingerprint(b, i)
-    assert transfer.fingerprint(a, 5) != transfer.fingerprint(b, 5)
+        assert config.fingerprint(a, i) == config.fingerprint(b, i)
+    assert config.fingerprint(a, 5) != config.fingerprint(b, 5)
 
 
 def test_presets_fill_unset_fields_only():
-    cfg = transfer.RecipeConfig(preset="tiny", ft_steps=7).resolved()
+    cfg = config.RecipeConfig(preset="tiny", ft_steps=7).resolved()
     assert cfg.ft_steps == 7
-    assert cfg.src_steps == transfer.RECIPE_PRESETS["tiny"]["src_steps"]
+    assert cfg.src_steps == config.RECIPE_PRESETS["tiny"]["src_steps"]
     with pytest.raises(XvjaxError, match="unknown preset"):
-        transfer.RecipeConfig(preset="huge").resolved()
-    assert transfer.RecipeConfig(frame_dims="8, 16").dims("frame_dims") == (8, 16)
+        config.RecipeConfig(preset="huge").resolved()
+    assert config.RecipeConfig(frame_dims="8, 16").dims("frame_dims") == (8, 16)
 
 
 def test_check_config_errors(tmp_path):
@@ -124,17 +124,17 @@ def test_check_config_errors(tmp_path):
     d.mkdir()
     (tmp_path / "trials").write_text("a b target\n")
     with pytest.raises(XvjaxError, match="--tgt-train"):
-        transfer.check_config(_cfg(tmp_path, tgt_enroll=str(d), tgt_test=str(d), trials="t"))
+        config.check_config(_cfg(tmp_path, tgt_enroll=str(d), tgt_test=str(d), trials="t"))
     with pytest.raises(XvjaxError, match="--src-data"):
-        transfer.check_config(
+        config.check_config(
             _cfg(tmp_path, tgt_enroll=str(d), tgt_test=str(d), tgt_train=str(d),
                  trials=str(tmp_path / "trials"))
         )  # fmt: skip
     with pytest.raises(XvjaxError, match="no such directory"):
-        transfer.check_config(_cfg(tmp_path, musan=str(tmp_path / "nope")))
+        config.check_config(_cfg(tmp_path, musan=str(tmp_path / "nope")))
     with pytest.raises(XvjaxError, match="--plda"):
-        transfer.check_config(_cfg(tmp_path, lda=str(tmp_path / "trials")))
-    transfer.check_config(_cfg(tmp_path))  # the built-in corpus needs nothing
+        config.check_config(_cfg(tmp_path, lda=str(tmp_path / "trials")))
+    config.check_config(_cfg(tmp_path))  # the built-in corpus needs nothing
 
 
 # ----------------------------------------------------------------------------- backends

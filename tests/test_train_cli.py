@@ -8,11 +8,11 @@ import jax
 import pytest
 
 from xvjax import cli
-from xvjax.data.fake_feats import write_fake_data_dir
 from xvjax.errors import XvjaxError
 from xvjax.model.checkpoint import save_model
 from xvjax.model.spec import xvector_1a_spec
 from xvjax.model.xvector import init_variables
+from xvjax.synthetic.fake_feats import write_fake_data_dir
 from xvjax.train.commands import parse_train_argv
 from xvjax.train.train import build_data
 

@@ -1,10 +1,10 @@
-"""Dev-set scoring of `xvjax.train.evaluate`: trials reading and cosine scores of centred x-vectors."""
+"""Dev-set scoring of `xvjax.train.dev_set`: trials reading and cosine scores of centred x-vectors."""
 
 import numpy as np
 import pytest
 
 from xvjax.errors import XvjaxError
-from xvjax.train.evaluate import cosine_scores, read_trials
+from xvjax.train.dev_set import cosine_scores, read_trials
 
 
 def test_cosine_scores_utterance_and_speaker_sides(tmp_path):

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from xvjax.data.fake_feats import write_fake_data_dir, write_trials
 from xvjax.model.checkpoint import load_model
+from xvjax.synthetic.fake_feats import write_fake_data_dir, write_trials
 from xvjax.train.config import base_config
-from xvjax.train.evaluate import DevSet
+from xvjax.train.dev_set import DevSet
 from xvjax.train.train import train_and_evaluate
 
 

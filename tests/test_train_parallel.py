@@ -102,8 +102,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
-    from xvjax.data.fake_feats import write_fake_data_dir
     from xvjax.model.checkpoint import load_model
+    from xvjax.synthetic.fake_feats import write_fake_data_dir
 
     data = str(tmp_path / "train")
     write_fake_data_dir(

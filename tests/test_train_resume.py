@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from xvjax.data.fake_feats import write_fake_data_dir
+from xvjax.synthetic.fake_feats import write_fake_data_dir
 
 NUM_STEPS = 60
 CKPT_EVERY = 10

@@ -1,6 +1,7 @@
 """`xvjax <command> [--opt=value ...] ARGS`: Kaldi-binary-style command line.
 
-Each room of the package declares its commands in its own `commands.py` with `@command(...)`;
+Each room of the package declares its commands in its own `commands.py` with `@command(...)`, and
+`COMMANDS` below says where each one lives (imported on use);
 this module only parses options the way Kaldi's `ParseOptions` does and dispatches:
 
 - `--name=value`, and `--name` alone for a true boolean (`--binary=false` works);
@@ -23,18 +24,63 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.config_files import parse_bool, read_config_file
 
-# Rooms that declare commands. Import is cheap: heavy modules are imported inside commands.
-COMMAND_MODULES = (
-    "xvjax.kaldi.commands",
-    "xvjax.kaldi.nnet3_commands",
-    "xvjax.features.commands",
-    "xvjax.model.commands",
-    "xvjax.backend.commands",
-    "xvjax.train.commands",
-    "xvjax.recipe.commands",
-    "xvjax.recipe.demo",
-)
+# Every command, as `name -> "module:function"`. A command module is imported only when one of its
+# commands runs (or for `--help`), so starting `xvjax CMD` costs one module, not all of them.
+COMMANDS: dict[str, str] = {
+    # Kaldi tables and data dirs
+    "copy-feats": "xvjax.kaldi.commands:copy_feats",
+    "copy-matrix": "xvjax.kaldi.commands:copy_matrix",
+    "copy-vector": "xvjax.kaldi.commands:copy_vector",
+    "feat-to-dim": "xvjax.kaldi.commands:feat_to_dim",
+    "feat-to-len": "xvjax.kaldi.commands:feat_to_len",
+    "validate-data-dir": "xvjax.kaldi.commands:validate_data_dir_cmd",
+    "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
+    "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
+    "fix-data-dir": "xvjax.kaldi.commands:fix_data_dir_cmd",
+    # nnet3 models and egs
+    "nnet3-copy": "xvjax.kaldi.nnet3.commands:nnet3_copy",
+    "nnet3-init": "xvjax.kaldi.nnet3.commands:nnet3_init",
+    "nnet3-info": "xvjax.kaldi.nnet3.commands:nnet3_info",
+    "nnet3-copy-egs": "xvjax.kaldi.nnet3.commands:nnet3_copy_egs",
+    # front end
+    "compute-mfcc-feats": "xvjax.features.commands:compute_mfcc_feats",
+    "compute-fbank-feats": "xvjax.features.commands:compute_fbank_feats",
+    "compute-vad": "xvjax.features.commands:compute_vad_cmd",
+    "apply-cmvn-sliding": "xvjax.features.commands:apply_cmvn_sliding",
+    "select-voiced-frames": "xvjax.features.commands:select_voiced_frames_cmd",
+    "make-features": "xvjax.features.datadir_commands:make_features",
+    "augment-data-dir": "xvjax.features.datadir_commands:augment_data_dir",
+    # models and x-vectors
+    "nnet3-to-flax": "xvjax.model.commands:nnet3_to_flax_cmd",
+    "flax-to-nnet3": "xvjax.model.commands:flax_to_nnet3_cmd",
+    "nnet3-xvector-compute": "xvjax.model.commands:nnet3_xvector_compute_cmd",
+    # backend
+    "ivector-mean": "xvjax.backend.commands:ivector_mean",
+    "ivector-subtract-global-mean": "xvjax.backend.commands:ivector_subtract_global_mean",
+    "ivector-normalize-length": "xvjax.backend.commands:ivector_normalize_length",
+    "transform-vec": "xvjax.backend.commands:transform_vec_cmd",
+    "ivector-compute-lda": "xvjax.backend.commands:ivector_compute_lda",
+    "ivector-compute-plda": "xvjax.backend.commands:ivector_compute_plda",
+    "ivector-adapt-plda": "xvjax.backend.commands:ivector_adapt_plda",
+    "ivector-copy-plda": "xvjax.backend.commands:ivector_copy_plda",
+    "ivector-plda-scoring": "xvjax.backend.commands_score:ivector_plda_scoring",
+    "cosine-scoring": "xvjax.backend.commands_score:cosine_scoring",
+    "ivector-compute-dot-products": "xvjax.backend.commands_score:ivector_compute_dot_products",
+    "score-matrix": "xvjax.backend.commands_score:score_matrix_cmd",
+    "score-norm": "xvjax.backend.commands_metrics:score_norm",
+    "calibrate": "xvjax.backend.commands_metrics:calibrate_cmd",
+    "compute-eer": "xvjax.backend.commands_metrics:compute_eer_cmd",
+    "compute-min-dcf": "xvjax.backend.commands_metrics:compute_min_dcf_cmd",
+    "compute-act-dcf": "xvjax.backend.commands_metrics:compute_act_dcf_cmd",
+    "det-plot": "xvjax.backend.commands_metrics:det_plot_cmd",
+    # training, the demo corpus and the recipe
+    "train": "xvjax.train.commands:train",
+    "make-tfds-dataset": "xvjax.train.commands:make_tfds_dataset",
+    "make-demo-corpus": "xvjax.synthetic.commands:make_demo_corpus",
+    "demo": "xvjax.recipe.commands:demo",
+}
 
 log = logging.getLogger("xvjax")
 
@@ -65,8 +111,6 @@ class Command:
     raw: bool = False
 
 
-REGISTRY: dict[str, Command] = {}
-
 # Options every (non-raw) command accepts, as Kaldi's ParseOptions adds them.
 COMMON_OPTS = (
     Opt("config", "", "Configuration file to read (one --opt=value a line)"),
@@ -83,10 +127,11 @@ def command(
     nargs: tuple[int, int | None] = (0, None),
     raw: bool = False,
 ):
-    """Registers `func(opts, *args)` as `xvjax NAME`. `nargs` = (min, max or None)."""
+    """Declares `func(opts, *args)` as `xvjax NAME` (listed in `COMMANDS`). `nargs` = (min, max or
+    None). The declaration is kept on the function (`func.command`); nothing is registered."""
 
     def wrap(func):
-        REGISTRY[name] = Command(
+        func.command = Command(
             name, summary, textwrap.dedent(usage).strip(), opts, func, nargs, raw
         )
         return func
@@ -108,15 +153,6 @@ def _canon(name: str) -> str:
     return name.replace("_", "-")
 
 
-def parse_bool(text: str, option: str) -> bool:
-    low = text.strip().lower()
-    if low in ("true", "t", "1", "yes", ""):
-        return True
-    if low in ("false", "f", "0", "no"):
-        return False
-    raise XvjaxError(f"option --{option}: invalid boolean value '{text}' (use true or false)")
-
-
 def _convert(opt: Opt, text: str | None) -> Any:
     kind = opt.kind
     if kind is bool:
@@ -131,24 +167,6 @@ def _convert(opt: Opt, text: str | None) -> Any:
     except ValueError:
         raise XvjaxError(f"option --{opt.name}: invalid {kind.__name__} value '{text}'") from None
     return text
-
-
-def read_config_file(path: str) -> list[str]:
-    """Lines `--opt=value` of a Kaldi-style config file; blank lines and `#` comments skipped."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise XvjaxError(f"cannot read config file {path}: {e.strerror}") from None
-    out = []
-    for num, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if not line.startswith("--"):
-            raise XvjaxError(f"{path}:{num}: expected '--option=value', got '{line}'")
-        out.append(line)
-    return out
 
 
 def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
@@ -207,14 +225,21 @@ def usage_text(cmd: Command) -> str:
     return "\n".join(lines)
 
 
+def get_command(name: str) -> Command | None:
+    """The declaration of `xvjax NAME` (imports its module), or None for an unknown name."""
+    target = COMMANDS.get(name)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    cmd = getattr(importlib.import_module(module), func).command
+    if cmd.name != name:
+        raise RuntimeError(f"COMMANDS['{name}'] points at the declaration of '{cmd.name}'")
+    return cmd
+
+
 def load_commands() -> dict[str, Command]:
-    for mod in COMMAND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-    return REGISTRY
+    """Every command's declaration (imports every command module; for `xvjax --help`)."""
+    return {name: get_command(name) for name in COMMANDS}
 
 
 def top_help() -> str:
@@ -245,8 +270,7 @@ def run(argv: Sequence[str]) -> int:
         print(top_help())
         return 0
     name, rest = argv[0], list(argv[1:])
-    cmds = load_commands()
-    cmd = cmds.get(name)
+    cmd = get_command(name)
     if cmd is None:
         print(
             f"ERROR (xvjax): unknown command '{name}'; 'xvjax --help' lists them", file=sys.stderr

@@ -434,6 +434,3 @@ def ivector_copy_plda(opts, plda_rx, plda_wx):
         model = plda_lib.smooth_within_class_covar(model, opts.smoothing)
     plda_io.write_plda(model, plda_wx, binary=opts.binary)
     return 0
-
-
-from xvjax.backend import commands_score  # noqa: E402,F401  (registers the scoring commands)

@@ -318,6 +318,3 @@ def score_matrix_cmd(opts, plda_rx, enroll_rspec, test_rspec, scores_wspec):
         write_text(opts.test_keys_out, "".join(k + "\n" for k in t_keys))
     log.info("Scored %d x %d = %d trials.", len(e_keys), len(t_keys), len(e_keys) * len(t_keys))
     return 0
-
-
-from xvjax.backend import commands_metrics  # noqa: E402,F401  (norm, metrics, calibration, DET)

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from xvjax.data.sources import ChunkLoader, TrainBatch
+from xvjax.data.stores import ChunkLoader, TrainBatch
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
 
@@ -132,7 +132,7 @@ class AudioStore:
         vad = VadOptions.from_config_file(d.vad_config) if d.vad_config else None
         sources = None
         if d.aug_prob > 0 and (d.musan or d.rirs):
-            from xvjax.features.sources import load_sources
+            from xvjax.features.noise_banks import load_sources
 
             rate = int(mfcc.sample_frequency) if mfcc else None
             if rate is None:  # peek at the first utterance's rate

@@ -92,7 +92,7 @@ def build_tfds_dataset(
     num_shards: int = 4,
 ) -> str:
     """Writes `data_dir`'s prepared features as TFDS ArrayRecord; returns the dataset version dir."""
-    from xvjax.data.sources import FeatsStore
+    from xvjax.data.stores import FeatsStore
 
     tfds = _tfds()
     store = FeatsStore(data_dir, prep=prep, cache=False)

@@ -118,7 +118,7 @@ def iter_wav_table(rspec: str, channel: int = -1):
 def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
     import numpy as np
 
-    from xvjax.features.extract import extract_features
+    from xvjax.features.stream import extract_features
     from xvjax.kaldi import tables
 
     fopts = _build(cls, opts)
@@ -309,6 +309,3 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
         "Done selecting voiced frames; processed %d utterances, %d had errors.", num_done, num_err
     )
     return 0 if num_done else 1
-
-
-from xvjax.features import datadir_commands  # noqa: E402,F401  (make-features, augment-data-dir)

@@ -33,8 +33,8 @@ log = logging.getLogger("xvjax")
     nargs=(1, 3),
 )
 def make_features(opts, data_dir, log_dir=None, mfcc_dir=None):
-    from xvjax.features.extract import extract_features
     from xvjax.features.options import MfccOptions, VadOptions
+    from xvjax.features.stream import extract_features
     from xvjax.features.vad import compute_vad_numpy
     from xvjax.kaldi import datadir, tables
 
@@ -169,8 +169,8 @@ def augment_data_dir(opts, in_dir, out_dir):
     import jax.numpy as jnp
     import numpy as np
 
-    from xvjax.features import augment, sources
-    from xvjax.features.extract import bucket_length
+    from xvjax.features import augment, noise_banks
+    from xvjax.features.stream import bucket_length
     from xvjax.kaldi import audio, datadir, tables
 
     kinds = [k for k in ("rir_lists", "fg_noise_dir", "bg_noise_dir") if getattr(opts, k)]
@@ -187,12 +187,12 @@ def augment_data_dir(opts, in_dir, out_dir):
     rate = int(first[2])
     cap = opts.max_source_seconds or None
     if opts.rir_lists:
-        specs = [s for p in opts.rir_lists.split(",") for s in sources.resolve(p, "rirs")]
-        bank = sources.load_specs(specs, rate, None, scale=1.0 / 32768.0)
+        specs = [s for p in opts.rir_lists.split(",") for s in noise_banks.resolve(p, "rirs")]
+        bank = noise_banks.load_specs(specs, rate, None, scale=1.0 / 32768.0)
     elif opts.fg_noise_dir:
-        bank = sources.load_specs(sources.resolve(opts.fg_noise_dir, "noise"), rate, cap)
+        bank = noise_banks.load_specs(noise_banks.resolve(opts.fg_noise_dir, "noise"), rate, cap)
     else:
-        bank = sources.load_specs(sources.resolve(opts.bg_noise_dir, "music"), rate, cap)
+        bank = noise_banks.load_specs(noise_banks.resolve(opts.bg_noise_dir, "music"), rate, cap)
     fg_snrs, bg_snrs = _floats(opts.fg_snrs, "fg-snrs"), _floats(opts.bg_snrs, "bg-snrs")
     counts = tuple(int(c) for c in _floats(opts.num_bg_noises, "num-bg-noises"))
     interval = int(round(opts.fg_interval * rate))

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.config_files import parse_bool, read_config_file
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman", "sine")
 
@@ -94,8 +95,6 @@ class FrameOptions:
     @classmethod
     def from_config_file(cls, path: str, strict: bool = True):
         """Reads a Kaldi config file (`--opt=value` per line)."""
-        from xvjax.cli import read_config_file
-
         values = {}
         for line in read_config_file(path):
             name, _, text = line[2:].partition("=")
@@ -220,8 +219,6 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
         return value
     if kind is bool:
         if isinstance(value, str):
-            from xvjax.cli import parse_bool
-
             return parse_bool(value, field.name.replace("_", "-"))
         return bool(value)
     try:

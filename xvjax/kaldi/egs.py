@@ -40,7 +40,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput, format_float, read_from_stream
+from xvjax.kaldi.primitives import KaldiInput, KaldiOutput, format_float, read_from_stream
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput
+from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
 __all__ = [
     "read_plda",

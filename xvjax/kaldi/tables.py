@@ -57,8 +57,8 @@ from collections.abc import Iterator
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
-from xvjax.kaldi.matrix_io import FormatError
-from xvjax.kaldi.objects import (
+from xvjax.kaldi.holders import FormatError
+from xvjax.kaldi.object_files import (
     check_kind,
     encode_object,
     read_matrix,

@@ -133,7 +133,7 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
 def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str) -> None:
     from xvjax.kaldi import tables
     from xvjax.model.checkpoint import load_any
-    from xvjax.model.extract import Extractor, extract_xvectors
+    from xvjax.model.xvector_compute import Extractor, extract_xvectors
 
     spec, variables = load_any(model)
     if opts.output_node not in [o.name for o in spec.outputs] + spec.node_names():

@@ -1,90 +1,105 @@
-"""Recipe commands: `xvjax make-demo-corpus` (the built-in two-domain corpus); `demo` comes later."""
+"""`xvjax demo`: the transfer recipe end to end (the README's main command; `make demo`)."""
 
 from __future__ import annotations
 
 import logging
 
 from xvjax.cli import Opt, command
-from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
 
-# Every size/seed/rate field of CorpusConfig is an option; None means "the preset's value".
-# (Listed here, not introspected, so `xvjax --help` does not import numpy/scipy.)
-_CORPUS_FIELDS = (
-    ("seed", int, "Random seed: the corpus bytes depend only on the options"),
-    ("source-rate", int, "Sample rate of the source-domain wavs (16000, or 8000 downsampled)"),
-    (
-        "target-rate",
-        int,
-        "Sample rate of the telephone-band target wavs (8000, or 16000 upsampled)",
-    ),
-    ("min-dur", float, "Shortest utterance (seconds)"),
-    ("max-dur", float, "Longest utterance (seconds)"),
-    ("source-train-spk", int, "Speakers in source_train"),
-    ("source-train-utts", int, "Utterances per source_train speaker"),
-    ("source-eval-spk", int, "Speakers in source_eval_enroll/test"),
-    ("target-train-spk", int, "Speakers in target_train (labelled)"),
-    ("target-train-utts", int, "Utterances per target_train speaker"),
-    ("target-adapt-spk", int, "Speakers behind the unlabelled target_adapt set"),
-    ("target-adapt-utts", int, "Utterances per target_adapt speaker"),
-    ("target-eval-spk", int, "Speakers in target_enroll/test"),
-    ("enroll-utts", int, "Enrollment utterances per eval speaker"),
-    ("test-utts", int, "Test utterances per eval speaker"),
-    ("target-snr-min", float, "Lowest SNR (dB) of target-domain background noise"),
-    ("target-snr-max", float, "Highest SNR (dB) of target-domain background noise"),
-    ("target-noise-prob", float, "Probability a target utterance gets background noise"),
-    ("target-reverb-prob", float, "Probability a target utterance is reverberated"),
-    ("target-handset-db", float, "Std (dB) of the random handset EQ peaks"),
-    ("target-variability", float, "Within-speaker variation of the target domain (source: 1)"),
-    ("musan-noise", int, "Files in musan/noise"),
-    ("musan-music", int, "Files in musan/music"),
-    ("musan-speech", int, "Files in musan/speech"),
-    ("musan-dur", float, "Length of each MUSAN file (seconds)"),
-    ("rir-rooms", int, "Rooms per room size in RIRS_NOISES/simulated_rirs"),
-    ("rirs-per-room", int, "RIRs per room"),
-)
+# (option, default, help); None means "the preset's value" (see config.RECIPE_PRESETS).
+_OPTS = (
+    ("workdir", "exp/demo", "Where everything goes (data, features, models, x-vectors, results)"),
+    ("stage", -1, "Re-run from this stage (0 data, 1 features, 2 source model, 3 embeddings, "
+     "4 backends, 5 fine-tuning, 6 results); -1 resumes, skipping stages already done"),
+    ("preset", "default", "Corpus and training sizes: tiny (tests), default (the demo), large"),
+    ("corpus-seed", None, "Seed of the built-in corpus (default: the preset's)", int),
+    ("corpus-options", None, "Corpus size/seed overrides, e.g. source_train_spk=40,test_utts=4 "
+     "(make-demo-corpus option names with _)", str),
+    ("num-jobs", 2, "Worker processes for the corpus generator"),
+    ("src-data", "", "Source-domain labelled data dir (trains the source model and backend)"),
+    ("src-enroll", "", "Source-domain enrollment data dir (source reference trials)"),
+    ("src-test", "", "Source-domain test data dir (source reference trials)"),
+    ("src-trials", "", "Source-domain trials file"),
+    ("tgt-train", "", "In-domain labelled data dir (LDA/PLDA retraining, fine-tuning)"),
+    ("tgt-adapt", "", "In-domain unlabelled data dir (mean, PLDA adaptation, S-norm cohort)"),
+    ("tgt-enroll", "", "In-domain enrollment data dir (speakers are the trials' models)"),
+    ("tgt-test", "", "In-domain test data dir"),
+    ("trials", "", "In-domain trials file (<model> <test-utt> target|nontarget)"),
+    ("pretrained", "", "Kaldi final.raw (or xvjax model dir) used as the source model"),
+    ("plda", "", "Kaldi PLDA of the source system (out-of-domain baseline backend)"),
+    ("mean", "", "Kaldi mean.vec of the source system"),
+    ("lda", "", "Kaldi transform.mat (LDA) of the source system"),
+    ("musan", "", "MUSAN dir (noise/ music/ speech/) for fine-tuning augmentation"),
+    ("rirs", "", "RIRS_NOISES dir for fine-tuning augmentation"),
+    ("mfcc-config", "", "Kaldi MFCC config (default: voxceleb 16 kHz, or sre16 8 kHz)"),
+    ("vad-config", "", "Kaldi VAD config (default: the x-vector recipes' conf/vad.conf)"),
+    ("sample-rate", 16000, "The model's sample rate; audio at other rates is resampled to it"),
+    ("seed", 0, "Seed of training, augmentation and chunk sampling"),
+    ("frame-dims", None, "Widths of the frame layers tdnn1-5, e.g. 128,128,128,128,256", str),
+    ("embedding-dims", None, "Widths of the segment layers tdnn6-7, e.g. 128,128", str),
+    ("src-steps", None, "Training steps of the source model", int),
+    ("src-batch-size", None, "Minibatch of the source model", int),
+    ("src-lr", None, "Peak learning rate (Adam, cosine) of the source model", float),
+    ("min-chunk", None, "Shortest training chunk (frames)", int),
+    ("max-chunk", None, "Longest training chunk (frames)", int),
+    ("ft-steps", None, "Training steps of each fine-tuning run", int),
+    ("ft-batch-size", None, "Minibatch of the fine-tuning runs", int),
+    ("ft-lr", None, "Peak learning rate (Adam, cosine) of the fine-tuning runs", float),
+    ("freeze", "tdnn[1-5]", "Layers frozen in fine-tuning run 6a (regex on layer names)"),
+    ("augment", True, "Augment the fine-tuning data with MUSAN/RIRS_NOISES copies"),
+    ("lda-dim", None, "LDA dimension (capped at speakers - 1 of its training set)", int),
+    ("plda-em-iters", 10, "PLDA EM iterations (ivector-compute-plda --num-em-iters)"),
+    ("within-covar-scale", 0.75, "ivector-adapt-plda --within-covar-scale"),
+    ("between-covar-scale", 0.25, "ivector-adapt-plda --between-covar-scale"),
+    ("asnorm-top-k", None, "Cohort top-K of adaptive S-norm", int),
+    ("progress", True, "Show progress bars"),
+)  # fmt: skip
 
 
 @command(
-    "make-demo-corpus",
-    "Write the built-in two-domain demo corpus (Kaldi data dirs, MUSAN and RIRS_NOISES layouts)",
+    "demo",
+    "The transfer recipe end to end: source model -> new domain by every route, results table",
     usage="""
-    xvjax make-demo-corpus [options] <out-dir>
-    Writes <out-dir>/data/{source_train,source_eval_enroll,source_eval_test,target_train,
-    target_adapt,target_enroll,target_test} (trials in source_eval_test/ and target_test/),
-    <out-dir>/musan, <out-dir>/RIRS_NOISES and <out-dir>/corpus.json. Source domain: 16 kHz clean
-    synthetic speech; target domain: other speakers and voices, telephone band at 8 kHz with noise,
-    reverberation and random handsets. Presets: tiny (CI), default (the demo), large.
-     e.g.: xvjax make-demo-corpus --preset=tiny --num-jobs=2 exp/demo/corpus
+    xvjax demo [options]
+    Stages (Kaldi sre16/v2 run.sh style; --stage=N re-runs from N, a rerun resumes):
+      0 data (built-in corpus, or your data dirs)   1 features (MFCC, VAD, CMN)
+      2 source model (trained, or --pretrained)     3 x-vectors
+      4 backends (rows 1-5)                          5 fine-tuning (rows 6a, 6b)
+      6 results: WORKDIR/results/{results.md,results.json,det.png,training_curves.png}
+     e.g.: xvjax demo --workdir=exp/demo
+           xvjax demo --preset=tiny --workdir=exp/tiny
+           xvjax demo --workdir=exp/sre --src-data=data/swbd_sre --tgt-train=data/sre16_train \\
+             --tgt-adapt=data/sre16_major --tgt-enroll=data/sre16_eval_enroll \\
+             --tgt-test=data/sre16_eval_test --trials=data/sre16_eval_test/trials \\
+             --pretrained=exp/xvector_nnet_1a/final.raw --plda=exp/xvectors_swbd_sre/plda \\
+             --mean=exp/xvectors_swbd_sre/mean.vec --lda=exp/xvectors_swbd_sre/transform.mat \\
+             --mfcc-config=conf/mfcc.conf --sample-rate=8000 --musan=musan --rirs=RIRS_NOISES
     """,
     opts=[
-        Opt("preset", "default", "Size preset: tiny, default or large"),
-        Opt("num-jobs", 2, "Parallel worker processes (one speaker per task)"),
-        Opt("force", False, "Regenerate even if <out-dir>/corpus.json matches the options"),
-        *(
-            Opt(name, None, f"{text} (default: the preset's)", type=kind)
-            for name, kind, text in _CORPUS_FIELDS
-        ),
+        Opt(o[0], o[1], o[2], type=o[3] if len(o) > 3 else None)  # type: ignore[misc]
+        for o in _OPTS
     ],
-    nargs=(1, 1),
+    nargs=(0, 0),
 )
-def make_demo_corpus(opts, out_dir):
-    from xvjax.data import synthetic
+def demo(opts):
+    from xvjax.recipe import transfer
+    from xvjax.recipe.config import RecipeConfig
 
-    overrides = {}
-    for name, _, _ in _CORPUS_FIELDS:
-        value = getattr(opts, name.replace("-", "_"))
-        if value is not None:
-            overrides[name.replace("-", "_")] = value
-    cfg = synthetic.preset(opts.preset, **overrides)
-    if opts.num_jobs < 1:
-        raise XvjaxError(f"--num-jobs must be at least 1, got {opts.num_jobs}")
-    paths = synthetic.make_corpus(
-        out_dir, cfg, num_jobs=opts.num_jobs, preset_name=opts.preset, force=opts.force
-    )
-    changed = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+    values = {}
+    for o in _OPTS:
+        key = o[0].replace("-", "_")
+        values[key] = getattr(opts, key)
+    cfg = RecipeConfig(**values)
+    summary = transfer.run_recipe(cfg)
+    with open(summary["results_md"], encoding="utf-8") as f:
+        print(f.read(), flush=True)
     log.info(
-        f"Corpus '{opts.preset}' (seed {cfg.seed}, overrides: {changed}) is in {out_dir}; "
-        f"description: {paths['corpus_json']}"
+        "Done in %.1f s: %s, %s, %s",
+        summary["seconds"],
+        summary["results_md"],
+        summary.get("det_png", ""),
+        summary.get("training_curves_png", ""),
     )
+    return 0

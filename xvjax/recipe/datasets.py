@@ -15,7 +15,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open
-from xvjax.recipe.transfer import RecipeConfig
+from xvjax.recipe.config import RecipeConfig
 
 log = logging.getLogger("xvjax")
 
@@ -123,7 +123,7 @@ def make_set_features(data_dir: str, mfcc, vad_opts, cmn, progress: bool = True)
     make_mfcc.sh does) and the prepared copy `<data_dir>_no_sil` (sliding CMN + voiced frames,
     prepare_feats_for_egs.sh). VAD and CMN are computed from the uncompressed MFCCs."""
     from xvjax.features.cmvn import sliding_cmn_numpy
-    from xvjax.features.extract import extract_features
+    from xvjax.features.stream import extract_features
     from xvjax.features.vad import compute_vad_numpy
     from xvjax.kaldi import datadir, tables
 
@@ -253,7 +253,7 @@ def augment_train_set(cfg: RecipeConfig, ctx: dict, fp: str) -> tuple[list[str],
     """Augmented copies of target_train (a quarter of its utterances per kind, so the augmented
     set is as large as the clean one, as the recipes subsample their augmented sets); returns
     (the augmented _no_sil dirs, the kinds used)."""
-    from xvjax.cli import REGISTRY, Options
+    from xvjax.cli import Options
     from xvjax.features import datadir_commands
     from xvjax.kaldi import datadir
 
@@ -279,8 +279,7 @@ def augment_train_set(cfg: RecipeConfig, ctx: dict, fp: str) -> tuple[list[str],
         return [], []
     out_dirs = []
     data_root = os.path.join(cfg.workdir, "data")
-    cmd = REGISTRY["augment-data-dir"]
-    assert cmd.func is datadir_commands.augment_data_dir
+    cmd = datadir_commands.augment_data_dir.command
     for k, (suffix, sub) in enumerate(kinds):
         name = f"target_train_{suffix}"
         aug_dir = os.path.join(data_root, name)

@@ -14,7 +14,8 @@ import os
 import shutil
 
 from xvjax.errors import XvjaxError
-from xvjax.fileutil import atomic_open, atomic_path
+from xvjax.fileutil import atomic_open, atomic_path, write_json
+from xvjax.recipe.config import RecipeConfig, fingerprint
 from xvjax.recipe.datasets import (
     DONE,
     augment_train_set,
@@ -24,7 +25,6 @@ from xvjax.recipe.datasets import (
     is_done,
     mark_done,
 )
-from xvjax.recipe.transfer import RecipeConfig, fingerprint, write_json
 
 log = logging.getLogger("xvjax")
 
@@ -54,20 +54,20 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
     else:
         import dataclasses
 
-        from xvjax.data import synthetic
+        from xvjax.synthetic import corpus as demo_corpus
 
         overrides = cfg.corpus_overrides()
-        fields = {f.name: f for f in dataclasses.fields(synthetic.CorpusConfig)}
+        fields = {f.name: f for f in dataclasses.fields(demo_corpus.CorpusConfig)}
         for key, value in overrides.items():
             if key not in fields:
                 raise XvjaxError(f"--corpus-options: the corpus has no option '{key}'")
-            kind = type(getattr(synthetic.PRESETS[cfg.preset], key))
+            kind = type(getattr(demo_corpus.PRESETS[cfg.preset], key))
             try:
                 overrides[key] = kind(value)
             except ValueError:
                 raise XvjaxError(f"--corpus-options: bad value for {key}: '{value}'") from None
-        ccfg = synthetic.preset(cfg.preset, **overrides)
-        paths = synthetic.make_corpus(
+        ccfg = demo_corpus.preset(cfg.preset, **overrides)
+        paths = demo_corpus.make_corpus(
             os.path.join(cfg.workdir, "corpus"), ccfg, num_jobs=cfg.num_jobs, preset_name=cfg.preset
         )
         given = {name: paths[name] for name in SOURCE_SETS + TARGET_SETS}
@@ -256,7 +256,7 @@ def extract_set(
     out_dir/xvector.{ark,scp} (+ utt2spk/spk2utt copies); skipped when done with `fp`."""
     from xvjax.kaldi import tables
     from xvjax.model.checkpoint import load_model
-    from xvjax.model.extract import Extractor, extract_xvectors
+    from xvjax.model.xvector_compute import Extractor, extract_xvectors
 
     scp = os.path.join(out_dir, "xvector.scp")
     if is_done(out_dir, fp) and os.path.isfile(scp):
@@ -299,7 +299,7 @@ def extract_set(
 def extract_all(cfg, ctx, model_dir: str, tag: str, names, fp: str) -> dict[str, str]:
     """x-vectors of the named sets with one model (one Extractor: jit shapes are shared)."""
     from xvjax.model.checkpoint import load_model
-    from xvjax.model.extract import Extractor
+    from xvjax.model.xvector_compute import Extractor
 
     extractor = None
     out = {}
@@ -326,9 +326,9 @@ def stage_embeddings(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_backends(cfg: RecipeConfig, ctx: dict) -> dict:
-    from xvjax.recipe import evaluate
+    from xvjax.recipe import score_rows
 
-    rows = evaluate.backend_rows(cfg, ctx)
+    rows = score_rows.backend_rows(cfg, ctx)
     path = os.path.join(cfg.workdir, "backends", "rows.json")
     write_json(path, rows)
     return {"backend_rows": path}
@@ -339,7 +339,7 @@ def stage_backends(cfg: RecipeConfig, ctx: dict) -> dict:
 
 def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
     from xvjax.kaldi import datadir
-    from xvjax.recipe import evaluate
+    from xvjax.recipe import score_rows
 
     if "target_train" not in ctx["no_sil"]:
         log.warning("no labelled in-domain set: no fine-tuning")
@@ -368,7 +368,7 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
         config.resize_output = True
         summary = _train(config, workdir, fp + row)
         model = os.path.join(workdir, "final")
-        needed = evaluate.sets_needed(ctx)
+        needed = score_rows.sets_needed(ctx)
         scps = extract_all(cfg, ctx, model, f"finetune_{row}", needed, fp + row)
         results[row] = {
             "model": model,
@@ -379,7 +379,7 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
             "final_accuracy": summary.get("accuracy"),
             "xvectors": scps,
         }
-    rows = evaluate.finetune_rows(cfg, ctx, results)
+    rows = score_rows.finetune_rows(cfg, ctx, results)
     path = os.path.join(cfg.workdir, "finetune", "rows.json")
     write_json(path, rows)
     return {

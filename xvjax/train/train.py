@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.fileutil import write_json
 from xvjax.model.checkpoint import template_for
 from xvjax.train.builders import TrainData, build_data, build_model, model_factors  # noqa: F401
 from xvjax.train.runtime import (
@@ -35,7 +36,6 @@ from xvjax.train.runtime import (
     plot_curve,
     setup_distributed,
     to_host,
-    write_json,
 )
 
 log = logging.getLogger("xvjax")
@@ -137,7 +137,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         )
     dev = None
     if config.eval.dev_dir and config.eval.trials and is_main:
-        from xvjax.train.evaluate import DevSet
+        from xvjax.train.dev_set import DevSet
 
         dev = DevSet(
             config.eval.dev_dir,

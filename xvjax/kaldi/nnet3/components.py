@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput
+from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
 UNSET_THRESHOLD = -1000.0  # Kaldi's kUnsetThreshold for self-repair thresholds
 

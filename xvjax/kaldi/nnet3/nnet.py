@@ -16,10 +16,10 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
-from xvjax.kaldi.kaldi_io_binary import KaldiInput, KaldiOutput
 from xvjax.kaldi.nnet3 import descriptors as D
 from xvjax.kaldi.nnet3.components import Component, read_component, write_component
 from xvjax.kaldi.nnet3.config import ConfigLine, init_component
+from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
 log = logging.getLogger("xvjax")
 

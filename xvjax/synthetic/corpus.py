@@ -45,11 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xvjax.data import synthetic_domains as dom
-from xvjax.data import synthetic_voice as sv
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open
 from xvjax.kaldi import datadir
+from xvjax.synthetic import domains as dom
+from xvjax.synthetic import voice as sv
 
 log = logging.getLogger("xvjax")
 

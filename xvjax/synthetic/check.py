@@ -22,10 +22,10 @@ from scipy import signal
 from xvjax import metrics
 from xvjax.backend import lda as lda_lib
 from xvjax.backend import means
-from xvjax.data.synthetic_corpus import SETS
 from xvjax.features.options import MfccOptions
 from xvjax.features.reference import features_numpy
 from xvjax.kaldi import tables
+from xvjax.synthetic.corpus import SETS
 
 
 @functools.lru_cache

@@ -31,7 +31,7 @@ import struct
 import numpy as np
 
 from xvjax.kaldi import compressed
-from xvjax.kaldi.kaldi_io_binary import (
+from xvjax.kaldi.primitives import (
     ARRAY_TOKENS,
     COMPRESSED_TOKENS,
     OBJECT_NAMES,

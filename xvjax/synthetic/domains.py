@@ -16,9 +16,9 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from xvjax.data import synthetic_channel as ch
-from xvjax.data import synthetic_voice as sv
 from xvjax.fileutil import atomic_open
+from xvjax.synthetic import channel as ch
+from xvjax.synthetic import voice as sv
 
 SOURCE, TARGET, MUSAN_SPEECH, AUGMENT = 1, 2, 3, 4  # domain codes in the RNG seed
 

@@ -87,7 +87,7 @@ class DevSet:
     def __init__(
         self, data_dir: str, trials_path: str, output_node: str = "tdnn6.affine", max_utts: int = 0
     ):
-        from xvjax.data.sources import FeatsStore
+        from xvjax.data.stores import FeatsStore
 
         self.store = FeatsStore(data_dir, prep="auto", cache=True)
         self.trials = read_trials(trials_path)
@@ -106,7 +106,7 @@ class DevSet:
         """x-vectors of the dev utterances; `variables` are host (numpy) arrays."""
         import jax
 
-        from xvjax.model.extract import Extractor, extract_xvectors
+        from xvjax.model.xvector_compute import Extractor, extract_xvectors
 
         if self._extractor is None or self._extractor.spec != spec:
             self._extractor = Extractor(spec, variables, self.output_node, 64, 64 * 400)

@@ -10,24 +10,24 @@ from __future__ import annotations
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import matrix_io, streams
-from xvjax.kaldi.matrix_io import FormatError
+from xvjax.kaldi import holders, streams
+from xvjax.kaldi.holders import FormatError
 from xvjax.kaldi.specifiers import apply_range, split_range
 
 
 def check_kind(kind) -> None:
     if isinstance(kind, str):
-        if kind not in matrix_io.KINDS:
-            raise ValueError(f"kind must be one of {matrix_io.KINDS} or a codec")
+        if kind not in holders.KINDS:
+            raise ValueError(f"kind must be one of {holders.KINDS} or a codec")
     elif not (callable(getattr(kind, "read", None)) and callable(getattr(kind, "write", None))):
-        raise TypeError(f"kind must be one of {matrix_io.KINDS} or a codec, got {kind!r}")
+        raise TypeError(f"kind must be one of {holders.KINDS} or a codec, got {kind!r}")
 
 
 def read_value(f, kind, dtype):
     """One object from stream `f`: an array/scalar for a string kind, else `kind.read` (codec)."""
     if isinstance(kind, str):
-        return matrix_io.read_object(f, kind, dtype)
-    binary = f.peek(2)[:2] == matrix_io.BINARY_HEADER
+        return holders.read_object(f, kind, dtype)
+    binary = f.peek(2)[:2] == holders.BINARY_HEADER
     if binary:
         f.read(2)
     try:
@@ -40,10 +40,10 @@ def read_value(f, kind, dtype):
 
 def encode_object(obj, binary: bool, compression_method: int | None, codec) -> bytes:
     if codec is None:
-        return matrix_io.encode(obj, binary, compression_method)
+        return holders.encode(obj, binary, compression_method)
     if compression_method is not None:
         raise XvjaxError("compression applies to matrices only, not to codec objects")
-    return (matrix_io.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
+    return (holders.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
 
 
 def read_object(rxfilename: str, kind="auto", dtype=None):
