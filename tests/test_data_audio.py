@@ -96,7 +96,7 @@ def test_augmented_batches_are_keyed_and_resumable(audio_dir):
 
 def test_train_data_from_audio_config(audio_dir):
     from xvjax.train.config import base_config
-    from xvjax.train.train import build_data
+    from xvjax.train.input_pipeline import build_data
 
     data, musan = audio_dir
     c = base_config()

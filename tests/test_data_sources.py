@@ -126,7 +126,7 @@ def test_missing_files_are_clear_errors(tmp_path):
 
 def test_train_data_from_egs_config(kaldi_fixtures, tmp_path):
     from xvjax.train.config import base_config
-    from xvjax.train.train import build_data
+    from xvjax.train.input_pipeline import build_data
 
     shutil.copy(kaldi_fixtures / "egs" / "egs_sample.ark", tmp_path / "egs.1.ark")
     c = base_config()

@@ -41,7 +41,7 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
 
 def test_train_data_from_tfds_config(tmp_path):
     from xvjax.train.config import base_config
-    from xvjax.train.train import build_data
+    from xvjax.train.input_pipeline import build_data
 
     data = str(tmp_path / "train")
     write_fake_data_dir(data, num_speakers=3, utts_per_speaker=3, feat_dim=5)

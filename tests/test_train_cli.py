@@ -14,7 +14,9 @@ from xvjax.model.spec import xvector_1a_spec
 from xvjax.model.xvector import init_variables
 from xvjax.synthetic.fake_feats import write_fake_data_dir
 from xvjax.train.commands import parse_train_argv
-from xvjax.train.train import build_data
+from xvjax.train.config import base_config
+from xvjax.train.input_pipeline import build_data
+from xvjax.train.workdir import config_changes
 
 
 @pytest.fixture(autouse=True)
@@ -156,9 +158,6 @@ def test_help(capsys):
 
 
 def test_config_changes_on_resume_are_named():
-    from xvjax.train.config import base_config
-    from xvjax.train.train import config_changes
-
     old = base_config().to_dict()
     new = base_config()
     new.optim.initial_lr = 0.5

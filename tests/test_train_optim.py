@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from xvjax.errors import XvjaxError
+from xvjax.model.spec import xvector_1a_spec
 from xvjax.train import optim
 
 LAYERS = ["tdnn1", "tdnn2", "tdnn3", "tdnn4", "tdnn5", "tdnn6", "tdnn7", "output"]
@@ -164,3 +165,15 @@ def test_model_learning_rate_factors_seed_the_plan():
     cfg = _cfg()
     cfg.use_model_lr_factors = False
     assert optim.make_optimizer(cfg, params, 10, model_lr_factors={"tdnn1": 0.0}).plan.frozen == ()
+
+
+def test_model_layer_factors_read_from_the_spec():
+    """The spec's Kaldi max-change / learning-rate-factor become per-layer caps and multipliers."""
+    spec = xvector_1a_spec(
+        input_dim=8, num_speakers=5, frame_dims=(16, 16, 16, 16, 32), embedding_dims=(16, 16)
+    )
+    spec.node("tdnn1.affine").kaldi["learning-rate-factor"] = 0.0
+    caps, factors = optim.model_layer_factors(spec)
+    assert caps == {**{name: 0.75 for name in LAYERS[:-1]}, "output": 1.5}
+    assert factors == {"tdnn1": 0.0}
+    assert optim.make_optimizer(_cfg(), _params(), 10, caps, factors).plan.frozen == ("tdnn1",)

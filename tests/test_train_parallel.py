@@ -150,3 +150,12 @@ def test_two_processes_train_like_one(tmp_path):
 
     for a, b in zip(jax.tree.leaves(v1), jax.tree.leaves(v2), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_single_process_joins_no_cluster():
+    from xvjax.distributed import join_cluster
+    from xvjax.errors import XvjaxError
+
+    join_cluster("", 1, 0)  # a plain run: nothing to join, JAX untouched
+    with pytest.raises(XvjaxError, match="need a coordinator"):
+        join_cluster("", 2, 1)

@@ -1,4 +1,5 @@
-"""`xvjax train` (and `xvjax make-tfds-dataset`): command-line shells over `xvjax.train.train`.
+"""`xvjax train` (and `xvjax make-tfds-dataset`): command-line shells over `xvjax.train.train`
+(and `xvjax.data.tfds_source`).
 
 Imports of jax/flax happen inside the functions so `xvjax --help` stays fast.
 """

@@ -7,9 +7,12 @@ fields (flax-examples style).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from xvjax.errors import XvjaxError
 
@@ -113,11 +116,6 @@ def load_config(
 
     Overrides are typed by the field they set (ml_collections' config_flags rules).
     """
-    import os
-
-    from absl import flags
-    from ml_collections import config_flags
-
     path = config_arg.split(":", 1)[0]
     if not os.path.isfile(path):
         raise XvjaxError(f"config file {path} does not exist")

@@ -306,6 +306,19 @@ def layer_max_changes(
     return caps
 
 
+def model_layer_factors(spec) -> tuple[dict[str, float], dict[str, float]]:
+    """(max_changes, lr_factors): per-layer Kaldi `max-change` and `learning-rate-factor` that the
+    model spec records (for `make_optimizer`'s `model_max_changes` / `model_lr_factors`)."""
+    caps, factors = {}, {}
+    for node in spec.nodes:
+        layer = node.var_path[0]
+        if "max-change" in node.kaldi:
+            caps[layer] = float(node.kaldi["max-change"])
+        if "learning-rate-factor" in node.kaldi:
+            factors[layer] = float(node.kaldi["learning-rate-factor"])
+    return caps, factors
+
+
 class Optimizer(NamedTuple):
     tx: optax.GradientTransformation
     plan: LayerPlan

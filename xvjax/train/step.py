@@ -23,9 +23,11 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from xvjax.errors import XvjaxError
 from xvjax.train.state import TrainState
 
 DATA_AXIS = "data"
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
@@ -70,6 +72,13 @@ def cross_entropy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     """log_probs: (batch, num_speakers) log-softmax; labels: (batch,) int -> mean NLL."""
     one_hot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
     return -jnp.mean(jnp.sum(one_hot * log_probs, axis=-1))
+
+
+def compute_dtype(name: str) -> Any:
+    """The dtype `config.train.compute_dtype` names (float32 or bfloat16)."""
+    if name not in COMPUTE_DTYPES:
+        raise XvjaxError(f"train.compute_dtype must be float32 or bfloat16, got {name}")
+    return COMPUTE_DTYPES[name]
 
 
 def _cast(tree, dtype):
