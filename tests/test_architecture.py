@@ -117,7 +117,7 @@ def test_library_modules_import_at_the_top():
 
 def test_command_table_matches_the_declarations():
     declared = {}
-    for name, path in MODULES.items():
+    for name in MODULES:
         if not _is_shell(name) or name == "xvjax.cli":
             continue
         module = __import__(name, fromlist=["_"])
