@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import specifiers, streams
-from xvjax.kaldi.datadir_core import _ckey, _sorted, parse_segment, utt2spk_to_spk2utt
+from xvjax.kaldi.datadir.files import c_order, parse_segment, sorted_keys, utt2spk_to_spk2utt
 
 
 def _check_table(path: str, problems: list[str], min_fields: int = 2) -> dict[str, str] | None:
@@ -41,7 +41,7 @@ def _check_table(path: str, problems: list[str], min_fields: int = 2) -> dict[st
         if key in out:
             problems.append(f"{path}:{num}: duplicate key '{key}'")
             continue
-        if prev is not None and _ckey(key) < _ckey(prev):
+        if prev is not None and c_order(key) < c_order(prev):
             problems.append(
                 f"{path}:{num}: key '{key}' after '{prev}': not sorted (use LC_ALL=C sort, or fix_data_dir)"
             )
@@ -56,10 +56,10 @@ def _compare_keys(
     keys = set(keys)
     missing, extra = want - keys, keys - want
     if missing:
-        ex = _sorted(missing)[0]
+        ex = sorted_keys(missing)[0]
         problems.append(f"{path}: {len(missing)} {what} missing (e.g. '{ex}')")
     if extra:
-        ex = _sorted(extra)[0]
+        ex = sorted_keys(extra)[0]
         problems.append(f"{path}: {len(extra)} keys not in utt2spk/{what} (e.g. '{ex}')")
 
 
@@ -89,9 +89,9 @@ def check_data_dir(
     utts = set(utt2spk)
     if not utts:
         problems.append(f"{j('utt2spk')}: empty")
-    ordered = _sorted(utts)
+    ordered = sorted_keys(utts)
     for a, b in zip(ordered, ordered[1:], strict=False):
-        if _ckey(utt2spk[b]) < _ckey(utt2spk[a]):
+        if c_order(utt2spk[b]) < c_order(utt2spk[a]):
             problems.append(
                 f"{j('utt2spk')}: utterance '{b}' (speaker '{utt2spk[b]}') sorts after '{a}' (speaker "
                 f"'{utt2spk[a]}'): utterance ids must be sorted consistently with speakers (make speaker-ids prefixes)"
@@ -101,7 +101,7 @@ def check_data_dir(
     if os.path.exists(j("spk2utt")):
         spk2utt = _check_table(j("spk2utt"), problems)
         if spk2utt is not None:
-            for spk in _sorted(set(spk2utt) | set(expected_spk2utt)):
+            for spk in sorted_keys(set(spk2utt) | set(expected_spk2utt)):
                 got = " ".join(spk2utt.get(spk, "").split())
                 if got != expected_spk2utt.get(spk, ""):
                     problems.append(
@@ -138,7 +138,7 @@ def check_data_dir(
                 missing = recs - set(wav)
                 if missing:
                     problems.append(
-                        f"{j('wav.scp')}: {len(missing)} recordings used in segments missing (e.g. '{_sorted(missing)[0]}')"
+                        f"{j('wav.scp')}: {len(missing)} recordings used in segments missing (e.g. '{sorted_keys(missing)[0]}')"
                     )
             else:
                 _compare_keys(problems, j("wav.scp"), wav, utts, "utterances")
