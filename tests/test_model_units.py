@@ -16,7 +16,8 @@ from xvjax.errors import XvjaxError
 from xvjax.kaldi.nnet3 import Nnet
 from xvjax.model import layers
 from xvjax.model.checkpoint import load_any, load_model, save_model
-from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
+from xvjax.model.nnet3_export import flax_to_nnet3
+from xvjax.model.nnet3_import import nnet3_to_flax
 from xvjax.model.spec import ModelSpec, xvector_1a_spec
 from xvjax.model.xvector import (
     XVector,
