@@ -103,7 +103,7 @@ def _layer_groups(spec: ModelSpec) -> tuple[dict[str, list[NodeSpec]], dict[str,
         op = ops.op_of(n)
         if op.param_shapes is not None:
             pgroups.setdefault(n.var_path[0], []).append(n)
-        elif op.init_stats is not None:
+        if op.init_stats is not None:
             sgroups.setdefault(n.var_path[0], []).append(n)
     return pgroups, sgroups
 
