@@ -428,8 +428,7 @@ def ivector_copy_plda(opts, plda_rx, plda_wx):
     from xvjax.backend import plda as plda_lib
     from xvjax.kaldi import plda_io
 
-    data = plda_io.read_rxfilename(plda_rx)
-    model = plda_io.parse_plda(data, plda_rx)
+    model = plda_io.read_plda(plda_rx)
     if opts.smoothing != 0.0:
         model = plda_lib.smooth_within_class_covar(model, opts.smoothing)
     plda_io.write_plda(model, plda_wx, binary=opts.binary)

@@ -18,6 +18,7 @@ import io
 import struct
 
 import numpy as np
+import soundfile
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
@@ -40,8 +41,6 @@ def decode_audio(data, name: str, channel: int = -1) -> tuple[np.ndarray, int]:
 
     `channel` = -1 expects mono (as Kaldi's default), otherwise selects that channel.
     """
-    import soundfile
-
     try:
         src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
         with soundfile.SoundFile(src) as snd:
@@ -139,8 +138,6 @@ def read_segment(spec: str, start: float, end: float, channel: int = -1) -> tupl
 
 def write_wav(path: str, samples: np.ndarray, sample_rate: int) -> None:
     """Writes int16-scale float samples as 16-bit PCM WAV, atomically (clipped to int16)."""
-    import soundfile
-
     pcm = np.clip(np.rint(np.asarray(samples, dtype=np.float64)), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     soundfile.write(buf, pcm, int(sample_rate), subtype="PCM_16", format="WAV")

@@ -17,10 +17,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.nnet3 import Nnet
+from xvjax.model.nnet3_import import nnet3_to_flax
 from xvjax.model.spec import ModelSpec
+from xvjax.model.xvector import variable_shapes
 
 SPEC_FILE = "model.json"
 VARS_DIR = "variables"
@@ -28,8 +33,6 @@ TEMPLATE_FILE = "template.raw"
 
 
 def _to_numpy(tree):
-    import jax
-
     return jax.tree.map(lambda a: np.asarray(a), tree)
 
 
@@ -46,8 +49,6 @@ def save_model(
     where only some processes write (e.g. `primary_host=0, active_processes={0}`); None = Orbax's
     default (all processes take part in its barriers).
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -85,8 +86,6 @@ def is_model_dir(path: str | os.PathLike) -> bool:
 
 def load_model(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
     """(spec, variables) from an xvjax model directory; arrays are numpy float32."""
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     if not is_model_dir(path):
         raise XvjaxError(f"{path}: not an xvjax model directory (no {SPEC_FILE})")
@@ -120,10 +119,6 @@ def template_for(path: str | os.PathLike) -> Path | None:
 
 def check_variables(spec: ModelSpec, variables: dict, where: str) -> None:
     """Raises XvjaxError if the variables do not have the shapes `spec` implies."""
-    import jax
-
-    from xvjax.model.xvector import variable_shapes
-
     is_shape = lambda t: isinstance(t, tuple)
     want_shapes = jax.tree.map(lambda t: t, variable_shapes(spec), is_leaf=is_shape)
     got_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
@@ -138,7 +133,4 @@ def load_any(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
         return load_model(p)
     if not p.exists() and not str(path).endswith("|"):
         raise XvjaxError(f"{path}: no such file or model directory")
-    from xvjax.kaldi import nnet3
-    from xvjax.model.convert import nnet3_to_flax
-
-    return nnet3_to_flax(nnet3.Nnet.read(str(path)))
+    return nnet3_to_flax(Nnet.read(str(path)))

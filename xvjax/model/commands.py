@@ -33,7 +33,7 @@ def nnet3_to_flax_cmd(opts, nnet_in: str, model_dir: str) -> None:
 
     from xvjax.kaldi import nnet3
     from xvjax.model.checkpoint import save_model
-    from xvjax.model.convert import nnet3_to_flax
+    from xvjax.model.nnet3_import import nnet3_to_flax
 
     nnet = nnet3.Nnet.read(nnet_in)
     spec, variables = nnet3_to_flax(nnet)
@@ -77,7 +77,7 @@ def nnet3_to_flax_cmd(opts, nnet_in: str, model_dir: str) -> None:
 def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
     from xvjax.kaldi import nnet3
     from xvjax.model.checkpoint import load_model, template_path
-    from xvjax.model.convert import flax_to_nnet3
+    from xvjax.model.nnet3_export import flax_to_nnet3
 
     spec, variables = load_model(model_dir)
     tpath = template_path(model_dir)

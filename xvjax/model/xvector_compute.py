@@ -24,10 +24,13 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
 from xvjax.errors import XvjaxError
 from xvjax.model.spec import ModelSpec
+from xvjax.model.xvector import XVector
 
 log = logging.getLogger("xvjax")
 
@@ -111,10 +114,6 @@ class Extractor:
         batch_size: int = 64,
         max_batch_frames: int = 64 * 400,
     ):
-        import jax
-
-        from xvjax.model.xvector import XVector
-
         target = spec.resolve(output_node)
         if spec.levels()[target] != "utt":
             raise XvjaxError(
@@ -199,8 +198,6 @@ def extract_xvectors(
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(unit="utt", desc="x-vectors", disable=None, leave=False)
 
     def flush(window):

@@ -21,7 +21,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.nnet3 import descriptors as D
-from xvjax.kaldi.nnet3.config import ConfigLine
+from xvjax.kaldi.nnet3.config_line import ConfigLine
 from xvjax.kaldi.nnet3.nnet import Nnet
 
 log = logging.getLogger("xvjax")

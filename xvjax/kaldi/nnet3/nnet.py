@@ -17,8 +17,14 @@ import numpy as np
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
 from xvjax.kaldi.nnet3 import descriptors as D
-from xvjax.kaldi.nnet3.components import Component, read_component, write_component
-from xvjax.kaldi.nnet3.config import ConfigLine, init_component
+from xvjax.kaldi.nnet3.components import (
+    Component,
+    init_component,
+    read_component,
+    write_component,
+)
+from xvjax.kaldi.nnet3.config_line import ConfigLine
+from xvjax.kaldi.nnet3.context import simple_context
 from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
 log = logging.getLogger("xvjax")
@@ -150,8 +156,6 @@ class Nnet:
 
     def context(self, input_name: str = "input", output_name: str = "output") -> tuple[int, int]:
         """(left, right) frame context as `nnet3-info` reports it (ComputeSimpleNnetContext)."""
-        from xvjax.kaldi.nnet3.context import simple_context
-
         return simple_context(self, input_name, output_name)
 
     def num_parameters(self) -> int:
