@@ -301,7 +301,7 @@ def test_partial_blocks_reuse_one_compiled_kernel():
     N_e, N_t or the number of trials (a new shape per block would recompile on every call)."""
     rng = np.random.default_rng(5)
     dim = 7  # a shape no other test uses, so the counts below are this test's own
-    block, pairs = scoring._jitted("block"), scoring._jitted("pairs")
+    block, pairs = scoring.score_block, scoring._pair_scores
     before = block._cache_size()
     for num_e, num_t in ((37, 53), (33, 50), (21, 17)):
         e, t = rng.normal(size=(num_e, dim)), rng.normal(size=(num_t, dim))

@@ -21,24 +21,29 @@ jitted `lax.top_k` + moments step) and only (N,) means and stds are kept.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from xvjax.backend.plda import Plda, plda_transform
 from xvjax.backend.scoring import (
     EnrollFeatures,
-    _jitted,
-    _put_enroll_rows,
-    _round_up,
-    _split_features,
-    _x64,
     device_mesh,
     enroll_features,
     iter_score_blocks,
     prepare_enroll,
+    put_enroll_rows,
+    round_up,
+    score_block,
     score_pairs,
+    split_features,
     test_features,
+    x64_scope,
 )
 from xvjax.errors import XvjaxError
 
@@ -84,7 +89,7 @@ def cohort_stats_from_scores(scores: np.ndarray, top_k: int | None = None) -> Co
 
 def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats:
     """Whole-cohort mean/std from cohort feature moments, float64, no cohort scores."""
-    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
+    fe, ce, qi, ft, qt = split_features(ef, cohort_tf)
     a = np.concatenate([fe, np.ones((fe.shape[0], 1))], axis=1)  # (N, D+1)
     mean, var = np.empty(fe.shape[0]), np.empty(fe.shape[0])
     for u in range(qt.shape[0]):  # one group per distinct num_utts
@@ -98,22 +103,13 @@ def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats
     return CohortStats(mean, np.sqrt(np.maximum(var, 0.0)))
 
 
-def _topk_stats_fn(k: int):
-    key = f"topk{k}"
-    from xvjax.backend import scoring
-
-    if key not in scoring._JIT:
-        import jax
-        import jax.numpy as jnp
-
-        def stats(s):
-            top = jax.lax.top_k(s, k)[0]
-            mean = jnp.mean(top, axis=1)
-            std = jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
-            return mean, std
-
-        scoring._JIT[key] = jax.jit(stats)
-    return scoring._JIT[key]
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k_moments(s, k: int):
+    """Mean and population std of the k highest scores of each row of a (rows, C) block."""
+    top = jax.lax.top_k(s, k)[0]
+    mean = jnp.mean(top, axis=1)
+    std = jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
+    return mean, std
 
 
 def cohort_stats(
@@ -138,24 +134,19 @@ def cohort_stats(
         return _closed_form_stats(ef, cohort_tf)
     if top_k < 1:
         raise XvjaxError(f"--top-k must be positive, got {top_k}")
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
+    fe, ce, qi, ft, qt = split_features(ef, cohort_tf)
     num = fe.shape[0]
     mesh = device_mesh(devices)
-    block = _round_up(min(block_size, _round_up(num, mesh.size)), mesh.size)
-    score_fn, stats_fn = _jitted("block"), _topk_stats_fn(top_k)
+    block = round_up(min(block_size, round_up(num, mesh.size)), mesh.size)
     mean, std = np.empty(num), np.empty(num)
-    with _x64(dtype):
+    with x64_scope(dtype):
         rep = NamedSharding(mesh, P())
         ft_d = jax.device_put(ft.astype(dtype), rep)
         qt_d = jax.device_put(qt.astype(dtype), rep)
         for r0 in range(0, num, block):
             n = min(block, num - r0)
-            enroll_d = _put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
-            m, s = stats_fn(score_fn(*enroll_d, ft_d, qt_d))
+            enroll_d = put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
+            m, s = _top_k_moments(score_block(*enroll_d, ft_d, qt_d), k=top_k)
             mean[r0 : r0 + n] = np.asarray(m)[:n]
             std[r0 : r0 + n] = np.asarray(s)[:n]
     return CohortStats(mean, std)
