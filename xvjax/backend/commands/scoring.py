@@ -1,116 +1,33 @@
-"""Scoring, score normalisation, metrics, calibration and DET commands (registered on import)."""
+"""Scoring tools: ivector-plda-scoring, cosine-scoring, ivector-compute-dot-products (trial lists),
+score-matrix (dense), score-norm (S-norm, adaptive S-norm, Z-norm, T-norm)."""
 
 from __future__ import annotations
 
 import logging
 
-from xvjax.backend.commands import PLDA_CONFIG_OPTS, read_vectors
+import numpy as np
+
+from xvjax.backend import score_files
+from xvjax.backend.commands import BLOCK_OPTS, PLDA_CONFIG_OPTS
+from xvjax.backend.trials import Trials
+from xvjax.backend.vector_tables import enroll_num_utts, read_vectors, write_block_rows
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
+from xvjax.kaldi import plda_io
 
 log = logging.getLogger("xvjax")
 
-BLOCK_OPTS = [
-    Opt("block-size", 2048, "Rows (enrolment) and columns (test) per dense scoring block"),
-    Opt("precision", "float32", "Dense GEMM precision: float32 or float64"),
-]
 
-
-# ----------------------------------------------------------------------------- helpers
-def read_lines(rxfilename: str) -> list[str]:
-    """Text lines of an rxfilename (file, `-`, `cmd |`)."""
-    from xvjax.kaldi import streams
-
-    with streams.input_stream(rxfilename) as f:
-        data = f.read()
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise XvjaxError(f"{streams.printable(rxfilename)}: not UTF-8 text") from None
-
-
-def write_text(wxfilename: str, text: str) -> None:
-    """Writes text to a wxfilename atomically (nothing is left behind on failure)."""
-    from xvjax.kaldi import streams
-
-    with streams.output_stream(wxfilename) as out:
-        out.write(text.encode("utf-8"))
-
-
-def read_trial_pairs(rxfilename: str) -> list[tuple[str, str]]:
-    """`<enroll> <test>` per line (exactly two fields, as ivector-plda-scoring requires)."""
-    pairs = []
-    for num, line in enumerate(read_lines(rxfilename), 1):
-        fields = line.split()
-        if len(fields) != 2:
-            raise XvjaxError(
-                f"{rxfilename}:{num}: bad line (expected two fields: key1 key2): '{line.strip()}'"
-                " (for a trials file with labels use \"cut -d' ' -f1,2 trials |\")"
-            )
-        pairs.append((fields[0], fields[1]))
-    return pairs
-
-
-def read_num_utts(rspec: str) -> dict[str, int]:
-    from xvjax.kaldi import tables
-
-    return {k: int(v) for k, v in tables.read_dict(rspec, kind="int32").items()}
-
-
-def _dtype(name: str):
-    import numpy as np
-
-    if name not in ("float32", "float64"):
-        raise XvjaxError(f"--precision must be float32 or float64, got '{name}'")
-    return np.dtype(name)
-
-
-def _enroll_counts(keys, vecs, opts):
-    """num_utts per enrolment key (1 without --num-utts). As in Kaldi, an enrolment key missing
-    from the --num-utts table is skipped with a warning -> (keys, vecs, counts, num_errors)."""
-    import numpy as np
-
-    if not opts.num_utts:
-        return keys, vecs, np.ones(len(keys)), 0
-    table = read_num_utts(opts.num_utts)
-    keep = []
-    for i, key in enumerate(keys):
-        if key in table:
-            keep.append(i)
-        else:
-            log.warning("Number of utterances not given for speaker %s", key)
-    counts = np.array([table[keys[i]] for i in keep], dtype=np.float64)
-    if np.any(counts <= 0):
-        bad = keys[keep[int(np.argmin(counts))]]
-        raise XvjaxError(f"--num-utts={opts.num_utts}: speaker '{bad}' has a non-positive count")
-    return [keys[i] for i in keep], vecs[keep], counts, len(keys) - len(keep)
-
-
-def _index_trials(pairs, enroll_keys, test_keys, enroll_name, test_name):
-    """Trial indices; unknown keys are skipped with Kaldi's warning -> (ie, it, kept pairs, errs)."""
-    import numpy as np
-
-    e_index = {k: i for i, k in enumerate(enroll_keys)}
-    t_index = {k: i for i, k in enumerate(test_keys)}
-    ie, it, kept, num_err = [], [], [], 0
-    for e, t in pairs:
-        if e not in e_index:
-            log.warning("Key %s not present in %s.", e, enroll_name)
-            num_err += 1
-            continue
-        if t not in t_index:
-            log.warning("Key %s not present in %s.", t, test_name)
-            num_err += 1
-            continue
-        ie.append(e_index[e])
-        it.append(t_index[t])
-        kept.append((e, t))
-    return np.array(ie, dtype=np.int64), np.array(it, dtype=np.int64), kept, num_err
+def _index_trials(trials_rx, enroll_keys, test_keys, enroll_name, test_name):
+    """The trials of a two-field trials file placed among the vectors (unknown keys skipped with
+    Kaldi's warnings) -> (enroll_rows, test_rows, the trials kept, number skipped)."""
+    trials = Trials.read(trials_rx, labelled=False)
+    enroll_rows, test_rows, kept = trials.index(enroll_keys, test_keys)
+    num_err = trials.warn_unknown(enroll_rows, test_rows, enroll_name, test_name)
+    return enroll_rows[kept], test_rows[kept], trials.subset(kept), num_err
 
 
 def _log_score_stats(scores, num_err) -> None:
-    import numpy as np
-
     if len(scores):
         s = np.asarray(scores, dtype=np.float64)
         mean = s.mean()
@@ -122,16 +39,7 @@ def _log_score_stats(scores, num_err) -> None:
     log.info("Processed %d trials, %d had errors.", len(scores), num_err)
 
 
-def _write_trial_scores(wx, kept, scores) -> None:
-    """`<enroll> <test> <score>` lines as `ivector-plda-scoring` prints them: each score a float
-    (rounded to float32 once, for the whole array) printed at precision 7."""
-    import numpy as np
-
-    values = np.asarray(scores, dtype=np.float64).astype(np.float32).tolist()
-    write_text(wx, "".join(f"{e} {t} {s:.7g}\n" for (e, t), s in zip(kept, values, strict=True)))
-
-
-# ----------------------------------------------------------------------------- PLDA scoring
+# ----------------------------------------------------------------------------- trial lists
 @command(
     "ivector-plda-scoring",
     "PLDA log-likelihood ratios for a trial list (Kaldi's output format)",
@@ -153,18 +61,15 @@ def _write_trial_scores(wx, kept, scores) -> None:
     nargs=(5, 5),
 )
 def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scores_wx):
-    import numpy as np
-
     from xvjax.backend import plda as plda_lib
     from xvjax.backend import scoring
-    from xvjax.kaldi import plda_io
 
     model = plda_io.read_plda(plda_rx)
     log.info("Reading train iVectors")
     e_keys, e_vecs = read_vectors(train_rspec, "training iVector", dim=model.dim)
     if not e_keys:
         raise XvjaxError(f"no training iVectors present in '{train_rspec}'")
-    e_keys, e_vecs, counts, num_train_errs = _enroll_counts(e_keys, e_vecs, opts)
+    e_keys, e_vecs, counts, num_train_errs = enroll_num_utts(e_keys, e_vecs, opts.num_utts)
     if not e_keys:
         raise XvjaxError(f"no training iVectors present (none has a count in {opts.num_utts})")
     u, e_factor = plda_lib.plda_transform(
@@ -181,15 +86,14 @@ def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scor
     )
     log.info("Read %d test iVectors.", len(t_keys))
     log.info("Average renormalization scale on test iVectors was %g", t_factor.mean())
-    pairs = read_trial_pairs(trials_rx)
     ie, it, kept, num_err = _index_trials(
-        pairs, e_keys, t_keys, "training iVectors", "test iVectors"
+        trials_rx, e_keys, t_keys, "training iVectors", "test iVectors"
     )
     ef = scoring.enroll_features(model, u, counts)
-    scores = scoring.score_pairs(ef, scoring.test_features(v), ie, it) if kept else np.zeros(0)
-    _write_trial_scores(scores_wx, kept, scores)
+    scores = scoring.score_pairs(ef, scoring.test_features(v), ie, it) if len(kept) else np.zeros(0)
+    score_files.write_scores(scores_wx, kept, scores)
     _log_score_stats(np.float32(scores), num_err)
-    return 0 if kept else 1
+    return 0 if len(kept) else 1
 
 
 @command(
@@ -206,12 +110,12 @@ def cosine_scoring(opts, enroll_rspec, test_rspec, trials_rx, scores_wx):
     e_keys, e_vecs = read_vectors(enroll_rspec, "enrolment vector")
     t_keys, t_vecs = read_vectors(test_rspec, "test vector", dim=e_vecs.shape[1] or None)
     ie, it, kept, num_err = _index_trials(
-        read_trial_pairs(trials_rx), e_keys, t_keys, "enrolment vectors", "test vectors"
+        trials_rx, e_keys, t_keys, "enrolment vectors", "test vectors"
     )
-    scores = scoring.cosine_scores(e_vecs, t_vecs, ie, it) if kept else []
-    _write_trial_scores(scores_wx, kept, scores)
+    scores = scoring.cosine_scores(e_vecs, t_vecs, ie, it) if len(kept) else []
+    score_files.write_scores(scores_wx, kept, scores)
     _log_score_stats(scores, num_err)
-    return 0 if kept else 1
+    return 0 if len(kept) else 1
 
 
 @command(
@@ -226,16 +130,14 @@ def cosine_scoring(opts, enroll_rspec, test_rspec, trials_rx, scores_wx):
     nargs=(4, 4),
 )
 def ivector_compute_dot_products(opts, trials_rx, rspec1, rspec2, scores_wx):
-    import numpy as np
-
     keys1, vecs1 = read_vectors(rspec1, "vector")
     keys2, vecs2 = read_vectors(rspec2, "vector", dim=vecs1.shape[1] if keys1 else None)
     ie, it, kept, num_err = _index_trials(
-        read_trial_pairs(trials_rx), keys1, keys2, "1st table of ivectors", "2nd table of ivectors"
+        trials_rx, keys1, keys2, "1st table of ivectors", "2nd table of ivectors"
     )
-    dots = np.einsum("ij,ij->i", vecs1[ie], vecs2[it]) if kept else np.zeros(0, np.float32)
-    _write_trial_scores(scores_wx, kept, dots)
-    if kept:
+    dots = np.einsum("ij,ij->i", vecs1[ie], vecs2[it]) if len(kept) else np.zeros(0, np.float32)
+    score_files.write_scores(scores_wx, kept, dots)
+    if len(kept):
         mean = dots.astype(np.float64).mean()
         log.info(
             "Mean dot-product was %g, standard deviation was %g",
@@ -243,36 +145,15 @@ def ivector_compute_dot_products(opts, trials_rx, rspec1, rspec2, scores_wx):
             np.sqrt(max(np.mean(dots.astype(np.float64) ** 2) - mean**2, 0.0)),
         )
     log.info("Processed %d trials %d had errors.", len(kept), num_err)
-    return 0 if kept else 1
+    return 0 if len(kept) else 1
 
 
-def _write_rows(wspec, keys, blocks, num_cols, dtype) -> None:
-    """Assembles row blocks from `iter_score_blocks` and writes one vector per enrolment key."""
-    import numpy as np
-
-    from xvjax.kaldi import tables
-
-    with tables.Writer(wspec) as w:
-        buf, row0 = None, None
-        for r0, c0, blk in blocks:
-            if r0 != row0:
-                if buf is not None:
-                    for i, row in enumerate(buf):
-                        w[keys[row0 + i]] = row
-                buf, row0 = np.empty((blk.shape[0], num_cols), dtype=np.float32), r0
-            buf[:, c0 : c0 + blk.shape[1]] = blk
-        if buf is not None:
-            for i, row in enumerate(buf):
-                w[keys[row0 + i]] = row
-
-
+# ----------------------------------------------------------------------------- dense
 def _load_dense_inputs(opts, plda_rx, enroll_rspec, test_rspec):
-    from xvjax.kaldi import plda_io
-
     model = plda_io.read_plda(plda_rx)
     e_keys, e_vecs = read_vectors(enroll_rspec, "enrolment vector", dim=model.dim)
     t_keys, t_vecs = read_vectors(test_rspec, "test vector", dim=model.dim)
-    e_keys, e_vecs, counts, _ = _enroll_counts(e_keys, e_vecs, opts)
+    e_keys, e_vecs, counts, _ = enroll_num_utts(e_keys, e_vecs, opts.num_utts)
     if not e_keys or not t_keys:
         raise XvjaxError(
             f"no enrolment vectors in '{enroll_rspec}' or no test vectors in '{test_rspec}'"
@@ -310,11 +191,98 @@ def score_matrix_cmd(opts, plda_rx, enroll_rspec, test_rspec, scores_wspec):
     tf = scoring.prepare_test(
         model, t_vecs, opts.normalize_length, opts.simple_length_normalization
     )
-    blocks = scoring.iter_score_blocks(
-        ef, tf, block_size=opts.block_size, dtype=_dtype(opts.precision)
-    )
-    _write_rows(scores_wspec, e_keys, blocks, len(t_keys), _dtype(opts.precision))
+    dtype = scoring.precision_dtype(opts.precision)
+    blocks = scoring.iter_score_blocks(ef, tf, block_size=opts.block_size, dtype=dtype)
+    write_block_rows(scores_wspec, e_keys, blocks, len(t_keys))
     if opts.test_keys_out:
-        write_text(opts.test_keys_out, "".join(k + "\n" for k in t_keys))
+        score_files.write_lines(opts.test_keys_out, t_keys)
     log.info("Scored %d x %d = %d trials.", len(e_keys), len(t_keys), len(e_keys) * len(t_keys))
     return 0
+
+
+# ----------------------------------------------------------------------------- normalisation
+@command(
+    "score-norm",
+    "S-norm, adaptive S-norm, Z-norm or T-norm of scores with a cohort",
+    usage="""
+    Normalises scores with cohort statistics (mean and population std over the cohort, or over
+    its --top-k highest scores for asnorm): znorm (s-mu_e)/sd_e, tnorm (s-mu_t)/sd_t,
+    snorm/asnorm 1/2 of their sum. Three forms:
+    1) score files (any scorer):  <scores-in> <enroll-cohort-scores> <test-cohort-scores> <scores-out>
+       cohort score files have lines '<enroll|test key> <cohort key> <score>'.
+    2) PLDA, trial list:  <plda> <enroll-rspecifier> <test-rspecifier> <cohort-rspecifier> <trials> <scores-out>
+    3) PLDA, dense matrix: <plda> <enroll-rspecifier> <test-rspecifier> <cohort-rspecifier> <scores-wspecifier>
+       (one row vector per enrolment key; --test-keys-out writes the column order).
+    With a PLDA, cohort statistics are computed once per enrolment model and test segment (the
+    test vector taken as a 1-utterance enrolment vs the cohort), blocked and sharded over devices.
+    e.g.: xvjax score-norm --method=asnorm --top-k=300 --num-utts=ark:num_utts.ark plda ark:spk.ark ark:test.ark ark:cohort.ark trials scores_asnorm""",
+    opts=[
+        Opt("method", "snorm", "snorm, asnorm, znorm or tnorm"),
+        Opt("top-k", 0, "Cohort scores used per side for asnorm (0 = the whole cohort)"),
+        Opt("num-utts", "", "Table of the number of utterances per enrolment speaker"),
+        Opt("test-keys-out", "", "Dense form: write the test keys (column order) to this file"),
+        *PLDA_CONFIG_OPTS,
+        *BLOCK_OPTS,
+    ],
+    nargs=(4, 6),
+)
+def score_norm(opts, *args):
+    from xvjax.backend import scoring, snorm
+
+    if opts.method not in snorm.METHODS:
+        raise XvjaxError(f"--method must be one of {', '.join(snorm.METHODS)}, got '{opts.method}'")
+    if opts.top_k < 0:
+        raise XvjaxError(f"--top-k must be >= 0, got {opts.top_k}")
+    if opts.method == "asnorm" and opts.top_k == 0:
+        raise XvjaxError("--method=asnorm needs --top-k (e.g. --top-k=300)")
+    top_k = (
+        opts.top_k if opts.method == "asnorm" or (opts.top_k and opts.method != "snorm") else None
+    )
+    if len(args) == 4:
+        scores_rx, enroll_cohort_rx, test_cohort_rx, scores_wx = args
+        trials, raw = score_files.read_score_file(scores_rx)
+        e_stats = t_stats = None
+        if opts.method in snorm.ENROLL_SIDE:
+            cohort = score_files.read_score_file(enroll_cohort_rx)
+            e_stats = snorm.cohort_stats_by_key(*cohort, top_k, enroll_cohort_rx)
+        if opts.method in snorm.TEST_SIDE:
+            cohort = score_files.read_score_file(test_cohort_rx)
+            t_stats = snorm.cohort_stats_by_key(*cohort, top_k, test_cohort_rx)
+        normed = snorm.normalize_score_list(
+            trials, raw, e_stats, t_stats, (enroll_cohort_rx, test_cohort_rx)
+        )
+        score_files.write_scores(scores_wx, trials, normed)
+        log.info("Normalised %d scores (%s).", len(trials), opts.method)
+        return 0
+    model, e_keys, e_vecs, t_keys, t_vecs, counts = _load_dense_inputs(opts, *args[:3])
+    c_keys, c_vecs = read_vectors(args[3], "cohort vector", dim=model.dim)
+    if len(c_keys) < 2:
+        raise XvjaxError(f"the cohort '{args[3]}' needs at least 2 vectors, got {len(c_keys)}")
+    dtype = scoring.precision_dtype(opts.precision)
+    prep = snorm.prepare_norm(
+        model,
+        e_vecs,
+        t_vecs,
+        c_vecs,
+        counts,
+        method=opts.method,
+        top_k=top_k,
+        normalize_length=opts.normalize_length,
+        simple_length_norm=opts.simple_length_normalization,
+        block_size=opts.block_size,
+        dtype=dtype,
+    )
+    if len(args) == 5:
+        blocks = snorm.iter_norm_blocks(prep, block_size=opts.block_size, dtype=dtype)
+        write_block_rows(args[4], e_keys, blocks, len(t_keys))
+        if opts.test_keys_out:
+            score_files.write_lines(opts.test_keys_out, t_keys)
+        log.info("Normalised %d x %d scores (%s).", len(e_keys), len(t_keys), opts.method)
+        return 0
+    ie, it, kept, num_err = _index_trials(
+        args[4], e_keys, t_keys, "enrolment vectors", "test vectors"
+    )
+    normed = snorm.norm_trials(prep, ie, it)[1] if len(kept) else np.zeros(0)
+    score_files.write_scores(args[5], kept, normed)
+    _log_score_stats(normed, num_err)
+    return 0 if len(kept) else 1
