@@ -201,6 +201,25 @@ def score_matrix_cmd(opts, plda_rx, enroll_rspec, test_rspec, scores_wspec):
 
 
 # ----------------------------------------------------------------------------- normalisation
+def _norm_score_files(method, top_k, scores_rx, enroll_cohort_rx, test_cohort_rx, scores_wx):
+    """score-norm's first form: a score file normalised with cohort score files."""
+    from xvjax.backend import snorm
+
+    trials, raw = score_files.read_score_file(scores_rx)
+    e_stats = t_stats = None
+    if method in snorm.ENROLL_SIDE:
+        cohort = score_files.read_score_file(enroll_cohort_rx)
+        e_stats = snorm.cohort_stats_by_key(*cohort, top_k, enroll_cohort_rx)
+    if method in snorm.TEST_SIDE:
+        cohort = score_files.read_score_file(test_cohort_rx)
+        t_stats = snorm.cohort_stats_by_key(*cohort, top_k, test_cohort_rx)
+    normed = snorm.normalize_score_list(
+        trials, raw, e_stats, t_stats, (enroll_cohort_rx, test_cohort_rx)
+    )
+    score_files.write_scores(scores_wx, trials, normed)
+    log.info("Normalised %d scores (%s).", len(trials), method)
+
+
 @command(
     "score-norm",
     "S-norm, adaptive S-norm, Z-norm or T-norm of scores with a cohort",
@@ -239,20 +258,7 @@ def score_norm(opts, *args):
         opts.top_k if opts.method == "asnorm" or (opts.top_k and opts.method != "snorm") else None
     )
     if len(args) == 4:
-        scores_rx, enroll_cohort_rx, test_cohort_rx, scores_wx = args
-        trials, raw = score_files.read_score_file(scores_rx)
-        e_stats = t_stats = None
-        if opts.method in snorm.ENROLL_SIDE:
-            cohort = score_files.read_score_file(enroll_cohort_rx)
-            e_stats = snorm.cohort_stats_by_key(*cohort, top_k, enroll_cohort_rx)
-        if opts.method in snorm.TEST_SIDE:
-            cohort = score_files.read_score_file(test_cohort_rx)
-            t_stats = snorm.cohort_stats_by_key(*cohort, top_k, test_cohort_rx)
-        normed = snorm.normalize_score_list(
-            trials, raw, e_stats, t_stats, (enroll_cohort_rx, test_cohort_rx)
-        )
-        score_files.write_scores(scores_wx, trials, normed)
-        log.info("Normalised %d scores (%s).", len(trials), opts.method)
+        _norm_score_files(opts.method, top_k, *args)
         return 0
     model, e_keys, e_vecs, t_keys, t_vecs, counts = _load_dense_inputs(opts, *args[:3])
     c_keys, c_vecs = read_vectors(args[3], "cohort vector", dim=model.dim)
