@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from xvjax.backend.system import PldaBackend, XvectorSet
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
 from xvjax.recipe import backends as be
 from xvjax.recipe import config, transfer
@@ -150,10 +152,10 @@ def _domain(rng, num_spk, per_spk, dim, shift, spk_scale=3.0, prefix="s"):
             keys.append(key)
             rows.append(centers[s] + rng.standard_normal(dim))
             utt2spk[key] = f"{prefix}{s:03d}"
-    return be.Labelled(keys, np.array(rows), utt2spk)
+    return XvectorSet(keys, np.array(rows), utt2spk)
 
 
-def _trials(enroll: be.Labelled, test: be.Labelled) -> be.Trials:
+def _trials(enroll: XvectorSet, test: XvectorSet) -> Trials:
     models = sorted(set(enroll.utt2spk.values()))
     e, t, lab = [], [], []
     for m in models:
@@ -161,7 +163,7 @@ def _trials(enroll: be.Labelled, test: be.Labelled) -> be.Trials:
             e.append(m)
             t.append(k)
             lab.append(test.utt2spk[k] == m)
-    return be.Trials(e, t, np.array(lab))
+    return Trials(e, t, np.array(lab))
 
 
 def test_backend_rows_on_a_shifted_domain():
@@ -181,7 +183,7 @@ def test_backend_rows_on_a_shifted_domain():
             k for k in tgt_all.keys if lo <= idx[tgt_all.utt2spk[k]] < hi and int(k[-2:]) in utts
         ]
         rows = [tgt_all.keys.index(k) for k in keys]
-        return be.Labelled(keys, tgt_all.mat[rows], {k: tgt_all.utt2spk[k] for k in keys})
+        return XvectorSet(keys, tgt_all.mat[rows], {k: tgt_all.utt2spk[k] for k in keys})
 
     train, adapt = part(0, 20, range(8)), part(20, 35, range(8))
     enroll, test = part(35, 50, range(2)), part(35, 50, range(2, 8))
@@ -190,39 +192,37 @@ def test_backend_rows_on_a_shifted_domain():
     eers = {}
     for row_id, _, recipe in be.BASE_ROWS:
         backend = be.make_backend(recipe, pieces, 0.75, 0.25)
-        s, labels, kept = be.score(backend, enroll, test, trials)
-        assert len(kept) == len(trials.labels)
-        m = be.metrics_of(s, labels)
+        s, scored = backend.score(enroll, test, trials)
+        assert len(scored) == len(trials)
+        m = be.metrics_of(s, scored.labels)
         assert 0.0 <= m["eer"] <= 100.0 and 0.0 <= m["min_dcf_0.01"] <= 1.0 + 1e-9
         eers[row_id] = m["eer"]
-    assert pieces.source_lda.shape == (12, dim + 1)
+    assert pieces.source.lda.shape == (12, dim + 1)
     # Re-centring beats the source mean on shifted data; in-domain LDA/PLDA beats the source one.
     assert eers["2"] < eers["1"]
     assert eers["4"] < eers["1"]
     backend = be.make_backend(be.Recipe(mean="adapt", model="target"), pieces, 0.75, 0.25)
     for norm in ("snorm", "asnorm"):
-        s, labels, _ = be.score(
-            backend, enroll, test, trials, norm=norm, cohort=adapt.mat, top_k=30
-        )
+        s, _ = backend.score(enroll, test, trials, norm=norm, cohort=adapt.mat, top_k=30)
         assert np.all(np.isfinite(s))
     # Unknown trial ids (a model, a test segment) are dropped with a warning, not scored; the
     # others keep their scores and their positions in the trials list.
-    full, _, _ = be.score(backend, enroll, test, trials)
-    bad = be.Trials(["nobody"] + trials.enroll + [trials.enroll[0]],
-                    [test.keys[0]] + trials.test + ["no-such-utt"],
-                    np.concatenate([[False], trials.labels, [True]]))  # fmt: skip
-    s, labels, kept = be.score(backend, enroll, test, bad)
-    assert kept == list(range(1, len(trials.labels) + 1))
+    full, _ = backend.score(enroll, test, trials)
+    bad = Trials(["nobody"] + trials.enroll + [trials.enroll[0]],
+                 [test.keys[0]] + trials.test + ["no-such-utt"],
+                 np.concatenate([[False], trials.labels, [True]]))  # fmt: skip
+    s, scored = backend.score(enroll, test, bad)
+    assert (scored.enroll, scored.test) == (trials.enroll, trials.test)
     np.testing.assert_array_equal(s, full)
-    np.testing.assert_array_equal(labels, trials.labels)
+    np.testing.assert_array_equal(scored.labels, trials.labels)
 
 
 def test_lda_dim_capped_by_speakers():
     rng = np.random.default_rng(1)
     small = _domain(rng, 5, 6, 8, 0.0)
-    lda_mat, plda = be.fit_lda_plda(small, lda_dim=100)
-    assert lda_mat.shape == (4, 9)
-    assert len(plda.psi) == 4
+    backend = PldaBackend.fit(small, lda_dim=100)
+    assert backend.lda.shape == (4, 9)
+    assert len(backend.plda.psi) == 4
 
 
 # ----------------------------------------------------------------------------- command line

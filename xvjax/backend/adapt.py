@@ -17,7 +17,8 @@ import logging
 
 import numpy as np
 
-from xvjax.backend.plda import Plda, _check_finite, _fmt, _sorted_eigh, plda_from_covars
+from xvjax.backend.linalg import check_finite, format_vector, sorted_eigh
+from xvjax.backend.plda import Plda, plda_from_covars
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -44,7 +45,7 @@ def adapt_plda(
         raise XvjaxError(f"adaptation vectors have dimension {x.shape[1]}, the PLDA has {plda.dim}")
     if mean_diff_scale < 0.0:
         raise XvjaxError(f"--mean-diff-scale must be >= 0, got {mean_diff_scale}")
-    _check_finite(x)
+    check_finite(x)
     num = x.shape[0]
     mean = x.sum(axis=0) / num
     variance = x.T @ x / num - np.outer(mean, mean)
@@ -53,11 +54,11 @@ def adapt_plda(
 
     psi = np.asarray(plda.psi, dtype=np.float64)
     transform_mod = np.asarray(plda.transform) / np.sqrt(1.0 + psi)[:, None]
-    s, p = _sorted_eigh(transform_mod @ variance @ transform_mod.T)
+    s, p = sorted_eigh(transform_mod @ variance @ transform_mod.T)
     log.info(
         "Eigenvalues of adaptation-data total-covariance in space where training-data "
         "total-covariance is unit, is: %s",
-        _fmt(s),
+        format_vector(s),
     )
     within_proj = p.T @ np.diag(1.0 / (1.0 + psi)) @ p
     between_proj = p.T @ np.diag(psi / (1.0 + psi)) @ p
@@ -78,6 +79,8 @@ def adapt_plda(
     between = combined_inv @ between_proj @ combined_inv.T
     out = plda_from_covars(mean, within, between)
     log.info(
-        "Old diagonal of between-class covar was: %s, new diagonal is %s", _fmt(psi), _fmt(out.psi)
+        "Old diagonal of between-class covar was: %s, new diagonal is %s",
+        format_vector(psi),
+        format_vector(out.psi),
     )
     return out

@@ -12,8 +12,11 @@ import os
 
 import numpy as np
 
+from xvjax.backend.system import XvectorSet
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open
+from xvjax.kaldi import plda_io, tables
 from xvjax.recipe import backends as be
 
 log = logging.getLogger("xvjax")
@@ -35,26 +38,22 @@ def quiet():
         logger.setLevel(old)
 
 
-def load_sets(scps: dict[str, str]) -> dict[str, be.Labelled]:
-    from xvjax.kaldi import tables
-
+def load_sets(scps: dict[str, str]) -> dict[str, XvectorSet]:
     out = {}
     for name, scp in scps.items():
         utt2spk = None
         if name != "target_adapt":
             utt2spk = tables.read_text_table(os.path.join(os.path.dirname(scp), "utt2spk"))
-        out[name] = be.load_xvectors(scp, utt2spk)
+        out[name] = XvectorSet.read_scp(scp, utt2spk)
     return out
 
 
-def load_trials(ctx: dict) -> dict[str, be.Trials]:
-    return {side: be.Trials.read(path) for side, path in ctx.get("trials", {}).items()}
+def load_trials(ctx: dict) -> dict[str, Trials]:
+    return {side: Trials.read(path, labelled=True) for side, path in ctx.get("trials", {}).items()}
 
 
 def user_backend(cfg) -> tuple:
     """(mean, lda, plda) of the user's Kaldi backend (None where not given)."""
-    from xvjax.kaldi import plda_io, tables
-
     if not cfg.plda:
         return None, None, None
     plda = plda_io.read_plda(cfg.plda)
@@ -63,10 +62,10 @@ def user_backend(cfg) -> tuple:
     return mean, lda, plda
 
 
-def _write_scores(path: str, trials: be.Trials, kept: list[int], scores: np.ndarray) -> None:
+def _write_scores(path: str, scored: Trials, scores: np.ndarray) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
-        for i, s in zip(kept, scores, strict=True):
-            f.write(f"{trials.enroll[i]} {trials.test[i]} {s:.6g}\n")
+        for e, t, s in zip(scored.enroll, scored.test, scores, strict=True):
+            f.write(f"{e} {t} {s:.6g}\n")
 
 
 def run_row(
@@ -75,8 +74,8 @@ def run_row(
     name: str,
     recipe: be.Recipe,
     pieces: be.Pieces,
-    sets: dict[str, be.Labelled],
-    trials: dict[str, be.Trials],
+    sets: dict[str, XvectorSet],
+    trials: dict[str, Trials],
     embeddings: str,
 ) -> dict:
     """One row: the backend of `recipe` scored on the target (and source) trials."""
@@ -99,8 +98,7 @@ def run_row(
             row[side] = None
             continue
         with quiet():
-            s, labels, kept = be.score(
-                backend,
+            s, scored = backend.score(
                 sets[enroll_name],
                 sets[test_name],
                 trials[side],
@@ -109,10 +107,10 @@ def run_row(
                 top_k=int(cfg.asnorm_top_k),
             )
         stem = os.path.join(score_dir, f"row{row_id}_{side}")
-        _write_scores(stem + ".scores", trials[side], kept, s)
+        _write_scores(stem + ".scores", scored, s)
         with atomic_open(stem + ".npz", "wb") as f:
-            np.savez(f, scores=s, labels=labels)
-        row[side] = be.metrics_of(s, labels)
+            np.savez(f, scores=s, labels=scored.labels)
+        row[side] = be.metrics_of(s, scored.labels)
         row[side]["scores"] = stem + ".scores"
     t = row["target"]
     log.info(
@@ -126,7 +124,7 @@ def run_row(
     return row
 
 
-def _pieces(cfg, sets: dict[str, be.Labelled], need, user=(None, None, None)) -> be.Pieces:
+def _pieces(cfg, sets: dict[str, XvectorSet], need, user=(None, None, None)) -> be.Pieces:
     adapt = sets.get("target_adapt") or sets.get("target_train")
     if adapt is None:
         raise XvjaxError("no in-domain set for the mean / PLDA adaptation / cohort")
@@ -149,8 +147,6 @@ def save_pieces(p: be.Pieces, out_dir: str, cfg) -> dict[str, str]:
     """The backends as Kaldi files (so Kaldi's scoring binaries, or --plda/--mean/--lda, use them):
     source/{mean.vec,transform.mat,plda}, adapt/{mean.vec,plda_adapt}, target/{transform.mat,plda}
     (mean.vec in text form, as ivector-mean writes it)."""
-    from xvjax.kaldi import plda_io, tables
-
     files = {}
 
     def put(name, kind, value):
@@ -166,20 +162,19 @@ def save_pieces(p: be.Pieces, out_dir: str, cfg) -> dict[str, str]:
             plda_io.write_plda(value, path)
         files[name] = path
 
-    put("source/mean.vec", "vec", p.source_mean)
-    put("source/transform.mat", "mat", p.source_lda)
-    put("source/plda", "plda", p.source_plda)
+    if p.source is not None:
+        put("source/mean.vec", "vec", p.source.mean)
+        put("source/transform.mat", "mat", p.source.lda)
+        put("source/plda", "plda", p.source.plda)
     put("adapt/mean.vec", "vec", p.adapt_mean)
-    if p.source_plda is not None:
-        adapted = be.adapt(
-            be.Backend(p.adapt_mean, p.source_lda, p.source_plda),
-            p.adapt_vectors,
-            cfg.within_covar_scale,
-            cfg.between_covar_scale,
+    if p.source is not None:
+        adapted = p.source.with_mean(p.adapt_mean).adapt(
+            p.adapt_vectors, cfg.within_covar_scale, cfg.between_covar_scale
         )
         put("adapt/plda_adapt", "plda", adapted.plda)
-    put("target/transform.mat", "mat", p.target_lda)
-    put("target/plda", "plda", p.target_plda)
+    if p.target is not None:
+        put("target/transform.mat", "mat", p.target.lda)
+        put("target/plda", "plda", p.target.plda)
     return files
 
 
@@ -204,7 +199,7 @@ def backend_rows(cfg, ctx: dict) -> dict:
     emb = "source model" + (" (Kaldi, imported)" if cfg.pretrained else "")
     rows = []
     for row_id, name, recipe in be.BASE_ROWS:
-        if recipe.model == "target" and pieces.target_plda is None:
+        if recipe.model == "target" and pieces.target is None:
             log.warning("row %s skipped: no labelled in-domain set", row_id)
             continue
         rows.append(run_row(cfg, row_id, name, recipe, pieces, sets, trials, emb))

@@ -1,4 +1,5 @@
-"""Score normalisation, metrics (Kaldi compute-eer, compute_min_dcf.py), calibration, DET plots."""
+"""Metrics tools: compute-eer (Kaldi's binary), compute-min-dcf (Kaldi's sid/compute_min_dcf.py),
+compute-act-dcf, calibrate (logistic regression to log-likelihood ratios), det-plot."""
 
 from __future__ import annotations
 
@@ -7,161 +8,15 @@ import logging
 import os
 import sys
 
-from xvjax.backend.commands import PLDA_CONFIG_OPTS, read_vectors
-from xvjax.backend.commands_score import (
-    BLOCK_OPTS,
-    _dtype,
-    _index_trials,
-    _load_dense_inputs,
-    _log_score_stats,
-    _write_rows,
-    read_lines,
-    read_trial_pairs,
-    write_text,
-)
+from xvjax import metrics
+from xvjax.backend import calibration
+from xvjax.backend.score_files import read_lines, read_score_file, write_scores
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
 
 
-# ----------------------------------------------------------------------------- score files
-def read_score_file(rxfilename: str):
-    """`<enroll> <test> <score>` lines of an rxfilename -> (pairs, (T,) float64 scores)."""
-    from xvjax import metrics
-
-    return metrics.read_score_lines(read_lines(rxfilename), rxfilename)
-
-
-def _stats_from_score_file(rxfilename: str, top_k):
-    """Cohort statistics per first-column key of a cohort score file -> {key: (mean, std)}."""
-    import numpy as np
-
-    from xvjax.backend.snorm import cohort_stats_from_scores
-
-    groups: dict[str, list[float]] = {}
-    pairs, scores = read_score_file(rxfilename)
-    for (key, _), s in zip(pairs, scores, strict=True):
-        groups.setdefault(key, []).append(s)
-    out = {}
-    for key, vals in groups.items():
-        if len(vals) < 2:
-            raise XvjaxError(f"{rxfilename}: '{key}' has {len(vals)} cohort score; need at least 2")
-        st = cohort_stats_from_scores(np.array([vals]), top_k)
-        if st.std[0] <= 0.0:
-            raise XvjaxError(f"{rxfilename}: cohort scores of '{key}' have zero standard deviation")
-        out[key] = (float(st.mean[0]), float(st.std[0]))
-    return out
-
-
-def _norm_from_files(opts, scores_rx, enroll_cohort_rx, test_cohort_rx, scores_wx, top_k):
-    import numpy as np
-
-    from xvjax.backend.commands_score import _write_trial_scores
-    from xvjax.backend.snorm import CohortStats, normalize_scores
-
-    pairs, raw = read_score_file(scores_rx)
-    use_e = opts.method in ("snorm", "asnorm", "znorm")
-    use_t = opts.method in ("snorm", "asnorm", "tnorm")
-    e_tab = _stats_from_score_file(enroll_cohort_rx, top_k) if use_e else None
-    t_tab = _stats_from_score_file(test_cohort_rx, top_k) if use_t else None
-
-    def gather(tab, col, name):
-        if tab is None:
-            return None
-        missing = [p[col] for p in pairs if p[col] not in tab]
-        if missing:
-            raise XvjaxError(f"'{missing[0]}' has no cohort scores in {name}")
-        vals = np.array([tab[p[col]] for p in pairs])
-        return CohortStats(vals[:, 0], vals[:, 1])
-
-    e = gather(e_tab, 0, enroll_cohort_rx)
-    t = gather(t_tab, 1, test_cohort_rx)
-    normed = normalize_scores(np.array(raw), e, t)
-    _write_trial_scores(scores_wx, pairs, normed)
-    return len(pairs)
-
-
-@command(
-    "score-norm",
-    "S-norm, adaptive S-norm, Z-norm or T-norm of scores with a cohort",
-    usage="""
-    Normalises scores with cohort statistics (mean and population std over the cohort, or over
-    its --top-k highest scores for asnorm): znorm (s-mu_e)/sd_e, tnorm (s-mu_t)/sd_t,
-    snorm/asnorm 1/2 of their sum. Three forms:
-    1) score files (any scorer):  <scores-in> <enroll-cohort-scores> <test-cohort-scores> <scores-out>
-       cohort score files have lines '<enroll|test key> <cohort key> <score>'.
-    2) PLDA, trial list:  <plda> <enroll-rspecifier> <test-rspecifier> <cohort-rspecifier> <trials> <scores-out>
-    3) PLDA, dense matrix: <plda> <enroll-rspecifier> <test-rspecifier> <cohort-rspecifier> <scores-wspecifier>
-       (one row vector per enrolment key; --test-keys-out writes the column order).
-    With a PLDA, cohort statistics are computed once per enrolment model and test segment (the
-    test vector taken as a 1-utterance enrolment vs the cohort), blocked and sharded over devices.
-    e.g.: xvjax score-norm --method=asnorm --top-k=300 --num-utts=ark:num_utts.ark plda ark:spk.ark ark:test.ark ark:cohort.ark trials scores_asnorm""",
-    opts=[
-        Opt("method", "snorm", "snorm, asnorm, znorm or tnorm"),
-        Opt("top-k", 0, "Cohort scores used per side for asnorm (0 = the whole cohort)"),
-        Opt("num-utts", "", "Table of the number of utterances per enrolment speaker"),
-        Opt("test-keys-out", "", "Dense form: write the test keys (column order) to this file"),
-        *PLDA_CONFIG_OPTS,
-        *BLOCK_OPTS,
-    ],
-    nargs=(4, 6),
-)
-def score_norm(opts, *args):
-    import numpy as np
-
-    from xvjax.backend import snorm
-
-    if opts.method not in snorm.METHODS:
-        raise XvjaxError(f"--method must be one of {', '.join(snorm.METHODS)}, got '{opts.method}'")
-    if opts.top_k < 0:
-        raise XvjaxError(f"--top-k must be >= 0, got {opts.top_k}")
-    if opts.method == "asnorm" and opts.top_k == 0:
-        raise XvjaxError("--method=asnorm needs --top-k (e.g. --top-k=300)")
-    top_k = (
-        opts.top_k if opts.method == "asnorm" or (opts.top_k and opts.method != "snorm") else None
-    )
-    if len(args) == 4:
-        num = _norm_from_files(opts, *args, top_k=top_k)
-        log.info("Normalised %d scores (%s).", num, opts.method)
-        return 0
-    model, e_keys, e_vecs, t_keys, t_vecs, counts = _load_dense_inputs(opts, *args[:3])
-    c_keys, c_vecs = read_vectors(args[3], "cohort vector", dim=model.dim)
-    if len(c_keys) < 2:
-        raise XvjaxError(f"the cohort '{args[3]}' needs at least 2 vectors, got {len(c_keys)}")
-    dtype = _dtype(opts.precision)
-    prep = snorm.prepare_norm(
-        model,
-        e_vecs,
-        t_vecs,
-        c_vecs,
-        counts,
-        method=opts.method,
-        top_k=top_k,
-        normalize_length=opts.normalize_length,
-        simple_length_norm=opts.simple_length_normalization,
-        block_size=opts.block_size,
-        dtype=dtype,
-    )
-    if len(args) == 5:
-        blocks = snorm.iter_norm_blocks(prep, block_size=opts.block_size, dtype=dtype)
-        _write_rows(args[4], e_keys, blocks, len(t_keys), dtype)
-        if opts.test_keys_out:
-            write_text(opts.test_keys_out, "".join(k + "\n" for k in t_keys))
-        log.info("Normalised %d x %d scores (%s).", len(e_keys), len(t_keys), opts.method)
-        return 0
-    from xvjax.backend.commands_score import _write_trial_scores
-
-    ie, it, kept, num_err = _index_trials(
-        read_trial_pairs(args[4]), e_keys, t_keys, "enrolment vectors", "test vectors"
-    )
-    normed = snorm.norm_trials(prep, ie, it)[1] if kept else np.zeros(0)
-    _write_trial_scores(args[5], kept, normed)
-    _log_score_stats(normed, num_err)
-    return 0 if kept else 1
-
-
-# ----------------------------------------------------------------------------- metrics
 @command(
     "compute-eer",
     "Equal error rate exactly as Kaldi's compute-eer (input '<score> target|nontarget')",
@@ -173,8 +28,6 @@ def score_norm(opts, *args):
     nargs=(1, 1),
 )
 def compute_eer_cmd(opts, scores_rx):
-    from xvjax import metrics
-
     scores, labels = metrics.read_eer_input(read_lines(scores_rx), scores_rx)
     eer, threshold = metrics.compute_eer(scores, labels)
     log.info("Equal error rate is %s%%, at threshold %s", f"{100.0 * eer:.6g}", f"{threshold:.6g}")
@@ -184,8 +37,6 @@ def compute_eer_cmd(opts, scores_rx):
 
 
 def _dcf_args(argv, prog: str, what: str):
-    from xvjax import metrics
-
     parser = argparse.ArgumentParser(
         prog=f"xvjax {prog}",
         description=f"Compute the {what} along with the threshold at which it occurs "
@@ -218,8 +69,6 @@ def _dcf_args(argv, prog: str, what: str):
 
 
 def _read_scored_trials(args):
-    from xvjax import metrics
-
     return metrics.read_scores_and_trials(
         read_lines(args.scores_filename), read_lines(args.trials_filename), args.scores_filename
     )
@@ -234,8 +83,6 @@ def _read_scored_trials(args):
     raw=True,
 )
 def compute_min_dcf_cmd(argv):
-    from xvjax import metrics
-
     args = _dcf_args(argv, "compute-min-dcf", "minimum of the detection cost function")
     scores, labels = _read_scored_trials(args)
     dcf, threshold = metrics.compute_min_dcf(scores, labels, args.p_target, args.c_miss, args.c_fa)
@@ -262,8 +109,6 @@ def compute_min_dcf_cmd(argv):
     raw=True,
 )
 def compute_act_dcf_cmd(argv):
-    from xvjax import metrics
-
     args = _dcf_args(argv, "compute-act-dcf", "actual detection cost of calibrated scores")
     scores, labels = _read_scored_trials(args)
     dcf = metrics.compute_act_dcf(scores, labels, args.p_target, args.c_miss, args.c_fa)
@@ -294,10 +139,6 @@ def compute_act_dcf_cmd(argv):
     nargs=(4, 4),
 )
 def calibrate_cmd(opts, mode, a, b, c):
-    from xvjax import metrics
-    from xvjax.backend import calibration
-    from xvjax.backend.commands_score import _write_trial_scores
-
     if mode == "train":
         scores, labels = metrics.read_scores_and_trials(read_lines(a), read_lines(b), a)
         cal = calibration.train_calibration(scores, labels, opts.p_target)
@@ -315,9 +156,9 @@ def calibrate_cmd(opts, mode, a, b, c):
         return 0
     if mode == "apply":
         cal = calibration.load_calibration(a)
-        pairs, scores = read_score_file(b)
-        _write_trial_scores(c, pairs, calibration.apply_calibration(cal, scores))
-        log.info("Calibrated %d scores.", len(pairs))
+        trials, scores = read_score_file(b)
+        write_scores(c, trials, calibration.apply_calibration(cal, scores))
+        log.info("Calibrated %d scores.", len(trials))
         return 0
     raise XvjaxError(f"first argument must be 'train' or 'apply', got '{mode}'")
 
@@ -335,7 +176,6 @@ def calibrate_cmd(opts, mode, a, b, c):
     nargs=(3, None),
 )
 def det_plot_cmd(opts, trials_rx, png_wx, *score_files):
-    from xvjax import metrics
     from xvjax.backend.plots import det_plot
 
     trial_lines = read_lines(trials_rx)
