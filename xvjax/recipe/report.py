@@ -10,8 +10,10 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from xvjax.fileutil import atomic_open
+from xvjax.backend.plots import det_plot as plot_systems
+from xvjax.fileutil import atomic_open, atomic_path
 
 log = logging.getLogger("xvjax")
 
@@ -139,7 +141,6 @@ def build_markdown(rows: Sequence[dict], meta: dict) -> str:
 def det_plot(rows: Sequence[dict], path: str, side: str = "target") -> None:
     """One DET curve per row (0.1% to 80%, since domain-mismatched systems live far up the curve),
     fine-tuned rows dashed, legend beside the axes."""
-    from xvjax.backend.plots import det_plot as plot_systems
 
     systems, styles = [], []
     for r in rows:
@@ -189,18 +190,12 @@ def read_metrics(path: str) -> list[dict]:
 
 def training_curves(runs: dict[str, str], path: str) -> bool:
     """Loss and accuracy against steps for each training run (name -> its metrics.jsonl)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from xvjax.fileutil import atomic_path
-
     curves = {n: [h for h in read_metrics(p) if "loss" in h] for n, p in runs.items()}
     curves = {n: c for n, c in curves.items() if c}
     if not curves:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for name, hist in curves.items():
         steps = [h["step"] for h in hist]
         axes[0].plot(steps, [h["loss"] for h in hist], label=name)
@@ -213,7 +208,6 @@ def training_curves(runs: dict[str, str], path: str) -> bool:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return True
 
 

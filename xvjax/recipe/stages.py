@@ -8,6 +8,7 @@ same options fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,10 @@ import shutil
 
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open, atomic_path, write_json
+from xvjax.kaldi import datadir, tables
+from xvjax.model.checkpoint import load_any, load_model, save_model
+from xvjax.model.xvector_compute import Extractor, extract_xvectors
+from xvjax.recipe import report, score_rows
 from xvjax.recipe.config import RecipeConfig, fingerprint
 from xvjax.recipe.datasets import (
     DONE,
@@ -25,6 +30,9 @@ from xvjax.recipe.datasets import (
     is_done,
     mark_done,
 )
+from xvjax.synthetic import corpus as demo_corpus
+from xvjax.train.config import base_config
+from xvjax.train.train import train_and_evaluate
 
 log = logging.getLogger("xvjax")
 
@@ -52,10 +60,6 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
         musan, rirs = cfg.musan, cfg.rirs
         corpus = {"preset": "user data", "seed": None}
     else:
-        import dataclasses
-
-        from xvjax.synthetic import corpus as demo_corpus
-
         overrides = cfg.corpus_overrides()
         fields = {f.name: f for f in dataclasses.fields(demo_corpus.CorpusConfig)}
         for key, value in overrides.items():
@@ -92,8 +96,6 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
         sets[name] = dest
     if "target_adapt" not in sets:
         log.warning("no unlabelled in-domain set (--tgt-adapt): using target_train without labels")
-    from xvjax.kaldi import tables
-
     for side, src in trials_src.items():
         if not src:
             continue
@@ -144,8 +146,6 @@ def stage_features(cfg: RecipeConfig, ctx: dict) -> dict:
 def _train(config, workdir: str, fp: str) -> dict:
     """train_and_evaluate in `workdir`; a finished run with the same fingerprint is reused, an
     interrupted one resumes from its checkpoint, a run with other options is started afresh."""
-    from xvjax.train.train import train_and_evaluate
-
     final = os.path.join(workdir, "final")
     stamp = os.path.join(workdir, "recipe_fingerprint")
     old = None
@@ -171,8 +171,6 @@ def _train(config, workdir: str, fp: str) -> dict:
 
 def train_config(cfg: RecipeConfig, train_dir: str, *, finetune: bool, freeze: str = ""):
     """The trainer's ConfigDict for the source model (Adam, cosine) or a fine-tuning run."""
-    from xvjax.train.config import base_config
-
     c = base_config()
     c.seed = cfg.seed
     c.init_from = ""
@@ -211,8 +209,6 @@ def train_config(cfg: RecipeConfig, train_dir: str, *, finetune: bool, freeze: s
 
 
 def stage_source_model(cfg: RecipeConfig, ctx: dict) -> dict:
-    from xvjax.model.checkpoint import load_any, save_model
-
     exp = os.path.join(cfg.workdir, "exp")
     if cfg.pretrained:
         spec, variables = load_any(cfg.pretrained)
@@ -254,10 +250,6 @@ def extract_set(
 ) -> str:
     """x-vectors (tdnn6.affine, whole utterances, min chunk 25 padded) of a _no_sil data dir ->
     out_dir/xvector.{ark,scp} (+ utt2spk/spk2utt copies); skipped when done with `fp`."""
-    from xvjax.kaldi import tables
-    from xvjax.model.checkpoint import load_model
-    from xvjax.model.xvector_compute import Extractor, extract_xvectors
-
     scp = os.path.join(out_dir, "xvector.scp")
     if is_done(out_dir, fp) and os.path.isfile(scp):
         return scp
@@ -298,9 +290,6 @@ def extract_set(
 
 def extract_all(cfg, ctx, model_dir: str, tag: str, names, fp: str) -> dict[str, str]:
     """x-vectors of the named sets with one model (one Extractor: jit shapes are shared)."""
-    from xvjax.model.checkpoint import load_model
-    from xvjax.model.xvector_compute import Extractor
-
     extractor = None
     out = {}
     for name in names:
@@ -326,8 +315,6 @@ def stage_embeddings(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_backends(cfg: RecipeConfig, ctx: dict) -> dict:
-    from xvjax.recipe import score_rows
-
     rows = score_rows.backend_rows(cfg, ctx)
     path = os.path.join(cfg.workdir, "backends", "rows.json")
     write_json(path, rows)
@@ -338,9 +325,6 @@ def stage_backends(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
-    from xvjax.kaldi import datadir
-    from xvjax.recipe import score_rows
-
     if "target_train" not in ctx["no_sil"]:
         log.warning("no labelled in-domain set: no fine-tuning")
         return {"finetune": {}}
@@ -394,6 +378,4 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_results(cfg: RecipeConfig, ctx: dict) -> dict:
-    from xvjax.recipe import report
-
     return report.write_results(cfg, ctx)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 
+import jax
 import numpy as np
 
 from xvjax.backend import scoring
 from xvjax.backend.trials import Trials
+from xvjax.data.stores import FeatsStore
 from xvjax.errors import XvjaxError
 from xvjax.metrics import compute_eer
+from xvjax.model.xvector_compute import Extractor, extract_xvectors
 
 log = logging.getLogger("xvjax")
 
@@ -60,8 +63,6 @@ class DevSet:
     def __init__(
         self, data_dir: str, trials_path: str, output_node: str = "tdnn6.affine", max_utts: int = 0
     ):
-        from xvjax.data.stores import FeatsStore
-
         self.store = FeatsStore(data_dir, prep="auto", cache=True)
         self.trials = Trials.read(trials_path, labelled=True)
         if not len(self.trials):
@@ -79,10 +80,6 @@ class DevSet:
 
     def embeddings(self, spec, variables) -> dict[str, np.ndarray]:
         """x-vectors of the dev utterances; `variables` are host (numpy) arrays."""
-        import jax
-
-        from xvjax.model.xvector_compute import Extractor, extract_xvectors
-
         if self._extractor is None or self._extractor.spec != spec:
             self._extractor = Extractor(spec, variables, self.output_node, 64, 64 * 400)
         else:  # same jitted function, new weights
