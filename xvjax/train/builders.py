@@ -20,7 +20,7 @@ log = logging.getLogger("xvjax")
 
 @dataclasses.dataclass
 class TrainData:
-    loader: Any  # iterator of stores.TrainBatch with state_dict/load_state_dict/close
+    loader: Any  # iterator of loaders.TrainBatch with state_dict/load_state_dict/close
     num_speakers: int
     feat_dim: int
     speakers: tuple[str, ...] | None
@@ -29,7 +29,7 @@ class TrainData:
 
 def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainData:
     """The training stream of `config.data` (reads metadata and checks it; no network compute)."""
-    from xvjax.data import chunks, stores
+    from xvjax.data import chunks, loaders, stores
 
     d = config.data
     seed = int(config.seed)
@@ -42,7 +42,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     if d.source == "egs":
         if not d.egs_dir:
             raise XvjaxError("data.source=egs needs data.egs_dir (Kaldi exp/.../egs)")
-        loader = stores.EgsLoader(
+        loader = loaders.EgsLoader(
             d.egs_dir, batch, seed, process_index, process_count, d.get("num_speakers") or None
         )
         if not loader.num_speakers:
@@ -83,7 +83,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     if hasattr(store, "make_loader"):
         loader = store.make_loader(sampler, prefetch=int(d.prefetch))
     else:
-        loader = stores.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
+        loader = loaders.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
     return TrainData(loader, table.num_speakers, store.feat_dim, table.speakers, where)
 
 
