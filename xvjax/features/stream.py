@@ -1,4 +1,5 @@
-"""Batched feature extraction over a stream of utterances (the engine behind the CLI commands).
+"""Batched MFCC/fbank extraction over a stream of utterances (behind compute-mfcc-feats,
+compute-fbank-feats and `datadir_jobs.make_features`).
 
 Utterances arrive one by one (key, samples, sample_rate); they are checked (Kaldi's per-utterance
 errors become logged skips), grouped in input order into batches, padded to a bucketed length
