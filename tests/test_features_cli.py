@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,6 +50,24 @@ def test_kaldi_pipeline_commands(in_features_dir, tmp_path, capsys):
     for k in ref:
         np.testing.assert_array_equal(ours[k], ref[k])
     assert "processed 4 utterances, 1 had errors" in capsys.readouterr().err
+
+
+def test_numpy_commands_run_without_jax(in_features_dir, tmp_path):
+    """compute-vad, apply-cmvn-sliding and select-voiced-frames are numpy tools: no JAX import."""
+    vad, cmn, out = tmp_path / "vad.ark", tmp_path / "cmn.ark", tmp_path / "out.ark"
+    code = (
+        "import sys\nfrom xvjax.cli import run\n"
+        f"assert run(['compute-vad', '--config=vad.conf', 'ark,t:mfcc16k.txt', 'ark:{vad}']) == 0\n"
+        f"assert run(['apply-cmvn-sliding', '--center=true', 'ark,t:mfcc16k.txt', 'ark:{cmn}']) == 0\n"
+        f"assert run(['select-voiced-frames', 'ark:{cmn}', 'ark:{vad}', 'ark:{out}']) == 0\n"
+        "print(sorted(m for m in ('jax', 'flax', 'optax', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=in_features_dir
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    assert sorted(tables.read_dict(f"ark:{out}")) == ["u1_16k", "u2_16k", "u5_16k", "u7_16k_long"]
 
 
 def test_fbank_and_8k(in_features_dir, tmp_path):

@@ -50,8 +50,8 @@ COMMANDS: dict[str, str] = {
     "compute-vad": "xvjax.features.commands:compute_vad_cmd",
     "apply-cmvn-sliding": "xvjax.features.commands:apply_cmvn_sliding",
     "select-voiced-frames": "xvjax.features.commands:select_voiced_frames_cmd",
-    "make-features": "xvjax.features.datadir_commands:make_features",
-    "augment-data-dir": "xvjax.features.datadir_commands:augment_data_dir",
+    "make-features": "xvjax.features.commands:make_features",
+    "augment-data-dir": "xvjax.features.commands:augment_data_dir",
     # models and x-vectors
     "nnet3-to-flax": "xvjax.model.commands:nnet3_to_flax_cmd",
     "flax-to-nnet3": "xvjax.model.commands:flax_to_nnet3_cmd",

@@ -17,7 +17,7 @@ and the noisy copies are also scaled back to the input's power (`--normalize-out
 
 `augment_batch` picks one of {clean, reverb, noise, music, babble} per example with configurable
 probabilities and is a pure function of its PRNG key (same key -> bit-identical output). Sources
-are padded `SourceBank`s (see `sources.py` for MUSAN / RIRS_NOISES / data-dir loaders).
+are `SourceBank`s (see `noise_banks.py` for MUSAN / RIRS_NOISES / data-dir loaders).
 """
 
 from __future__ import annotations

@@ -1,18 +1,32 @@
 """Kaldi-style feature commands: compute-mfcc-feats, compute-fbank-feats, compute-vad,
-apply-cmvn-sliding, select-voiced-frames, make-features, augment-data-dir.
+apply-cmvn-sliding, select-voiced-frames, and the whole-data-dir jobs make-features and
+augment-data-dir (`xvjax.features.datadir_jobs`).
 
-Argument order and option names are Kaldi's (`--config=conf/mfcc.conf` works). Heavy modules
-(jax) are imported inside the commands so `xvjax --help` stays fast.
+Argument order and option names are Kaldi's (`--config=conf/mfcc.conf` works). Modules that import
+JAX are imported inside the commands, so `xvjax --help` stays fast and compute-vad,
+apply-cmvn-sliding and select-voiced-frames run without JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+
+import numpy as np
 
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
-from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
+from xvjax.features.cmvn import sliding_cmn_numpy
+from xvjax.features.options import (
+    AugmentDataDirOptions,
+    CmnOptions,
+    FbankOptions,
+    MfccOptions,
+    VadOptions,
+)
+from xvjax.features.vad import compute_vad_numpy
+from xvjax.kaldi import audio, tables
 
 log = logging.getLogger("xvjax")
 
@@ -74,8 +88,8 @@ def _build(cls, opts):
     return built
 
 
-# Options of `extract.extract_features`, shared with make-features (datadir_commands.py).
-BATCH_OPTS = [
+# Options of `stream.extract_features`, for the MFCC/fbank commands and make-features.
+_BATCH_OPTS = [
     Opt("batch-size", 16, "Utterances computed together in one batch (xvjax)"),
     Opt("seed", 0, "Seed of the dither noise (xvjax; Kaldi's dither is not reproducible)"),
     Opt("fft-impl", "kaldi", "kaldi: replay Kaldi's float32 FFT on the host (Kaldi's numbers, ~1e-4); "
@@ -86,20 +100,18 @@ _EXTRACT_OPTS = [
     Opt("subtract-mean", False, "Subtract mean of each feature file [CMS]; not recommended"),
     Opt("channel", -1, "Channel to extract (-1 -> expect mono, 0 -> left, 1 -> right)"),
     Opt("min-duration", 0.0, "Minimum duration of segments to process (in seconds)"),
-    *BATCH_OPTS,
+    *_BATCH_OPTS,
     Opt("compress", False, "If true, write compressed matrices (xvjax extension; Kaldi pipes "
         "through copy-feats --compress=true)"),
     Opt("compression-method", 2, "Compression method used with --compress=true (Kaldi's enum 1..7)"),
 ]  # fmt: skip
 
 
-def iter_wav_table(rspec: str, channel: int = -1):
+def _iter_wav_table(rspec: str, channel: int = -1):
     """Yields (key, samples, rate, error) from a wav rspecifier (`scp:wav.scp`, `scp,p:...`).
 
     Unreadable audio gives `error` (one line) instead of aborting the run.
     """
-    from xvjax.kaldi import audio, tables
-
     spec = tables.parse_rspecifier(rspec)
     if spec.type != "scp":
         raise XvjaxError(
@@ -116,17 +128,14 @@ def iter_wav_table(rspec: str, channel: int = -1):
 
 
 def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
-    import numpy as np
-
     from xvjax.features.stream import extract_features
-    from xvjax.kaldi import tables
 
     fopts = _build(cls, opts)
     num_utts = num_success = 0
     skipped = []
 
     def source():
-        for key, samples, rate, error in iter_wav_table(wav_rspec, opts.channel):
+        for key, samples, rate, error in _iter_wav_table(wav_rspec, opts.channel):
             if error is None and len(samples) / float(rate) < opts.min_duration:
                 error = (
                     f"File: {key} is too short ({len(samples) / rate:g} sec): producing no output."
@@ -200,9 +209,6 @@ def compute_fbank_feats(opts, wav_rspec, feats_wspec):
     nargs=(2, 2),
 )
 def compute_vad_cmd(opts, feats_rspec, vad_wspec):
-    from xvjax.features.vad import compute_vad_numpy
-    from xvjax.kaldi import tables
-
     vopts = _build(VadOptions, opts)
     num_done = num_err = num_unvoiced = 0
     tot_length = tot_decision = 0.0
@@ -245,9 +251,6 @@ def compute_vad_cmd(opts, feats_rspec, vad_wspec):
     nargs=(2, 2),
 )
 def apply_cmvn_sliding(opts, feats_rspec, feats_wspec):
-    from xvjax.features.cmvn import sliding_cmn_numpy
-    from xvjax.kaldi import tables
-
     copts = _build(CmnOptions, opts)
     num_done = num_err = 0
     with tables.Writer(feats_wspec) as writer:
@@ -274,10 +277,6 @@ def apply_cmvn_sliding(opts, feats_rspec, feats_wspec):
     nargs=(3, 3),
 )
 def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
-    import numpy as np
-
-    from xvjax.kaldi import tables
-
     num_done = num_err = 0
     vad = tables.RandomAccess(vad_rspec)
     with tables.Writer(feats_wspec) as writer:
@@ -309,3 +308,132 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
         "Done selecting voiced frames; processed %d utterances, %d had errors.", num_done, num_err
     )
     return 0 if num_done else 1
+
+
+@command(
+    "make-features",
+    "MFCC + energy VAD for a whole data dir (make_mfcc.sh + compute_vad_decision.sh), batched.",
+    usage="Usage: xvjax make-features [options] <data-dir> [<log-dir> [<mfcc-dir>]]\n"
+    " Writes <mfcc-dir>/raw_mfcc_<name>.{ark,scp}, vad_<name>.{ark,scp} and <data-dir>/feats.scp,\n"
+    " vad.scp, utt2num_frames (mfcc-dir defaults to <data-dir>/data).\n"
+    " e.g.: xvjax make-features --mfcc-config=conf/mfcc.conf --vad-config=conf/vad.conf data/train",
+    opts=[
+        Opt("mfcc-config", "conf/mfcc.conf", "MFCC config file (Kaldi options)"),
+        Opt("vad-config", "conf/vad.conf", "VAD config file; empty: no VAD"),
+        Opt("compress", True, "Compress the MFCC archive (copy-feats --compress)"),
+        Opt("compression-method", 1, "Kaldi compression method (1 = automatic)"),
+        Opt("write-utt2num-frames", True, "Write <data-dir>/utt2num_frames"),
+        *_BATCH_OPTS,
+        Opt("nj", 1, "Ignored (accepted for make_mfcc.sh compatibility)"),
+        Opt("progress", True, "Show a progress bar"),
+    ],
+    nargs=(1, 3),
+)
+def make_features(opts, data_dir, log_dir=None, mfcc_dir=None):
+    from xvjax.features import datadir_jobs
+
+    if not os.path.exists(opts.mfcc_config):
+        raise XvjaxError(f"MFCC config {opts.mfcc_config} not found (--mfcc-config)")
+    if opts.vad_config and not os.path.exists(opts.vad_config):
+        raise XvjaxError(f"VAD config {opts.vad_config} not found (--vad-config)")
+    mfcc_opts = MfccOptions.from_config_file(opts.mfcc_config)
+    vad_opts = VadOptions.from_config_file(opts.vad_config) if opts.vad_config else None
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    datadir_jobs.make_features(
+        data_dir, mfcc_opts, vad_opts, archive_dir=mfcc_dir,
+        compression_method=opts.compression_method if opts.compress else None,
+        write_utt2num_frames=opts.write_utt2num_frames, batch_size=opts.batch_size,
+        seed=opts.seed, fft_impl=opts.fft_impl, progress=opts.progress,
+    )  # fmt: skip
+    return 0
+
+
+def _numbers(text: str, name: str) -> tuple[float, ...]:
+    """A colon-separated option value (`--fg-snrs=15:10:5:0`) as numbers."""
+    try:
+        values = tuple(float(v) for v in text.replace(",", ":").split(":") if v.strip())
+    except ValueError:
+        raise XvjaxError(f"--{name}: expected colon-separated numbers, got '{text}'") from None
+    if not values:
+        raise XvjaxError(f"--{name}: empty list")
+    return values
+
+
+def _colon_list(values) -> str:
+    return ":".join(f"{v:g}" for v in values)
+
+
+_AUGMENT = AugmentDataDirOptions()
+
+
+@command(
+    "augment-data-dir",
+    "Write an augmented copy of a data dir (augment_data_dir.py / reverberate_data_dir.py).",
+    usage="Usage: xvjax augment-data-dir [options] <input-data-dir> <output-data-dir>\n"
+    " One kind per call, as in Kaldi's x-vector recipes:\n"
+    "  reverb: --rir-lists=RIRS_NOISES/simulated_rirs/smallroom/rir_list,"
+    "RIRS_NOISES/simulated_rirs/mediumroom/rir_list --utt-suffix=reverb\n"
+    "  noise:  --fg-noise-dir=musan/noise --fg-snrs=15:10:5:0 --fg-interval=1 --utt-suffix=noise\n"
+    "  music:  --bg-noise-dir=musan/music --bg-snrs=15:10:8:5 --num-bg-noises=1 --utt-suffix=music\n"
+    "  babble: --bg-noise-dir=musan/speech --bg-snrs=20:17:15:13 --num-bg-noises=3:4:5:6:7 "
+    "--utt-suffix=babble\n"
+    " Noise dirs may be a MUSAN folder, a folder of wavs or a Kaldi data dir (wav.scp).\n"
+    " Writes 16-bit wavs to <output-data-dir>/wavs/ and a data dir pointing at them.",
+    opts=[
+        Opt(
+            "rir-lists",
+            ",".join(_AUGMENT.rir_lists),
+            "Comma-separated RIRS_NOISES rir_list files (or data dirs of RIRs)",
+        ),
+        Opt(
+            "fg-noise-dir",
+            _AUGMENT.fg_noise_dir,
+            "Foreground noise source (MUSAN noise, wav folder or data dir)",
+        ),
+        Opt(
+            "bg-noise-dir",
+            _AUGMENT.bg_noise_dir,
+            "Background noise source (MUSAN music/speech, ... )",
+        ),
+        Opt("fg-snrs", _colon_list(_AUGMENT.fg_snrs), "Colon-separated foreground SNRs (dB)"),
+        Opt("bg-snrs", _colon_list(_AUGMENT.bg_snrs), "Colon-separated background SNRs (dB)"),
+        Opt(
+            "num-bg-noises",
+            _colon_list(_AUGMENT.num_bg_noises),
+            "Colon-separated choices of the number of background noises",
+        ),
+        Opt("fg-interval", _AUGMENT.fg_interval, "Seconds between foreground noises"),
+        Opt("utt-suffix", _AUGMENT.utt_suffix, "Suffix added to utterance ids (utt-suffix)"),
+        Opt("utt-prefix", _AUGMENT.utt_prefix, "Prefix added to utterance ids (prefix-utt)"),
+        Opt("modify-spk-id", _AUGMENT.modify_spk_id, "Also add the prefix/suffix to speaker ids"),
+        Opt("random-seed", _AUGMENT.random_seed, "Seed (same seed -> identical output)"),
+        Opt(
+            "max-source-seconds",
+            _AUGMENT.max_source_seconds,
+            "Keep the first seconds of each noise file (memory cap; background noises only use "
+            "the first utterance-length, so exact when >= the longest utterance; 0: no cap)",
+        ),
+        Opt("progress", True, "Show a progress bar"),
+    ],
+    nargs=(2, 2),
+)
+def augment_data_dir(opts, in_dir, out_dir):
+    from xvjax.features import datadir_jobs
+
+    aug_opts = AugmentDataDirOptions(
+        rir_lists=tuple(opts.rir_lists.split(",")) if opts.rir_lists else (),
+        fg_noise_dir=opts.fg_noise_dir,
+        bg_noise_dir=opts.bg_noise_dir,
+        fg_snrs=_numbers(opts.fg_snrs, "fg-snrs"),
+        bg_snrs=_numbers(opts.bg_snrs, "bg-snrs"),
+        num_bg_noises=tuple(int(c) for c in _numbers(opts.num_bg_noises, "num-bg-noises")),
+        fg_interval=opts.fg_interval,
+        utt_suffix=opts.utt_suffix,
+        utt_prefix=opts.utt_prefix,
+        modify_spk_id=opts.modify_spk_id,
+        random_seed=opts.random_seed,
+        max_source_seconds=opts.max_source_seconds,
+    )
+    datadir_jobs.augment_data_dir(in_dir, out_dir, aug_opts, progress=opts.progress)
+    return 0

@@ -1,8 +1,10 @@
-"""Option structs of Kaldi's feature binaries, with Kaldi's option names (`-` -> `_`).
+"""Option structs of Kaldi's feature binaries and scripts, with Kaldi's option names (`-` -> `_`).
 
 `MfccOptions` mirrors `compute-mfcc-feats` (`FrameExtractionOptions` + `MelBanksOptions` +
-`MfccOptions`), `FbankOptions` mirrors `compute-fbank-feats`, `VadOptions` `compute-vad` and
-`CmnOptions` `apply-cmvn-sliding`. Defaults are Kaldi's, so a recipe's `conf/mfcc.conf` maps 1:1:
+`MfccOptions`), `FbankOptions` mirrors `compute-fbank-feats`, `VadOptions` `compute-vad`,
+`CmnOptions` `apply-cmvn-sliding` and `AugmentDataDirOptions` steps/data/augment_data_dir.py (with
+reverberate_data_dir.py's `--rir-lists`). Defaults are Kaldi's, so a recipe's `conf/mfcc.conf`
+maps 1:1:
 
     opts = MfccOptions.from_config_file("conf/mfcc.conf")
     opts = MfccOptions(sample_frequency=8000, snip_edges=False, dither=0.0)
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.config_files import parse_bool, read_config_file
@@ -190,6 +194,47 @@ class CmnOptions:
     from_config_file = classmethod(FrameOptions.from_config_file.__func__)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentDataDirOptions:
+    """Options of one augmented copy of a data dir (`xvjax.features.datadir_jobs.augment_data_dir`).
+
+    One kind per call, as Kaldi's x-vector recipes make them: reverberation (`rir_lists`: RIRS_NOISES
+    rir_list files, folders or data dirs of RIRs), foreground noises (`fg_noise_dir`, back to back
+    `fg_interval` seconds apart, each at one of `fg_snrs` dB) or background noises (`bg_noise_dir`,
+    one of `num_bg_noises` tracks at once, each at one of `bg_snrs` dB). Augmented ids are
+    `<utt>-<utt_suffix>` (or `<utt_prefix>-<utt>`); the same `random_seed` gives the same output.
+    `max_source_seconds` keeps the first seconds of each noise file (0: all of it).
+    """
+
+    rir_lists: tuple[str, ...] = ()
+    fg_noise_dir: str = ""
+    bg_noise_dir: str = ""
+    fg_snrs: tuple[float, ...] = (20.0, 10.0, 0.0)
+    bg_snrs: tuple[float, ...] = (20.0, 10.0, 0.0)
+    num_bg_noises: tuple[int, ...] = (1,)
+    fg_interval: float = 0.0
+    utt_suffix: str = ""
+    utt_prefix: str = ""
+    modify_spk_id: bool = False
+    random_seed: int = 123
+    max_source_seconds: float = 60.0
+
+    def check(self) -> None:
+        if sum(bool(k) for k in (self.rir_lists, self.fg_noise_dir, self.bg_noise_dir)) != 1:
+            raise XvjaxError("give exactly one of --rir-lists, --fg-noise-dir, --bg-noise-dir")
+        if not self.utt_suffix and not self.utt_prefix:
+            raise XvjaxError(
+                "give --utt-suffix or --utt-prefix so augmented ids differ from the input"
+            )
+        for name in ("fg_snrs", "bg_snrs", "num_bg_noises"):
+            if not getattr(self, name):
+                raise XvjaxError(f"--{name.replace('_', '-')}: empty list")
+
+    def new_id(self, key: str) -> str:
+        """The augmented copy's id of an utterance (or speaker) id."""
+        return f"{self.utt_prefix}-{key}" if self.utt_prefix else f"{key}-{self.utt_suffix}"
+
+
 # The x-vector recipes' settings (egs/voxceleb/v2/conf/*.conf, egs/sre16/v2/conf/*.conf).
 VOXCELEB_MFCC = MfccOptions(
     sample_frequency=16000, frame_length=25, low_freq=20, high_freq=7600, num_mel_bins=30,
@@ -207,8 +252,6 @@ RECIPE_CMN = CmnOptions(cmn_window=300, center=True, norm_vars=False)
 
 
 def _f32(x: float):
-    import numpy as np
-
     return np.float32(x)
 
 

@@ -1,4 +1,5 @@
-"""Batched feature extraction over a stream of utterances (the engine behind the CLI commands).
+"""Batched MFCC/fbank extraction over a stream of utterances (behind compute-mfcc-feats,
+compute-fbank-feats and `datadir_jobs.make_features`).
 
 Utterances arrive one by one (key, samples, sample_rate); they are checked (Kaldi's per-utterance
 errors become logged skips), grouped in input order into batches, padded to a bucketed length
@@ -12,8 +13,11 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from xvjax.features.mfcc import compute_features, num_frames
 from xvjax.features.options import FbankOptions, MfccOptions
 
 log = logging.getLogger("xvjax")
@@ -50,8 +54,6 @@ def check_utterance(
         return f"expected mono audio, got shape {samples.shape}; utterance is {key}"
     if not np.all(np.isfinite(samples)):
         return f"audio has NaN or infinite samples; utterance is {key}"
-    from xvjax.features.mfcc import num_frames
-
     if int(num_frames(len(samples), opts)) == 0:
         return (
             f"no frames fit in the audio (#samples is {len(samples)}, one frame is "
@@ -61,11 +63,6 @@ def check_utterance(
 
 
 def _run_batch(batch, opts, batch_size: int, key, fft_impl: str) -> list[Result]:
-    import jax
-    import jax.numpy as jnp
-
-    from xvjax.features.mfcc import compute_features
-
     length = bucket_length(max(len(s) for _, s in batch))
     wav = np.zeros((batch_size, length), np.float32)
     lens = np.zeros((batch_size,), np.int32)
@@ -102,8 +99,6 @@ def extract_features(
       sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
         length (less padding); results still come out in input order.
     """
-    import jax
-
     opts.check()
     base_key = jax.random.key(seed)
 
