@@ -109,6 +109,9 @@ class Command:
     nargs: tuple[int, int | None]
     # Raw commands get argv untouched (e.g. `train` with ml_collections `--config.x=y` overrides).
     raw: bool = False
+    # `--name value` accepted besides Kaldi's `--name=value` (the recipe's options, as shell scripts
+    # pass them); booleans still need `--name=false`.
+    space_values: bool = False
 
 
 # Options every (non-raw) command accepts, as Kaldi's ParseOptions adds them.
@@ -126,13 +129,14 @@ def command(
     opts: Sequence[Opt] = (),
     nargs: tuple[int, int | None] = (0, None),
     raw: bool = False,
+    space_values: bool = False,
 ):
     """Declares `func(opts, *args)` as `xvjax NAME` (listed in `COMMANDS`). `nargs` = (min, max or
     None). The declaration is kept on the function (`func.command`); nothing is registered."""
 
     def wrap(func):
         func.command = Command(
-            name, summary, textwrap.dedent(usage).strip(), opts, func, nargs, raw
+            name, summary, textwrap.dedent(usage).strip(), opts, func, nargs, raw, space_values
         )
         return func
 
@@ -178,14 +182,21 @@ def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
     positional: list[str] = []
     from_cli: list[str] = []
     only_args = False
-    for arg in argv:
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
         if only_args or not arg.startswith("--") or arg == "--":
             if arg == "--" and not only_args:
                 only_args = True
                 continue
             positional.append(arg)
-        else:
-            from_cli.append(arg)
+            continue
+        opt = known.get(_canon(arg[2:]))
+        if cmd.space_values and "=" not in arg and opt is not None and opt.kind is not bool:
+            if not args:
+                raise XvjaxError(f"option {arg} needs a value")
+            arg = f"{arg}={args.pop(0)}"
+        from_cli.append(arg)
 
     def apply(items: list[str], source: str) -> None:
         for item in items:
