@@ -244,7 +244,8 @@ def usage_text(cmd: Command) -> str:
         if isinstance(default, bool):
             default = str(default).lower()
         kind = {bool: "bool", int: "int", float: "float", str: "string"}.get(o.kind, "string")
-        lines.append(f"  --{_canon(o.name):<28} : {o.help} ({kind}, default = {default})")
+        shown = kind if default is None else f"{kind}, default = {default}"  # None: see the help
+        lines.append(f"  --{_canon(o.name):<28} : {o.help} ({shown})")
     return "\n".join(lines)
 
 
