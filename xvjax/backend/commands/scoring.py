@@ -213,18 +213,27 @@ def _norm_score_files(method, top_k, scores_rx, enroll_cohort_rx, test_cohort_rx
     from xvjax.backend import snorm
 
     trials, raw = score_files.read_score_file(scores_rx)
+    if not len(raw):
+        raise XvjaxError(f"no scores in '{scores_rx}'")
     e_stats = t_stats = None
     if method in snorm.ENROLL_SIDE:
-        cohort = score_files.read_score_file(enroll_cohort_rx)
-        e_stats = snorm.cohort_stats_by_key(*cohort, top_k, enroll_cohort_rx)
+        e_stats = _cohort_stats(enroll_cohort_rx, top_k)
     if method in snorm.TEST_SIDE:
-        cohort = score_files.read_score_file(test_cohort_rx)
-        t_stats = snorm.cohort_stats_by_key(*cohort, top_k, test_cohort_rx)
+        t_stats = _cohort_stats(test_cohort_rx, top_k)
     normed = snorm.normalize_score_list(
         trials, raw, e_stats, t_stats, (enroll_cohort_rx, test_cohort_rx)
     )
     score_files.write_scores(scores_wx, trials, normed)
     log.info("Normalised %d scores (%s).", len(trials), method)
+
+
+def _cohort_stats(cohort_rx: str, top_k: int | None) -> dict[str, tuple[float, float]]:
+    from xvjax.backend import snorm
+
+    cohort = score_files.read_score_file(cohort_rx)
+    if not len(cohort[1]):
+        raise XvjaxError(f"no cohort scores in '{cohort_rx}'")
+    return snorm.cohort_stats_by_key(*cohort, top_k, cohort_rx)
 
 
 @command(
