@@ -375,6 +375,12 @@ def run(argv: Sequence[str]) -> int:
     except OSError as e:  # permission denied, no space left, ...: one line, no traceback
         print(f"ERROR (xvjax {name}): {_one_line(e)}", file=sys.stderr)
         return 1
+    if result != 0 and not cmd.resumable:  # e.g. Kaldi's "nothing succeeded" status
+        print(
+            f"ERROR (xvjax {name}): failed (exit status {result}; see the warnings above); "
+            "no output file was kept",
+            file=sys.stderr,
+        )
     return result
 
 
