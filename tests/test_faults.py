@@ -608,9 +608,13 @@ def test_permission_problems_are_one_line_errors(inputs, unprivileged):
     ro.chmod(0o555)
     vectors, readable, model = scratch / "v.ark", scratch / "ok.raw", scratch / "final.raw"
     shutil.copy(inputs["vec.ark"], vectors)
+    shutil.copy(inputs["feats.ark"], scratch / "feats.ark")
     shutil.copy(inputs["raw"], readable)
     shutil.copy(inputs["raw"], model)
     model.chmod(0o000)
+    model_dir = scratch / "model_dir"
+    assert cli.run(["nnet3-to-flax", "--print-args=false", inputs["raw"], str(model_dir)]) == 0
+    (model_dir / "model.json").chmod(0o000)
     env = dict(_env(), HOME=str(scratch))
     cases = [
         (["copy-vector", f"ark:{vectors}", f"ark:{ro}/v.ark"],
@@ -619,6 +623,8 @@ def test_permission_problems_are_one_line_errors(inputs, unprivileged):
          rf"cannot open '{model}' for reading: Permission denied"),
         (["nnet3-to-flax", str(readable), str(ro / "model")],
          rf"cannot write '{ro}/model': Permission denied"),
+        (["nnet3-xvector-compute", str(model_dir), f"ark:{scratch}/feats.ark", f"ark:{scratch}/x"],
+         rf"cannot read {model_dir}/model.json: Permission denied"),
     ]  # fmt: skip
     for argv, message in cases:
         proc = subprocess.run(
@@ -630,6 +636,7 @@ def test_permission_problems_are_one_line_errors(inputs, unprivileged):
         lines = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
         assert len(lines) == 1 and re.search(message, lines[0]), proc.stderr
     assert os.listdir(ro) == [] and not (scratch / "copy.raw").exists()
+    assert not (scratch / "x").exists()
 
 
 # ----------------------------------------------------------------------------- item 12

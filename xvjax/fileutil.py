@@ -5,7 +5,9 @@ while a command runs, kept or undone together.
   `.NAME.xvjax-HOST-PID-XXXXXXXX.tmp` beside `path`, with the permissions a plain `open`/`mkdir`
   would give (the umask's, not mkstemp's 0600/0700). The writer's host and pid are in the name, so
   temp files left by a process that no longer exists (SIGKILL, a crash, a reboot) are recognised
-  and removed when that folder is next written to; a live writer's are never touched.
+  and removed when that folder is next written to; a live writer's are never touched (nor any of
+  another host's: on a shared file system only their host can tell; containers sharing a host
+  name but not their process ids should not share an output folder).
 - `replace(tmp, path)`: puts a finished temp file or directory in place of `path`.
 - `remove(path)`: deletes an output that is no longer wanted (undone with the rest on failure).
 - `command_outputs()`: the run wrapper's block (`xvjax.cli.run`). Inside it every `replace` and
@@ -47,7 +49,12 @@ def _umask() -> int:
 
 
 def _prefix(path: str) -> str:
-    return f".{os.path.basename(path)}.xvjax-{_HOST}-{os.getpid()}-"
+    owner = f".xvjax-{_HOST}-{os.getpid()}-"
+    base = os.path.basename(path)
+    room = 255 - len(owner.encode()) - 1 - 12  # NAME_MAX, the dot, 8 random chars + ".tmp"
+    while len(base.encode()) > room:  # a long name is shortened in its temp file's name only
+        base = base[:-1]
+    return f".{base}{owner}"
 
 
 def _process_exists(pid: int) -> bool:

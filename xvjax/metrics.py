@@ -128,6 +128,8 @@ def compute_act_dcf(
     c_def = check_costs(p_target, c_miss, c_fa)
     s = np.asarray(llrs, dtype=np.float64)
     lab = _labels(labels)
+    if s.size == 0:
+        raise XvjaxError("no scores")
     if not lab.any() or lab.all():
         raise XvjaxError("need both target and nontarget trials")
     threshold = math.log(c_fa * (1 - p_target) / (c_miss * p_target))
