@@ -25,7 +25,8 @@ fi
 stage=-1
 workdir=exp/transfer
 args=()
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+# The usage is the comment block at the top (up to the first line that is not a comment).
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in

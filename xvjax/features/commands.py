@@ -107,6 +107,22 @@ _EXTRACT_OPTS = [
 ]  # fmt: skip
 
 
+def _unusable(utt: str, feats: np.ndarray) -> bool:
+    """Kaldi's per-utterance check of input features (empty), and xvjax's (NaN or infinite
+    values, which would pass silently into every frame of the output): warns and returns True."""
+    if feats.ndim != 2 or feats.size == 0:
+        log.warning("Empty feature matrix for utterance %s", utt)
+        return True
+    if not np.isfinite(feats).all():
+        bad = int(np.count_nonzero(~np.isfinite(feats).all(axis=1)))
+        log.warning(
+            "Features of utterance %s have NaN or infinite values (%d of %d frames); skipping it",
+            utt, bad, feats.shape[0],
+        )  # fmt: skip
+        return True
+    return False
+
+
 def _iter_wav_table(rspec: str, channel: int = -1):
     """Yields (key, samples, rate, error) from a wav rspecifier (`scp:wav.scp`, `scp,p:...`).
 
@@ -214,8 +230,7 @@ def compute_vad_cmd(opts, feats_rspec, vad_wspec):
     tot_length = tot_decision = 0.0
     with tables.Writer(vad_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.size == 0:
-                log.warning("Empty feature matrix for utterance %s", utt)
+            if _unusable(utt, feats):
                 num_err += 1
                 continue
             voiced = compute_vad_numpy(feats, vopts)
@@ -230,7 +245,7 @@ def compute_vad_cmd(opts, feats_rspec, vad_wspec):
             writer[utt] = voiced
     log.info(
         "Applied energy based voice activity detection; processed %d utterances successfully; "
-        "%d had empty features, and %d were completely unvoiced.",
+        "%d had empty (or non-finite) features, and %d were completely unvoiced.",
         num_done, num_err, num_unvoiced,
     )  # fmt: skip
     if tot_length:
@@ -255,8 +270,7 @@ def apply_cmvn_sliding(opts, feats_rspec, feats_wspec):
     num_done = num_err = 0
     with tables.Writer(feats_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.size == 0:
-                log.warning("Empty feature matrix for utterance %s", utt)
+            if _unusable(utt, feats):
                 num_err += 1
                 continue
             writer[utt] = sliding_cmn_numpy(feats, copts)
@@ -281,8 +295,7 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
     vad = tables.RandomAccess(vad_rspec)
     with tables.Writer(feats_wspec) as writer:
         for utt, feats in tables.read(feats_rspec):
-            if feats.ndim != 2 or feats.size == 0:
-                log.warning("Empty feature matrix for utterance %s", utt)
+            if _unusable(utt, feats):
                 num_err += 1
                 continue
             if utt not in vad:
@@ -290,6 +303,10 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
                 num_err += 1
                 continue
             voiced = np.asarray(vad[utt])
+            if not np.isfinite(voiced).all():
+                log.warning("VAD decisions of utterance %s have NaN or infinite values", utt)
+                num_err += 1
+                continue
             if len(voiced) != feats.shape[0]:
                 log.warning(
                     "Mismatch in number for frames %d for features and VAD %d, for utterance %s",

@@ -71,10 +71,18 @@ def _run_batch(batch, opts, batch_size: int, key, fft_impl: str) -> list[Result]
         lens[i] = len(s)
     feats, nf = compute_features(jnp.asarray(wav), jnp.asarray(lens), opts, key, fft_impl)
     feats, nf = jax.device_get((feats, nf))
-    return [
+    out = [
         Result(k, np.ascontiguousarray(feats[i, : nf[i]]), num_samples=len(s))
         for i, (k, s) in enumerate(batch)
     ]
+    for r, (_, s) in zip(out, batch, strict=True):
+        if not np.isfinite(r.feats).all():  # e.g. float audio too loud for float32 power spectra
+            r.error = (
+                f"features have NaN or infinite values (largest sample {np.abs(s).max():g}); "
+                f"utterance is {r.key}"
+            )
+            r.feats = None
+    return out
 
 
 def extract_features(

@@ -15,6 +15,8 @@ A wav.scp value (Kaldi's "extended filename") is one of:
 from __future__ import annotations
 
 import io
+import logging
+import os
 import struct
 
 import numpy as np
@@ -22,6 +24,11 @@ import soundfile
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
+
+log = logging.getLogger("xvjax")
+
+# RIFF/data chunk sizes that mean "read to the end" (streamed WAVs; 0x7FFFF000 is SoX's).
+_STREAMED_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)
 
 
 def _read_riff_at(f) -> bytes:
@@ -36,11 +43,48 @@ def _read_riff_at(f) -> bytes:
     return head + body
 
 
-def decode_audio(data, name: str, channel: int = -1) -> tuple[np.ndarray, int]:
-    """Decodes audio bytes or a path with soundfile; returns (samples float32, sample_rate).
+def wav_data_shortfall(head: bytes, total_size: int) -> tuple[int, int] | None:
+    """(bytes the data chunk declares, bytes present) of a RIFF/WAVE file whose data is shorter
+    than its header says, or None (complete, streamed, or not a WAV whose data chunk starts within
+    `head`). `head`: the file's first bytes; `total_size`: the whole file's size."""
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "<" if head[:4] == b"RIFF" else ">"
+    if struct.unpack(order + "I", head[4:8])[0] in _STREAMED_SIZES:
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        tag, (size,) = head[pos : pos + 4], struct.unpack(order + "I", head[pos + 4 : pos + 8])
+        if tag == b"data":
+            present = total_size - (pos + 8)
+            if size in _STREAMED_SIZES or present >= size:
+                return None
+            return size, max(present, 0)
+        pos += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
 
-    `channel` = -1 expects mono (as Kaldi's default), otherwise selects that channel.
+
+def _warn_if_truncated(head: bytes, total_size: int, name: str) -> None:
+    short = wav_data_shortfall(head, total_size)
+    if short is not None:  # Kaldi's WaveData::Read warns and uses what is there
+        log.warning(
+            "%s: expected %d bytes of wave data, but read only %d bytes. Truncated file?",
+            name, short[0], short[1],
+        )  # fmt: skip
+
+
+def decode_audio(data, name: str, channel: int = -1) -> tuple[np.ndarray, int]:
+    """Decodes audio bytes or a binary file with soundfile; returns (samples float32, sample_rate).
+
+    As Kaldi: a WAV whose data is shorter than its header says is read with a warning, and with
+    `channel` = -1 (not chosen) audio of several channels gives channel 0 with a warning;
+    otherwise `channel` selects that channel (an error if there is no such channel).
     """
+    if isinstance(data, (bytes, bytearray)):
+        _warn_if_truncated(bytes(data[:65536]), len(data), name)
+    elif hasattr(data, "fileno"):
+        _warn_if_truncated(data.read(65536), os.fstat(data.fileno()).st_size, name)
+        data.seek(0)
     try:
         src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
         with soundfile.SoundFile(src) as snd:
@@ -62,7 +106,10 @@ def decode_audio(data, name: str, channel: int = -1) -> tuple[np.ndarray, int]:
         raise XvjaxError(f"cannot read audio '{name}': {msg}") from None
     if channel == -1:
         if num_chan != 1:
-            raise XvjaxError(f"audio '{name}' has {num_chan} channels; choose one (channel option)")
+            log.warning(
+                "%s: channel not specified but the audio has %d channels; defaulting to zero "
+                "(--channel chooses one)", name, num_chan,
+            )  # fmt: skip
         channel = 0
     if not 0 <= channel < num_chan:
         raise XvjaxError(f"audio '{name}' has {num_chan} channels, no channel {channel}")

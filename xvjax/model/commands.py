@@ -5,6 +5,7 @@ Module-level imports stay light (no jax/flax) so `xvjax --help` is fast.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -139,13 +140,12 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
     if opts.output_node not in [o.name for o in spec.outputs] + spec.node_names():
         raise XvjaxError(f"{model}: the model has no node '{opts.output_node}'")
     ex = Extractor(spec, variables, opts.output_node, opts.batch_size, opts.max_batch_frames)
-    num_fail = 0
+    failed: collections.Counter = collections.Counter()  # Skip.kind -> utterances
     num_done = 0
     frames = 0
 
-    def on_error(utt: str, reason: str) -> None:
-        nonlocal num_fail
-        num_fail += 1
+    def on_error(utt: str, reason) -> None:
+        failed[getattr(reason, "kind", "other")] += 1
         log.warning("utterance %s: %s", utt, reason)
 
     def counted(reader):
@@ -177,6 +177,14 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
         frames / max(elapsed, 1e-9),
         len(ex.shapes),
     )
-    log.info("Done %d utterances, failed for %d", num_done, num_fail)
+    log.info("Done %d utterances, failed for %d", num_done, failed.total())
     if num_done == 0:
-        raise XvjaxError("no x-vectors were extracted")
+        if not failed:
+            raise XvjaxError(f"no x-vectors were extracted: '{feats_rspec}' has no utterances")
+        why = "; ".join(f"{kind}: {n}" for kind, n in failed.most_common())
+        if "wrong feature dimension" in failed:
+            why += f"; the model takes {spec.input_dim}-dimensional features"
+        raise XvjaxError(
+            f"no x-vectors were extracted: all {failed.total()} utterances failed ({why}; "
+            "see the warnings above)"
+        )

@@ -82,6 +82,7 @@ _OPTS = (
         for o in _OPTS
     ],
     nargs=(0, 0),
+    resumable=True,
 )
 def demo(opts):
     from xvjax.recipe import transfer
