@@ -97,11 +97,15 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
     "Extract x-vectors (Kaldi nnet3-xvector-compute semantics, batched)",
     usage="""
     Propagates features through the network and writes one vector per utterance: the output of
-    --output-node (default tdnn6.affine, the x-vector) for each chunk, averaged with weights equal
-    to the chunks' un-padded lengths. MODEL is a Kaldi raw nnet3 model or an xvjax model dir.
+    the network's node named 'output' (as Kaldi) for each chunk, averaged with weights equal to
+    the chunks' un-padded lengths. MODEL is a Kaldi raw nnet3 model (file or 'cmd |') or an xvjax
+    model dir; in a model dir whose 'output' is the speaker classifier the x-vector node (the
+    first affine after statistics pooling) is computed instead. --output-node overrides both.
     Usage: xvjax nnet3-xvector-compute [options] <model> <features-rspecifier> <vector-wspecifier>
-     e.g.: xvjax nnet3-xvector-compute --chunk-size=10000 --min-chunk-size=25 final.raw \\
+     e.g.: xvjax nnet3-xvector-compute --chunk-size=10000 --min-chunk-size=25 \\
+             "xvjax nnet3-copy --nnet-config=extract.config final.raw - |" \\
              scp:data/test/feats.scp ark,scp:xvectors.ark,xvectors.scp
+           (extract.config: output-node name=output input=tdnn6.affine)
     """,
     opts=[
         Opt(
@@ -117,8 +121,9 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
         ),
         Opt(
             "output-node",
-            "tdnn6.affine",
-            "Node whose output is the x-vector (an nnet3 output-node or component-node name)",
+            "",
+            "Node to compute instead of 'output' (an nnet3 output-node or component-node name; "
+            "xvjax extension)",
         ),
         Opt("batch-size", 64, "Maximum chunks per batch"),
         Opt(
@@ -127,17 +132,26 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
             "Maximum padded frames per batch (limits memory for long chunks)",
         ),
         Opt("use-gpu", "no", "Accepted for Kaldi compatibility; JAX uses its default device"),
+        Opt("cache-capacity", 64, "Accepted for Kaldi compatibility (extract_xvectors.sh passes "
+            "it); no effect: xvjax caches one jit program per batch shape"),
     ],
     nargs=(3, 3),
 )
 def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str) -> None:
+    from pathlib import Path
+
     from xvjax.kaldi import tables
     from xvjax.model.checkpoint import load_any
-    from xvjax.model.xvector_compute import Extractor, extract_xvectors
+    from xvjax.model.xvector_compute import Extractor, extract_xvectors, extraction_node
 
     spec, variables = load_any(model)
-    if opts.output_node not in [o.name for o in spec.outputs] + spec.node_names():
-        raise XvjaxError(f"{model}: the model has no node '{opts.output_node}'")
+    try:
+        node = extraction_node(spec, Path(model).is_dir(), opts.output_node)
+    except XvjaxError as e:
+        raise XvjaxError(f"{model}: {e}") from None
+    log.info("Computing node '%s' (%s, dim %d) of %s", node, spec.resolve(node),
+             spec.output_dim(node), model)  # fmt: skip
+    opts.output_node = node
     ex = Extractor(spec, variables, opts.output_node, opts.batch_size, opts.max_batch_frames)
     num_fail = 0
     num_done = 0
