@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from xvjax import cli
 
@@ -88,3 +91,31 @@ def test_nnet3_init(kaldi_fixtures, tmp_path):
     assert nnet.config_lines() == Nnet.read(str(small / "final.raw")).config_lines()
     assert not nnet.components["output.affine"].params["linear"].any()  # param-stddev=0.0
     assert nnet.components["tdnn1.affine"].params["linear"].std() > 0.01
+
+
+_BIAS_MEAN = re.compile(r"bias-\{mean,stddev\}=([^,]+),")
+
+
+@pytest.mark.parametrize("model", ["small", "full", "variant8k"])
+def test_nnet3_info_equals_kaldi(kaldi_fixtures, capsys, model):
+    """Every line of Kaldi's nnet3-info, component summaries included, byte for byte. One value
+    is summation-order noise: the mean of a bias whose sum cancels (the output layer's, ~1e-9 for
+    values ~1e-3), which Kaldi sums with its BLAS's sdot kernel. It is compared to within the
+    float32 rounding of that sum instead."""
+    from xvjax.kaldi.nnet3 import Nnet
+
+    folder = kaldi_fixtures / "nnet3" / model
+    assert cli.run(["nnet3-info", "--print-args=false", str(folder / "final.raw")]) == 0
+    ours = capsys.readouterr().out.splitlines()
+    ref = (folder / "final.info").read_text().splitlines()
+    assert len(ours) == len(ref)
+    nnet = Nnet.read(str(folder / "final.raw"))
+    for a, b in zip(ours, ref, strict=True):
+        if a == b:
+            continue
+        name = b.split()[1].removeprefix("name=")
+        assert _BIAS_MEAN.sub("", a) == _BIAS_MEAN.sub("", b), b
+        bias = nnet.components[name].params["bias"]
+        slack = len(bias) * np.finfo(np.float32).eps * np.abs(bias).max()
+        mean_a, mean_b = (float(_BIAS_MEAN.search(x).group(1)) for x in (a, b))
+        assert abs(mean_a - mean_b) <= slack, (name, mean_a, mean_b)

@@ -132,8 +132,12 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
             "Maximum padded frames per batch (limits memory for long chunks)",
         ),
         Opt("use-gpu", "no", "Accepted for Kaldi compatibility; JAX uses its default device"),
-        Opt("cache-capacity", 64, "Accepted for Kaldi compatibility (extract_xvectors.sh passes "
-            "it); no effect: xvjax caches one jit program per batch shape"),
+        Opt(
+            "cache-capacity",
+            64,
+            "Accepted for Kaldi compatibility (extract_xvectors.sh passes "
+            "it); no effect: xvjax caches one jit program per batch shape",
+        ),
     ],
     nargs=(3, 3),
 )

@@ -101,31 +101,20 @@ def nnet3_init(opts, *args):
 
 @command(
     "nnet3-info",
-    "Print a summary of an nnet3 raw model (dims, config lines, components)",
+    "Print some text information about 'raw' nnet3 neural network, to standard output",
     usage="""
-    Usage: xvjax nnet3-info [options] <raw-nnet-in>
-     e.g.: xvjax nnet3-info final.raw""",
+    Usage: xvjax nnet3-info [options] <raw-nnet>
+     e.g.: xvjax nnet3-info 0.raw
+    Prints Kaldi's text: context, number of parameters, modulus, the config lines with dims and
+    one summary line per component (parameter norms and percentiles, stored statistics).""",
     nargs=(1, 1),
 )
 def nnet3_info(opts, nnet_in: str):
+    import sys
+
     from xvjax.kaldi.nnet3 import Nnet
 
-    nnet = Nnet.read(nnet_in)
-    lines = []
-    nodes = {n.name: n.kind for n in nnet.nodes}
-    if nodes.get("input") == "input" and nodes.get("output") == "output":
-        left, right = nnet.context()
-        lines += [f"left-context: {left}", f"right-context: {right}"]
-    lines += [f"num-parameters: {nnet.num_parameters()}", f"modulus: {nnet.modulus()}"]
-    lines += nnet.config_lines(include_dim=True)
-    for name, comp in nnet.components.items():
-        desc = f"component name={name} type={comp.type}, input-dim={comp.input_dim}, output-dim={comp.output_dim}"
-        for key in ("learning_rate", "learning_rate_factor", "max_change"):
-            if key in comp.attrs and (key != "learning_rate_factor" or comp.attrs[key] != 1.0):
-                if key != "max_change" or comp.attrs[key] > 0:
-                    desc += f", {key.replace('_', '-')}={comp.attrs[key]:g}"
-        lines.append(desc)
-    print("\n".join(lines))
+    sys.stdout.write(Nnet.read(nnet_in).info())
 
 
 @command(
