@@ -30,6 +30,8 @@ def _read_text(path: str, what: str) -> str:
      e.g.: xvjax nnet3-copy --binary=false 0.raw text.raw
            xvjax nnet3-copy --nnet-config=resize.config final.raw 0.raw
            xvjax nnet3-copy --nnet-config=extract.config final.raw - | ...
+           xvjax nnet3-copy --learning-rate=0.008 --scale=0.92 0.raw -
+           xvjax nnet3-copy --prepare-for-test=true final.raw final_test.raw
     --nnet-config adds or replaces components and nodes as Kaldi's Nnet::ReadConfig does (new
     components initialised with Kaldi's defaults; random init with non-zero stddevs uses xvjax's
     own RNG (--srand), so it cannot equal Kaldi's numbers; zero stddevs give Kaldi's exact bytes).
@@ -42,6 +44,20 @@ def _read_text(path: str, what: str) -> str:
         Opt("edits-config", "", "File of edit directives applied after --nnet-config"),
         Opt("edits", "", "Inline edits, ';'-separated, e.g. 'remove-orphans'"),
         Opt("srand", 0, "Seed for random initialisation of new components"),
+        Opt("scale", 1.0, "The parameter matrices are scaled by the specified value"),
+        Opt(
+            "prepare-for-test",
+            False,
+            "If true, prepares the model for test time: test mode in "
+            "dropout and batch-norm components, and CollapseModel() (BatchNorm folded into the "
+            "next affine layer)",
+        ),
+        Opt(
+            "batchnorm-test-mode",
+            False,
+            "Batch-norm components' test mode is set to this value "
+            "(overridden by --prepare-for-test)",
+        ),
         Opt(
             "kaldi-roundtrip",
             True,
@@ -54,7 +70,14 @@ def nnet3_copy(opts, nnet_in: str, nnet_out: str):
     import numpy as np
 
     from xvjax.kaldi.nnet3 import Nnet
-    from xvjax.kaldi.nnet3.edits import apply_edits, set_learning_rate
+    from xvjax.kaldi.nnet3.collapse import collapse_model
+    from xvjax.kaldi.nnet3.edits import (
+        apply_edits,
+        scale_nnet,
+        set_batchnorm_test_mode,
+        set_dropout_test_mode,
+        set_learning_rate,
+    )
 
     nnet = Nnet.read(nnet_in)
     if opts.nnet_config:
@@ -63,6 +86,7 @@ def nnet3_copy(opts, nnet_in: str, nnet_out: str):
         )
     if opts.learning_rate >= 0:
         set_learning_rate(nnet, opts.learning_rate)
+    scale_nnet(nnet, opts.scale)
     if opts.set_dropout_proportion > 0:
         for comp in nnet.components.values():
             if comp.type == "DropoutComponent":
@@ -71,6 +95,12 @@ def nnet3_copy(opts, nnet_in: str, nnet_out: str):
         apply_edits(nnet, _read_text(opts.edits_config, "edits config"), opts.edits_config)
     if opts.edits:
         apply_edits(nnet, opts.edits, "--edits")
+    if opts.prepare_for_test:
+        set_batchnorm_test_mode(nnet, True)
+        set_dropout_test_mode(nnet, True)
+        collapse_model(nnet)
+    else:
+        set_batchnorm_test_mode(nnet, opts.batchnorm_test_mode)
     nnet.write(nnet_out, binary=opts.binary, kaldi_roundtrip=opts.kaldi_roundtrip)
     log.info("Copied raw neural net from %s to %s", nnet_in, nnet_out)
 
