@@ -44,6 +44,10 @@ COMMANDS: dict[str, str] = {
     "nnet3-init": "xvjax.kaldi.nnet3.commands:nnet3_init",
     "nnet3-info": "xvjax.kaldi.nnet3.commands:nnet3_info",
     "nnet3-copy-egs": "xvjax.kaldi.nnet3.commands:nnet3_copy_egs",
+    "nnet3-merge-egs": "xvjax.kaldi.nnet3.commands:nnet3_merge_egs",
+    "nnet3-shuffle-egs": "xvjax.kaldi.nnet3.commands:nnet3_shuffle_egs",
+    "nnet3-subset-egs": "xvjax.kaldi.nnet3.commands:nnet3_subset_egs",
+    "nnet3-xvector-get-egs": "xvjax.kaldi.nnet3.commands:nnet3_xvector_get_egs",
     # front end
     "compute-mfcc-feats": "xvjax.features.commands:compute_mfcc_feats",
     "compute-fbank-feats": "xvjax.features.commands:compute_fbank_feats",
