@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "copy-vector": "xvjax.kaldi.commands:copy_vector",
     "feat-to-dim": "xvjax.kaldi.commands:feat_to_dim",
     "feat-to-len": "xvjax.kaldi.commands:feat_to_len",
+    "copy-int-vector": "xvjax.kaldi.commands:copy_int_vector",
+    "wav-copy": "xvjax.kaldi.commands:wav_copy",
+    "wav-to-duration": "xvjax.kaldi.commands:wav_to_duration",
+    "extract-segments": "xvjax.kaldi.commands:extract_segments",
     "validate-data-dir": "xvjax.kaldi.commands:validate_data_dir_cmd",
     "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
     "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
@@ -56,6 +60,7 @@ COMMANDS: dict[str, str] = {
     "select-voiced-frames": "xvjax.features.commands:select_voiced_frames_cmd",
     "make-features": "xvjax.features.commands:make_features",
     "augment-data-dir": "xvjax.features.commands:augment_data_dir",
+    "wav-reverberate": "xvjax.features.commands:wav_reverberate",
     # models and x-vectors
     "nnet3-to-flax": "xvjax.model.commands:nnet3_to_flax_cmd",
     "flax-to-nnet3": "xvjax.model.commands:flax_to_nnet3_cmd",

@@ -437,3 +437,113 @@ def augment_data_dir(opts, in_dir, out_dir):
     )
     datadir_jobs.augment_data_dir(in_dir, out_dir, aug_opts, progress=opts.progress)
     return 0
+
+
+def _comma_floats(text: str, name: str) -> list[float]:
+    """A comma-separated option value (`--snrs='20.0,15.0'`), as Kaldi's ConvertStringToReal."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise XvjaxError(f"--{name}: expected comma-separated numbers, got '{text}'") from None
+
+
+@command(
+    "wav-reverberate",
+    "Corrupt a wave file with a room impulse response and additive noises (Kaldi's algorithm)",
+    usage="""
+    Corrupts the wave files supplied via input pipe with the specified room-impulse response
+    (rir_matrix) and additive noise distortions (specified by corresponding files).
+    Usage: xvjax wav-reverberate [options...] <wav-in-rxfilename> <wav-out-wxfilename>
+     e.g.: xvjax wav-reverberate --duration=20.25 --impulse-response=rir.wav \\
+             --additive-signals='noise1.wav,noise2.wav' --snrs='20.0,15.0' \\
+             --start-times='0,17.8' input.wav output.wav
+    Inputs may be files, 'cmd |' pipes (as the wav.scp lines augment_data_dir.py and
+    reverberate_data_dir.py write) or '-'. SNRs are relative to the early reverberation energy
+    when there is an impulse response; output samples are truncated to 16 bits.""",
+    opts=[
+        Opt("multi-channel-output", False, "Specifies if the output should be multi-channel or "
+            "not"),
+        Opt("shift-output", True, "If true, the reverberated waveform will be shifted by the "
+            "amount of the peak position of the RIR and the length of the output waveform will be "
+            "equal to the input waveform. If false, the length of the output waveform will be "
+            "equal to (original input length + rir length - 1)"),
+        Opt("input-wave-channel", 0, "Specifies the channel to be used from input as only a "
+            "single channel will be used to generate reverberated output"),
+        Opt("rir-channel", 0, "Specifies the channel of the room impulse response, it will only "
+            "be used when multi-channel-output is false"),
+        Opt("noise-channel", 0, "Specifies the channel of the noise file, it will only be used "
+            "when multi-channel-output is false"),
+        Opt("impulse-response", "", "File with the impulse response for reverberating the input "
+            "wave. It can be either a file in wav format or a piped command"),
+        Opt("additive-signals", "", "A comma separated list of additive signals (filenames or "
+            "piped commands). Requires --snrs and --start-times"),
+        Opt("snrs", "", "A comma separated list of SNRs (dB); the additive signals are scaled "
+            "according to these SNRs"),
+        Opt("start-times", "", "A comma separated list of start times (seconds) referring to the "
+            "input signal; additive signals starting past its end are ignored"),
+        Opt("normalize-output", True, "If true, then after reverberating and possibly adding "
+            "noise, scale so that the signal energy is the same as the original input signal"),
+        Opt("duration", 0.0, "If nonzero, the duration (secs) of the output signal: the first "
+            "t secs if shorter than the input, else the signal repeated to fill it"),
+        Opt("volume", 0.0, "If nonzero, a scaling factor on the signal that is applied after "
+            "reverberating and possibly adding noise (implies --normalize-output=false)"),
+    ],
+    nargs=(2, 2),
+)  # fmt: skip
+def wav_reverberate(opts, wav_in: str, wav_out: str):
+    from xvjax.features.reverberate import output_length, reverberate_channel
+    from xvjax.kaldi.audio import WAVE_CODEC, Wave
+
+    def read(rx: str, what: str) -> Wave:
+        try:
+            return tables.read_object(rx, WAVE_CODEC)
+        except XvjaxError as e:
+            raise XvjaxError(f"{what} '{rx}': {e}") from None
+
+    wave = read(wav_in, "input")
+    if opts.input_wave_channel >= wave.data.shape[0]:
+        raise XvjaxError(f"input has {wave.data.shape[0]} channels, no --input-wave-channel="
+                         f"{opts.input_wave_channel}")  # fmt: skip
+    rir = read(opts.impulse_response, "impulse response") if opts.impulse_response else None
+    noises = []
+    if opts.additive_signals:
+        if not opts.snrs or not opts.start_times:
+            raise XvjaxError(
+                "--additive-signals option requires --snrs and --start-times to be set"
+            )
+        for rx in opts.additive_signals.split(","):
+            noise = read(rx, "additive signal")
+            if noise.rate != wave.rate:
+                raise XvjaxError(f"additive signal '{rx}' has sample rate {noise.rate:g}, the "
+                                 f"input {wave.rate:g}")  # fmt: skip
+            noises.append(noise)
+    snrs = _comma_floats(opts.snrs, "snrs") if opts.snrs else []
+    starts = _comma_floats(opts.start_times, "start-times") if opts.start_times else []
+    num_channels = 1
+    if opts.multi_channel_output:
+        if rir is None:
+            raise XvjaxError("--multi-channel-output=true needs an --impulse-response")
+        num_channels = rir.data.shape[0]
+        if any(n.data.shape[0] != num_channels for n in noises):
+            raise XvjaxError("with --multi-channel-output every additive signal needs as many "
+                             "channels as the impulse response")  # fmt: skip
+    elif rir is not None and opts.rir_channel >= rir.data.shape[0]:
+        raise XvjaxError(f"the impulse response has no channel {opts.rir_channel}")
+    elif any(opts.noise_channel >= n.data.shape[0] for n in noises):
+        raise XvjaxError(f"an additive signal has no channel {opts.noise_channel}")
+    num_out = output_length(wave.data.shape[1], wave.rate, opts.duration, opts.shift_output,
+                            0 if rir is None else rir.data.shape[1])  # fmt: skip
+    channels = []
+    for c in range(num_channels):
+        rir_c = opts.rir_channel if not opts.multi_channel_output else c
+        noise_c = opts.noise_channel if not opts.multi_channel_output else c
+        channels.append(reverberate_channel(
+            wave.data[opts.input_wave_channel], wave.rate,
+            rir=None if rir is None else rir.data[rir_c],
+            rir_rate=None if rir is None else rir.rate,
+            noises=[n.data[noise_c] for n in noises], snrs=snrs, start_times=starts,
+            shift_output=opts.shift_output, normalize_output=opts.normalize_output,
+            volume=opts.volume, num_output=num_out,
+        ))  # fmt: skip
+    tables.write_object(wav_out, Wave(np.stack(channels), wave.rate), codec=WAVE_CODEC)
+    return 0
