@@ -57,6 +57,8 @@ COMMANDS: dict[str, str] = {
     "compute-fbank-feats": "xvjax.features.commands:compute_fbank_feats",
     "compute-vad": "xvjax.features.commands:compute_vad_cmd",
     "apply-cmvn-sliding": "xvjax.features.commands:apply_cmvn_sliding",
+    "compute-cmvn-stats": "xvjax.features.commands:compute_cmvn_stats",
+    "apply-cmvn": "xvjax.features.commands:apply_cmvn_cmd",
     "select-voiced-frames": "xvjax.features.commands:select_voiced_frames_cmd",
     "make-features": "xvjax.features.commands:make_features",
     "augment-data-dir": "xvjax.features.commands:augment_data_dir",

@@ -547,3 +547,158 @@ def wav_reverberate(opts, wav_in: str, wav_out: str):
         ))  # fmt: skip
     tables.write_object(wav_out, Wave(np.stack(channels), wave.rate), codec=WAVE_CODEC)
     return 0
+
+
+@command(
+    "compute-cmvn-stats",
+    "Compute cepstral mean and variance normalization statistics (per utterance, speaker, or global)",
+    usage="""
+    Compute cepstral mean and variance normalization statistics. If wspecifier provided:
+    per-utterance by default, or per-speaker if spk2utt option provided; if wxfilename: global.
+    Usage: xvjax compute-cmvn-stats [options] <feats-rspecifier> (<stats-wspecifier>|<stats-wxfilename>)
+     e.g.: xvjax compute-cmvn-stats --spk2utt=ark:data/train/spk2utt scp:data/train/feats.scp \\
+             ark,scp:cmvn.ark,data/train/cmvn.scp
+    Statistics are (2, dim+1) double matrices: sums, count (last column of row 0), sums of
+    squares.""",
+    opts=[
+        Opt("spk2utt", "", "rspecifier for speaker to utterance-list map"),
+        Opt("binary", True, "write in binary mode (applies only to global CMN/CVN)"),
+        Opt("weights", "", "rspecifier for a vector of floats for each utterance, that's a "
+            "per-frame weight"),
+    ],
+    nargs=(2, 2),
+)  # fmt: skip
+def compute_cmvn_stats(opts, feats_rspec: str, stats_out: str):
+    from xvjax.features.cmvn_stats import acc_cmvn_stats, init_cmvn_stats
+
+    weights = tables.RandomAccess(opts.weights, kind="vector") if opts.weights else None
+    num_done = num_err = 0
+
+    def accumulate(utt, feats, stats) -> bool:
+        w = None
+        if weights is not None:
+            if utt not in weights:
+                log.warning("No weights available for utterance %s", utt)
+                return False
+            w = weights[utt]
+            if len(w) != feats.shape[0]:
+                log.warning("Weights for utterance %s have wrong dimension %d vs. %d", utt,
+                            len(w), feats.shape[0])  # fmt: skip
+                return False
+        acc_cmvn_stats(stats, feats, w)
+        return True
+
+    if tables.is_wspecifier(stats_out):
+        with tables.Writer(stats_out) as writer:
+            if opts.spk2utt:
+                feats = tables.RandomAccess(feats_rspec, kind="matrix")
+                for spk, utts in tables.read_text_lists(opts.spk2utt).items():
+                    stats = None
+                    for utt in utts:
+                        if utt not in feats:
+                            log.warning("Did not find features for utterance %s", utt)
+                            num_err += 1
+                            continue
+                        mat = feats[utt]
+                        stats = init_cmvn_stats(mat.shape[1]) if stats is None else stats
+                        ok = accumulate(utt, mat, stats)
+                        num_done, num_err = num_done + ok, num_err + (not ok)
+                    if stats is None:
+                        log.warning("No stats accumulated for speaker %s", spk)
+                    else:
+                        writer[spk] = stats
+            else:
+                for utt, mat in tables.read(feats_rspec, kind="matrix"):
+                    stats = init_cmvn_stats(mat.shape[1])
+                    if not accumulate(utt, mat, stats):
+                        num_err += 1
+                        continue
+                    writer[utt] = stats
+                    num_done += 1
+    else:
+        if opts.spk2utt:
+            raise XvjaxError("--spk2utt option not compatible with wxfilename as output "
+                             "(did you forget ark:?)")  # fmt: skip
+        stats = None
+        for utt, mat in tables.read(feats_rspec, kind="matrix"):
+            stats = init_cmvn_stats(mat.shape[1]) if stats is None else stats
+            ok = accumulate(utt, mat, stats)
+            num_done, num_err = num_done + ok, num_err + (not ok)
+        if stats is None:
+            raise XvjaxError(f"no features in {feats_rspec}")
+        tables.write_object(stats_out, stats.astype(np.float32), opts.binary)
+        log.info("Wrote global CMVN stats to %s", stats_out)
+    log.info("Done accumulating CMVN stats for %d utterances; %d had errors.", num_done, num_err)
+    return 0 if num_done else 1
+
+
+@command(
+    "apply-cmvn",
+    "Apply cepstral mean and (optionally) variance normalization (per utterance or speaker)",
+    usage="""
+    Apply cepstral mean and (optionally) variance normalization. Per-utterance by default, or
+    per-speaker if utt2spk option provided.
+    Usage: xvjax apply-cmvn [options] (<cmvn-stats-rspecifier>|<cmvn-stats-rxfilename>) <feats-rspecifier> <feats-wspecifier>
+     e.g.: xvjax apply-cmvn --utt2spk=ark:data/train/utt2spk scp:data/train/cmvn.scp \\
+             scp:data/train/feats.scp ark:-
+    With --norm-means=false the features are copied (decoded if they were compressed).""",
+    opts=[
+        Opt("utt2spk", "", "rspecifier for utterance to speaker map"),
+        Opt("norm-vars", False, "If true, normalize variances"),
+        Opt("norm-means", True, "You can set this to false to turn off mean normalization"),
+        Opt("skip-dims", "", "Dimensions for which to skip normalization: colon-separated list "
+            "of integers, e.g. 13:14:15"),
+        Opt("reverse", False, "If true, apply CMVN in a reverse sense, so as to transform "
+            "zero-mean, unit-variance input into data with the given mean and variance"),
+    ],
+    nargs=(3, 3),
+)  # fmt: skip
+def apply_cmvn_cmd(opts, stats_in: str, feats_rspec: str, feats_wspec: str):
+    from xvjax.features.cmvn_stats import apply_cmvn, fake_stats_for_dims
+
+    if opts.norm_vars and not opts.norm_means:
+        raise XvjaxError("you cannot normalize the variance but not the mean")
+    try:
+        skip = [int(d) for d in opts.skip_dims.split(":") if d != ""] if opts.skip_dims else []
+    except ValueError:
+        raise XvjaxError(f"bad --skip-dims={opts.skip_dims} (colon-separated integers)") from None
+    num_done = num_err = 0
+    if not opts.norm_means:
+        with tables.Writer(feats_wspec) as writer:
+            for utt, mat in tables.read(feats_rspec, kind="matrix"):
+                writer[utt] = mat
+                num_done += 1
+        log.info("Copied %d utterances.", num_done)
+        return 0 if num_done else 1
+    if tables.is_rspecifier(stats_in):
+        table = tables.RandomAccess(stats_in, kind="matrix", dtype=np.float64)
+        utt2spk = tables.read_text_table(opts.utt2spk) if opts.utt2spk else None
+        global_stats = None
+    else:
+        if opts.utt2spk:
+            raise XvjaxError("--utt2spk option not compatible with rxfilename as input "
+                             "(did you forget ark:?)")  # fmt: skip
+        global_stats = tables.read_matrix(stats_in, dtype=np.float64)
+    with tables.Writer(feats_wspec) as writer:
+        for utt, mat in tables.read(feats_rspec, kind="matrix"):
+            if global_stats is not None:
+                stats = global_stats
+            else:
+                key = utt2spk.get(utt) if utt2spk is not None else utt
+                if key is None or key not in table:
+                    log.warning("No normalization statistics available for key %s, producing "
+                                "no output for this utterance", utt)  # fmt: skip
+                    num_err += 1
+                    continue
+                stats = table[key]
+            if skip:
+                stats = fake_stats_for_dims(stats, skip)
+            try:
+                writer[utt] = apply_cmvn(stats, mat, opts.norm_vars, opts.reverse)
+            except XvjaxError as e:
+                raise XvjaxError(f"utterance {utt}: {e}") from None
+            num_done += 1
+    what = "mean and variance" if opts.norm_vars else "mean"
+    log.info("Applied cepstral %s normalization to %d utterances, errors on %d", what, num_done,
+             num_err)  # fmt: skip
+    return 0 if num_done else 1
