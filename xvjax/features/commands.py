@@ -42,6 +42,10 @@ _HELP = {
     "blackman_coeff": "Constant coefficient for generalized Blackman window",
     "snip_edges": "If true, output only frames that completely fit in the file; if false, the "
     "number of frames depends only on the frame-shift and the data is reflected at the ends",
+    "allow_downsample": "If true, allow the input waveform to have a higher frequency than the "
+    "specified --sample-frequency (and we'll downsample)",
+    "allow_upsample": "If true, allow the input waveform to have a lower frequency than the "
+    "specified --sample-frequency (and we'll upsample)",
     "num_mel_bins": "Number of triangular mel-frequency bins",
     "low_freq": "Low cutoff frequency for mel bins",
     "high_freq": "High cutoff frequency for mel bins (if <= 0, offset from Nyquist)",
@@ -104,6 +108,12 @@ _EXTRACT_OPTS = [
     Opt("compress", False, "If true, write compressed matrices (xvjax extension; Kaldi pipes "
         "through copy-feats --compress=true)"),
     Opt("compression-method", 2, "Compression method used with --compress=true (Kaldi's enum 1..7)"),
+    Opt("output-format", "kaldi", "Format of the output files [kaldi, htk]"),
+    Opt("vtln-map", "", "Map from utterance or speaker-id to vtln warp factor (rspecifier)"),
+    Opt("utt2spk", "", "Utterance to speaker-id map rspecifier (if doing VTLN and you have warps "
+        "per speaker)"),
+    Opt("write-utt2dur", "", "Wspecifier to write duration of each utterance in seconds, e.g. "
+        "'ark,t:utt2dur'"),
 ]  # fmt: skip
 
 
@@ -133,6 +143,7 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
     fopts = _build(cls, opts)
     num_utts = num_success = 0
     skipped = []
+    warps, durations = _vtln_warps(opts), {}
 
     def source():
         for key, samples, rate, error in _iter_wav_table(wav_rspec, opts.channel):
@@ -140,16 +151,21 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
                 error = (
                     f"File: {key} is too short ({len(samples) / rate:g} sec): producing no output."
                 )
+            if error is None and warps is not None and warps(key) is None:
+                error = f"No vtln-map entry for utterance-id (or speaker-id) {key}"
             if error is not None:
                 skipped.append((key, error))
                 continue
+            durations[key] = np.float32(len(samples)) / np.float32(rate)
             yield key, samples, rate
 
     method = opts.compression_method if opts.compress else None
-    with tables.Writer(feats_wspec, compression_method=method) as writer:
+    with _feature_writer(feats_wspec, method, opts.output_format, fopts) as writer:
+        utt2dur = tables.Writer(opts.write_utt2dur) if opts.write_utt2dur else None
         results = extract_features(
-            source(), fopts, batch_size=opts.batch_size, seed=opts.seed, fft_impl=opts.fft_impl
-        )
+            source(), fopts, batch_size=opts.batch_size, seed=opts.seed, fft_impl=opts.fft_impl,
+            warp_of=warps,
+        )  # fmt: skip
         for result in results:
             while skipped:
                 key, error = skipped.pop(0)
@@ -165,14 +181,46 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
             if opts.subtract_mean:
                 feats = (feats - feats.mean(axis=0, dtype=np.float64)).astype(np.float32)
             writer[result.key] = feats
+            if utt2dur is not None:
+                utt2dur[result.key] = float(durations.pop(result.key))
             num_success += 1
             if num_utts % 10 == 0:
                 log.info("Processed %d utterances", num_utts)
         for key, error in skipped:
             num_utts += 1
             log.warning("Failed to compute features for utterance %s: %s", key, error)
+        if utt2dur is not None:
+            utt2dur.close()
     log.info(" Done %d out of %d utterances.", num_success, num_utts)
     return 0 if num_success else 1
+
+
+def _vtln_warps(opts):
+    """--vtln-map (per utterance, or per speaker through --utt2spk): utt -> warp or None."""
+    if opts.utt2spk and not opts.vtln_map:
+        raise XvjaxError("the --utt2spk option is only needed if the --vtln-map option is used")
+    if not opts.vtln_map:
+        return None
+    warps = tables.read_dict(opts.vtln_map, kind="float")
+    utt2spk = tables.read_text_table(opts.utt2spk) if opts.utt2spk else None
+    if utt2spk is None:
+        return warps.get
+    return lambda utt: warps.get(utt2spk.get(utt, ""))
+
+
+def _feature_writer(wspec: str, method: int | None, output_format: str, fopts):
+    """Kaldi matrices, or HTK feature files (--output-format=htk: 10 ms period, MFCC or FBANK
+    kind with _E (energy) or _0 (C0), as Kaldi writes them)."""
+    if output_format == "kaldi":
+        return tables.Writer(wspec, compression_method=method)
+    if output_format != "htk":
+        raise XvjaxError(f"invalid --output-format={output_format} (kaldi or htk)")
+    if method is not None:
+        raise XvjaxError("--compress=true cannot be used with --output-format=htk")
+    from xvjax.kaldi.htk import HtkCodec
+
+    base = 0o6 if isinstance(fopts, MfccOptions) else 0o7
+    return tables.Writer(wspec, codec=HtkCodec(base | (0o100 if fopts.use_energy else 0o20000)))
 
 
 @command(
@@ -274,6 +322,14 @@ def apply_cmvn_sliding(opts, feats_rspec, feats_wspec):
     "Select a subset of frames of the input files, based on the output of compute-vad.",
     usage="Usage: xvjax select-voiced-frames [options] <feats-rspecifier> <vad-rspecifier> "
     "<feats-wspecifier>\n e.g.: xvjax select-voiced-frames scp:feats.scp scp:vad.scp ark:-",
+    opts=[
+        Opt(
+            "select-unvoiced-frames",
+            False,
+            "Reverses the operation of this program and "
+            "selects unvoiced frames instead (the option of Kaldi's diarization branches)",
+        ),
+    ],  # fmt: skip
     nargs=(3, 3),
 )
 def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
@@ -297,9 +353,10 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
                 )  # fmt: skip
                 num_err += 1
                 continue
-            keep = voiced != 0.0
+            keep = (voiced != 0.0) != opts.select_unvoiced_frames
             if not keep.any():
-                log.warning("No features were judged as voiced for utterance %s", utt)
+                kind = "unvoiced" if opts.select_unvoiced_frames else "voiced"
+                log.warning("No features were judged as %s for utterance %s", kind, utt)
                 num_err += 1
                 continue
             writer[utt] = np.ascontiguousarray(feats[keep])
