@@ -77,6 +77,7 @@ COMMANDS: dict[str, str] = {
     "ivector-adapt-plda": "xvjax.backend.commands.lda_plda:ivector_adapt_plda",
     "ivector-copy-plda": "xvjax.backend.commands.lda_plda:ivector_copy_plda",
     "ivector-plda-scoring": "xvjax.backend.commands.scoring:ivector_plda_scoring",
+    "ivector-plda-scoring-dense": "xvjax.backend.commands.scoring:ivector_plda_scoring_dense",
     "cosine-scoring": "xvjax.backend.commands.scoring:cosine_scoring",
     "ivector-compute-dot-products": "xvjax.backend.commands.scoring:ivector_compute_dot_products",
     "score-matrix": "xvjax.backend.commands.scoring:score_matrix_cmd",
