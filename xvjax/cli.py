@@ -67,6 +67,7 @@ COMMANDS: dict[str, str] = {
     "nnet3-to-flax": "xvjax.model.commands:nnet3_to_flax_cmd",
     "flax-to-nnet3": "xvjax.model.commands:flax_to_nnet3_cmd",
     "nnet3-xvector-compute": "xvjax.model.commands:nnet3_xvector_compute_cmd",
+    "nnet3-compute": "xvjax.model.commands:nnet3_compute_cmd",
     # backend
     "ivector-mean": "xvjax.backend.commands.vectors:ivector_mean",
     "ivector-subtract-global-mean": "xvjax.backend.commands.vectors:ivector_subtract_global_mean",

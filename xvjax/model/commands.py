@@ -198,3 +198,94 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
     log.info("Done %d utterances, failed for %d", num_done, num_fail)
     if num_done == 0:
         raise XvjaxError("no x-vectors were extracted")
+
+
+@command(
+    "nnet3-compute",
+    "Propagate features through a network and write the per-frame output (Kaldi's chunking)",
+    usage="""
+    Propagate the features through raw neural network model and write the output.
+    If --apply-exp=true, apply the Exp() function to the output before writing it out.
+    Usage: xvjax nnet3-compute [options] <nnet-in> <features-rspecifier> <matrix-wspecifier>
+     e.g.: xvjax nnet3-compute final.raw scp:feats.scp ark:nnet_prediction.ark
+    <nnet-in> is a Kaldi raw nnet3 model (file or 'cmd |') or an xvjax model dir; its node
+    'output' is computed for every frame, in chunks of --frames-per-chunk frames with the
+    network's context around them. After statistics pooling a frame's output pools the frames
+    of its own chunk, as in Kaldi, so it depends on --frames-per-chunk. i-vector inputs and
+    --frame-subsampling-factor other than 1 are not supported.""",
+    opts=[
+        Opt("frames-per-chunk", 50, "Number of frames in each chunk that is separately "
+            "evaluated by the neural net"),
+        Opt("extra-left-context", 0, "Number of frames of additional left-context to add on top "
+            "of the neural net's inherent left context"),
+        Opt("extra-right-context", 0, "Number of frames of additional right-context to add on "
+            "top of the neural net's inherent right context"),
+        Opt("extra-left-context-initial", -1, "If >= 0, overrides the --extra-left-context value "
+            "at the start of an utterance"),
+        Opt("extra-right-context-final", -1, "If >= 0, overrides the --extra-right-context value "
+            "at the end of an utterance"),
+        Opt("frame-subsampling-factor", 1, "Required if the frame-rate of the output is less "
+            "than the frame-rate of the input (only 1 is supported)"),
+        Opt("acoustic-scale", 1.0, "Scaling factor for the outputs"),
+        Opt("apply-exp", False, "If true, apply exp function to output"),
+        Opt("use-priors", False, "If true, subtract the logs of the priors stored with the model "
+            "(a .mdl file; not supported)"),
+        Opt("ivectors", "", "Rspecifier for iVectors (not supported)"),
+        Opt("online-ivectors", "", "Rspecifier for iVectors estimated online (not supported)"),
+        Opt("use-gpu", "no", "Accepted for Kaldi compatibility; JAX uses its default device"),
+    ],
+    nargs=(3, 3),
+)  # fmt: skip
+def nnet3_compute_cmd(opts, model: str, feats_rspec: str, out_wspec: str):
+    from pathlib import Path
+
+    import numpy as np
+
+    from xvjax.kaldi import nnet3, tables
+    from xvjax.model.checkpoint import load_model, template_path
+    from xvjax.model.nnet3_compute import ChunkOptions, FrameComputer
+    from xvjax.model.nnet3_export import flax_to_nnet3
+    from xvjax.model.nnet3_import import nnet3_to_flax
+
+    if opts.use_priors or opts.ivectors or opts.online_ivectors:
+        raise XvjaxError("--use-priors, --ivectors and --online-ivectors are not supported")
+    if opts.frame_subsampling_factor != 1:
+        raise XvjaxError("only --frame-subsampling-factor=1 is supported (x-vector networks)")
+    if Path(model).is_dir():
+        spec, variables = load_model(model)
+        tpath = template_path(model)
+        template = nnet3.Nnet.read(str(tpath)) if tpath is not None else None
+        nnet = flax_to_nnet3(spec, variables, template)
+    else:
+        nnet = nnet3.Nnet.read(model)
+        spec, variables = nnet3_to_flax(nnet)
+    context = nnet.context()
+    chunking = ChunkOptions(
+        opts.frames_per_chunk, opts.extra_left_context, opts.extra_right_context,
+        opts.extra_left_context_initial, opts.extra_right_context_final, opts.acoustic_scale,
+    )  # fmt: skip
+    computer = FrameComputer(spec, variables, context, chunking)
+    log.info("Computing node 'output' (%s, dim %d) with left/right context %d/%d",
+             computer.target, computer.dim, *context)  # fmt: skip
+    num_success = num_fail = frames = 0
+    t0 = time.perf_counter()
+    with tables.Writer(out_wspec) as writer:
+        for utt, feats in tables.read(feats_rspec, kind="matrix"):
+            if len(feats) == 0:
+                log.warning("Zero-length utterance: %s", utt)
+                num_fail += 1
+                continue
+            try:
+                out = computer.compute(feats)
+            except XvjaxError as e:
+                log.warning("utterance %s: %s", utt, e)
+                num_fail += 1
+                continue
+            writer[utt] = np.exp(out) if opts.apply_exp else out
+            frames += len(feats)
+            num_success += 1
+    elapsed = time.perf_counter() - t0
+    log.info("Time taken %.2fs: real-time factor assuming 100 frames/sec is %.3g", elapsed,
+             elapsed * 100.0 / max(frames, 1))  # fmt: skip
+    log.info("Done %d utterances, failed for %d", num_success, num_fail)
+    return 0 if num_success else 1
