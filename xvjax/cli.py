@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
     "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
     "fix-data-dir": "xvjax.kaldi.commands:fix_data_dir_cmd",
+    "kaldi-shims": "xvjax.kaldi.commands:kaldi_shims",
     # nnet3 models and egs
     "nnet3-copy": "xvjax.kaldi.nnet3.commands:nnet3_copy",
     "nnet3-init": "xvjax.kaldi.nnet3.commands:nnet3_init",

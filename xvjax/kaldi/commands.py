@@ -531,3 +531,23 @@ def extract_segments(opts, wav_rspec: str, segments: str, wav_wspec: str) -> int
     log.info("Successfully processed %d lines out of %d in the segments file. ", num_success,
              num_lines)  # fmt: skip
     return 0
+
+
+@command(
+    "kaldi-shims",
+    "Write one executable per Kaldi binary xvjax implements, to put first on PATH",
+    usage="""
+    Usage: xvjax kaldi-shims [options] <shim-dir>
+     e.g.: xvjax kaldi-shims exp/xvjax_bin && export PATH=$PWD/exp/xvjax_bin:$PATH
+    Each shim (compute-mfcc-feats, nnet3-xvector-compute, ivector-plda-scoring, ...) runs
+    'python -m xvjax.cli <name> "$@"', so Kaldi's own scripts (steps/make_mfcc.sh,
+    sid/nnet3/xvector/extract_xvectors.sh, ...) run unmodified on xvjax.""",
+    opts=[Opt("python", "", "Python interpreter the shims run (default: this one)")],
+    nargs=(1, 1),
+)
+def kaldi_shims(opts, shim_dir: str) -> int:
+    from xvjax.kaldi.shims import write_shims
+
+    written = write_shims(shim_dir, opts.python or None)
+    log.info("Wrote %d shims to %s", len(written), shim_dir)
+    return 0
