@@ -299,3 +299,15 @@ def test_select_unvoiced_frames(in_features_dir, tmp_path):
     assert sorted(sil) == sorted(k for k in cmn if (vad[k] == 0).any())
     for k, x in sil.items():
         np.testing.assert_array_equal(x, cmn[k][vad[k] == 0])
+
+
+def test_mfcc_from_a_wave_archive(in_features_dir, tmp_path):
+    """make_mfcc.sh with segments pipes `extract-segments ... ark:- |` into compute-mfcc-feats."""
+    segments = tmp_path / "segments"
+    segments.write_text("u5_all u5_16k 0 -1\n")
+    waves = tmp_path / "w.ark"
+    assert run(["extract-segments", "scp:wav16.scp", str(segments), f"ark:{waves}"]) == 0
+    out = tmp_path / "f.ark"
+    assert run(["compute-mfcc-feats", "--config=mfcc16k.conf", f"ark:{waves}", f"ark:{out}"]) == 0
+    ref = tables.read_dict("ark,t:mfcc16k.txt")
+    _close({"u5_16k": tables.read_dict(f"ark:{out}")["u5_all"]}, {"u5_16k": ref["u5_16k"]})

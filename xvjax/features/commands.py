@@ -118,16 +118,15 @@ _EXTRACT_OPTS = [
 
 
 def _iter_wav_table(rspec: str, channel: int = -1):
-    """Yields (key, samples, rate, error) from a wav rspecifier (`scp:wav.scp`, `scp,p:...`).
+    """Yields (key, samples, rate, error) from a wav rspecifier (`scp:wav.scp`, `scp,p:...`, or
+    a wave archive such as `ark:-` from `extract-segments ... ark:- |`).
 
     Unreadable audio gives `error` (one line) instead of aborting the run.
     """
     spec = tables.parse_rspecifier(rspec)
     if spec.type != "scp":
-        raise XvjaxError(
-            f"'{rspec}': only scp: wav tables are supported (wav.scp entries may be paths, "
-            "'cmd |' pipes or ark:offset)"
-        )
+        yield from _iter_wave_archive(rspec, channel)
+        return
     for key, rx in tables.read_scp(spec.filename):
         try:
             samples, rate = audio.read_wav_entry(rx, channel)
@@ -135,6 +134,18 @@ def _iter_wav_table(rspec: str, channel: int = -1):
             yield key, None, 0, str(e)
             continue
         yield key, samples, rate, None
+
+
+def _iter_wave_archive(rspec: str, channel: int):
+    """(key, samples, rate, error) of a wave archive (Kaldi's WaveHolder tables)."""
+    for key, wave in tables.read(rspec, kind=audio.WAVE_CODEC):
+        num = wave.data.shape[0]
+        if channel == -1 and num != 1:
+            yield key, None, 0, f"audio has {num} channels; choose one (--channel)"
+        elif channel >= num:
+            yield key, None, 0, f"audio has {num} channels, no channel {channel}"
+        else:
+            yield key, wave.data[max(channel, 0)], wave.rate, None
 
 
 def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
