@@ -7,9 +7,11 @@ Heavy imports stay inside the functions so `xvjax --help` is fast.
 from __future__ import annotations
 
 import logging
+import textwrap
 
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.shims import KALDI_BINARIES
 
 log = logging.getLogger("xvjax")
 
@@ -539,9 +541,12 @@ def extract_segments(opts, wav_rspec: str, segments: str, wav_wspec: str) -> int
     usage="""
     Usage: xvjax kaldi-shims [options] <shim-dir>
      e.g.: xvjax kaldi-shims exp/xvjax_bin && export PATH=$PWD/exp/xvjax_bin:$PATH
-    Each shim (compute-mfcc-feats, nnet3-xvector-compute, ivector-plda-scoring, ...) runs
-    'python -m xvjax.cli <name> "$@"', so Kaldi's own scripts (steps/make_mfcc.sh,
-    sid/nnet3/xvector/extract_xvectors.sh, ...) run unmodified on xvjax.""",
+    Each shim runs 'python -m xvjax.cli <name> "$@"', so Kaldi's own scripts
+    (steps/make_mfcc.sh, sid/nnet3/xvector/extract_xvectors.sh, ...) run unmodified on xvjax.
+    Shims: """
+    + textwrap.fill(
+        ", ".join(KALDI_BINARIES), 96, subsequent_indent="    ", break_on_hyphens=False
+    ),
     opts=[Opt("python", "", "Python interpreter the shims run (default: this one)")],
     nargs=(1, 1),
 )
