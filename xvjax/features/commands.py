@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -171,8 +172,11 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
             yield key, samples, rate
 
     method = opts.compression_method if opts.compress else None
-    with _feature_writer(feats_wspec, method, opts.output_format, fopts) as writer:
-        utt2dur = tables.Writer(opts.write_utt2dur) if opts.write_utt2dur else None
+    dur_writer = tables.Writer(opts.write_utt2dur) if opts.write_utt2dur else nullcontext()
+    with (
+        _feature_writer(feats_wspec, method, opts.output_format, fopts) as writer,
+        dur_writer as utt2dur,
+    ):
         results = extract_features(
             source(), fopts, batch_size=opts.batch_size, seed=opts.seed, fft_impl=opts.fft_impl,
             warp_of=warps,
@@ -200,8 +204,6 @@ def _compute_feats(opts, wav_rspec: str, feats_wspec: str, cls) -> int:
         for key, error in skipped:
             num_utts += 1
             log.warning("Failed to compute features for utterance %s: %s", key, error)
-        if utt2dur is not None:
-            utt2dur.close()
     log.info(" Done %d out of %d utterances.", num_success, num_utts)
     return 0 if num_success else 1
 
