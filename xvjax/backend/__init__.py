@@ -2,7 +2,7 @@
 normalisation, calibration, and the backend system built from them. Numbers match Kaldi's binaries
 (see tests/test_backend_*.py). Modules:
 
-    linalg        eigendecomposition sorted as Kaldi's, class means, checks (numpy)
+    linalg        eigendecomposition sorted and signed as Kaldi's, class means, checks (numpy)
     means         ivector-mean, ivector-subtract-global-mean, ivector-normalize-length (numpy)
     lda           ivector-compute-lda, transform-vec (numpy)
     plda          the PLDA model: TransformIvector, LogLikelihoodRatio, EM training (numpy)
@@ -12,6 +12,7 @@ normalisation, calibration, and the backend system built from them. Numbers matc
     vector_tables vector tables read and written with the binaries' checks (numpy)
     score_files   `<enroll> <test> <score>` files (numpy)
     scoring       batched and dense PLDA / cosine scoring, sharded over devices (jax)
+    dense_scoring ivector-plda-scoring-dense: all pairs per recording, recording PCA (numpy)
     snorm         S-norm, adaptive S-norm, Z-norm, T-norm with a cohort (jax)
     system        PldaBackend (mean -> LDA -> length norm -> PLDA: fit, adapt, project, score)
                   and XvectorSet, as the sre16/v2 recipe runs them (jax, through scoring)

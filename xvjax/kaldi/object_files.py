@@ -67,7 +67,9 @@ def encode_object(obj, binary: bool, compression_method: int | None, codec) -> b
         return holders.encode(obj, binary, compression_method)
     if compression_method is not None:
         raise XvjaxError("compression applies to matrices only, not to codec objects")
-    return (holders.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
+    # Wave tables have no binary marker (Kaldi's WaveHolder writes the RIFF bytes directly).
+    marker = binary and getattr(codec, "binary_header", True)
+    return (holders.BINARY_HEADER if marker else b"") + codec.write(obj, binary)
 
 
 def read_object(rxfilename: str, kind="auto", dtype=None):

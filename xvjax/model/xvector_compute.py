@@ -10,6 +10,15 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
+Which node is computed (`extraction_node`): Kaldi computes the network's output node named
+`output`; recipes point it at the embedding with `nnet3-copy --nnet-config=extract.config
+final.raw - |` (`output-node name=output input=tdnn6.affine`). A Kaldi nnet3 model (file or pipe)
+is used the same way. An xvjax model dir is a training checkpoint whose `output` is normally the
+speaker classifier (a log-softmax): for it the rule is its `output` node unless that is the
+classifier, in which case the x-vector, i.e. the first node with parameters after statistics
+pooling (`tdnn6.affine` in Kaldi's xconfig, what extract.config names). `--output-node` overrides
+both.
+
 Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batches of
 `rows` chunks (a power of two limited by `max_batch_frames`; 1, 4, 16, ... for a partial batch),
 right-padded with zeros and masked exactly (`num_frames`), so the number of jit compilations
@@ -45,6 +54,35 @@ class Chunk:
     @property
     def total(self) -> int:
         return self.pad_left + self.length + self.pad_right
+
+
+_CLASSIFIER_OPS = ("log_softmax", "softmax")
+
+
+def embedding_node(spec: ModelSpec) -> str:
+    """The x-vector node: the first node with parameters after statistics pooling."""
+    levels = spec.levels()
+    for n in spec.nodes:
+        if levels[n.name] == "utt" and n.op in ("affine", "linear"):
+            return n.name
+    raise XvjaxError("the model has no affine layer after statistics pooling (no x-vector node)")
+
+
+def extraction_node(spec: ModelSpec, model_dir: bool, requested: str = "") -> str:
+    """The node nnet3-xvector-compute computes (see the module docstring): `requested` if given,
+    else `output` (Kaldi), except that for an xvjax model dir whose `output` is the classifier
+    the x-vector node (`embedding_node`). Raises XvjaxError for unknown nodes."""
+    if requested:
+        if requested not in [o.name for o in spec.outputs] + spec.node_names():
+            raise XvjaxError(f"the model has no node '{requested}'")
+        return requested
+    if "output" not in [o.name for o in spec.outputs]:
+        if model_dir:
+            return embedding_node(spec)
+        raise XvjaxError("the model has no output node named 'output' (use --output-node)")
+    if model_dir and spec.node(spec.resolve("output")).op in _CLASSIFIER_OPS:
+        return embedding_node(spec)
+    return "output"
 
 
 def plan_chunks(

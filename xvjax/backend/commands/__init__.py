@@ -3,7 +3,7 @@
 - `vectors`: ivector-mean, ivector-subtract-global-mean, ivector-normalize-length, transform-vec;
 - `lda_plda`: ivector-compute-lda, ivector-compute-plda, ivector-adapt-plda, ivector-copy-plda;
 - `scoring`: ivector-plda-scoring, cosine-scoring, ivector-compute-dot-products, score-matrix,
-  score-norm;
+  score-norm, ivector-plda-scoring-dense (all pairs per recording);
 - `metrics`: compute-eer, compute-min-dcf, compute-act-dcf, calibrate, det-plot.
 
 Each parses options, reads tables (`xvjax.backend.vector_tables`, `score_files`, `trials`), calls

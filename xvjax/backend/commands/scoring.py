@@ -308,3 +308,48 @@ def score_norm(opts, *args):
     score_files.write_scores(args[5], kept, normed)
     _log_score_stats(normed, num_err)
     return 0 if len(kept) else 1
+
+
+@command(
+    "ivector-plda-scoring-dense",
+    "PLDA scores between all pairs of segments of each recording (speaker diarization)",
+    usage="""
+    Perform PLDA scoring for speaker diarization. The input reco2utt should be of the form
+    <recording-id> <seg1> <seg2> ... <segN> and there should be one iVector for each segment.
+    PLDA scoring is performed between all pairs of iVectors in a recording and outputs an archive
+    of score matrices, one for each recording-id. The rows and columns of the matrix correspond
+    to the order of the segments in reco2utt.
+    Usage: xvjax ivector-plda-scoring-dense [options] <plda> <reco2utt> <ivectors-rspecifier> <scores-wspecifier>
+     e.g.: xvjax ivector-plda-scoring-dense plda ark:reco2utt scp:ivectors.scp ark:scores.ark""",
+    opts=[
+        *PLDA_CONFIG_OPTS,
+        Opt("target-energy", 0.5, "Reduce dimensionality of i-vectors using a recording-dependent "
+            "PCA such that this fraction of the total energy remains"),
+    ],
+    nargs=(4, 4),
+)  # fmt: skip
+def ivector_plda_scoring_dense(opts, plda_rx: str, reco2utt: str, vec_rspec: str, wspec: str):
+    from xvjax.backend.dense_scoring import dense_plda_scores
+    from xvjax.kaldi import tables
+
+    if opts.target_energy > 1.0:
+        raise XvjaxError(f"--target-energy must be <= 1.0, got {opts.target_energy}")
+    plda = plda_io.read_plda(plda_rx)
+    vectors = tables.RandomAccess(vec_rspec, kind="vector")
+    num_done = num_err = 0
+    with tables.Writer(wspec) as writer:
+        for reco, segs in tables.read_text_lists(reco2utt).items():
+            missing = [s for s in segs if s not in vectors]
+            if missing:
+                raise XvjaxError(f"no iVector present in input for utterance {missing[0]}")
+            if not segs:
+                log.warning("Not producing output for recording %s since no segments had "
+                            "iVectors", reco)  # fmt: skip
+                num_err += 1
+                continue
+            x = np.stack([vectors[s] for s in segs])
+            writer[reco] = dense_plda_scores(plda, x, opts.target_energy, opts.normalize_length,
+                                             opts.simple_length_normalization)  # fmt: skip
+            num_done += 1
+    log.info("Processed %d recordings, %d had errors.", num_done, num_err)
+    return 0 if num_done else 1
