@@ -123,6 +123,20 @@ def test_float32_blocks_give_the_float64_hierarchy(small, backend):
     assert np.abs(d32.similarity - d64.similarity).max() < 1e-9  # recomputed in float64
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_ties_of_duplicate_vectors(dtype):
+    """20 vectors 5 times each (ties everywhere inside a group): the run ends, the groups are the
+    20 clusters, and every cut equals scipy's."""
+    x = np.repeat(np.random.default_rng(3).normal(size=(20, 6)), 5, axis=0)
+    features = cluster.cosine_pair_features(x)
+    d = cluster.average_linkage(features, block_size=16, dtype=dtype, candidates=2)
+    ref = scipy_average(features)
+    assert d.num_merges == 99
+    assert np.array_equal(cluster.cut(d, num_clusters=20), np.repeat(np.arange(20), 5))
+    for k in range(1, 20):
+        assert np.array_equal(cluster.cut(d, num_clusters=k), cluster.cut(ref, num_clusters=k))
+
+
 def test_threshold_stops_at_the_cut_of_the_whole_hierarchy(small, backend):
     features = cluster.pair_features(small, "plda", backend)
     full = cluster.average_linkage(features, block_size=32, dtype=np.float64)

@@ -423,7 +423,8 @@ def average_linkage(
                 break
             nn = cand[:, 0]
             partner = nn[alive]
-            first = alive[(partner > alive) & (nn[np.maximum(partner, 0)] == alive)]
+            mutual = nn[np.maximum(partner, 0)] == alive
+            first = alive[(partner > alive) & mutual & is_alive[np.maximum(partner, 0)]]
             if first.size == 0:
                 if not scanned_all:  # cached neighbours may tie inconsistently: scan all
                     scan, check = alive, alive[:0]
