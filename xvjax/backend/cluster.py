@@ -737,7 +737,9 @@ def clustering_curve(d: Dendrogram, reference: Sequence) -> ClusteringCurve:
 class ThresholdChoice:
     """A chosen stopping point: the similarity threshold, the number of clusters it gives on the
     set it was chosen on, the criterion and its value there, and every candidate as
-    (threshold, num_clusters, value) rows (value NaN where the candidate could not be scored)."""
+    (threshold, num_clusters, value) rows (value NaN where the candidate could not be scored;
+    for `choose_threshold` a row per level, its threshold the similarity of the last merge kept,
+    inf for none)."""
 
     threshold: float
     num_clusters: int
