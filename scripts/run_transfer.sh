@@ -13,7 +13,8 @@
 #      --mean exp/xvectors_swbd_sre/mean.vec --lda exp/xvectors_swbd_sre/transform.mat] \
 #     [--musan musan --rirs RIRS_NOISES] [--sample-rate 8000 --mfcc-config conf/mfcc_8k.conf]
 #
-# Every option of `xvjax demo` works here, as --name=value or --name value (listed below).
+# Every option of `xvjax demo` works here, as --name=value or --name value (`xvjax demo --help`
+# lists them all, e.g. --seeds N to rerun the trained rows with N seeds).
 # --src-*: source-domain data (the source model and backend are trained on --src-data; the
 # optional --src-enroll/--src-test/--src-trials give a source-domain reference EER).
 # --tgt-dev-*: the in-domain dev set on which every choice is made; without it, --dev-speakers
@@ -34,9 +35,8 @@ fi
 for arg in "$@"; do
   case "$arg" in
     -h|--help)
-      sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
-      echo
-      "$xvjax" demo --help | sed -n '/^Options:/,$p'
+      # the usage is the comment block at the top
+      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
       exit 0 ;;
   esac
 done

@@ -1,4 +1,7 @@
-"""Unsupervised PLDA adaptation, Kaldi's `PldaUnsupervisedAdaptor::UpdatePlda` (`ivector-adapt-plda`).
+"""PLDA domain adaptation: Kaldi's unsupervised `PldaUnsupervisedAdaptor::UpdatePlda`
+(`ivector-adapt-plda`), and interpolation with an in-domain PLDA (`interpolate_plda`).
+
+Unsupervised adaptation (`adapt_plda`):
 
 Given a PLDA trained out of domain and unlabelled in-domain vectors (already centred, LDA-projected
 and length-normalised like the training data), the adapted model
@@ -9,6 +12,16 @@ and length-normalised like the training data), the adapted model
 3. in the P basis adds within_covar_scale * (s_i - 1) to W and between_covar_scale * (s_i - 1)
    to B for every direction with s_i > 1 (more in-domain variance than the model explains);
 4. maps W, B back to the input space and re-diagonalises them into (transform, psi).
+
+Interpolation (`interpolate_plda`), for an in-domain PLDA trained on few speakers or on
+pseudo-labels (`xvjax.backend.pseudo_labels`) in the same input space as the source PLDA (same
+mean subtraction, LDA and length norm before it): with w the in-domain weight,
+    W = (1 - w) W_src + w W_in,  B = (1 - w) B_src + w B_in,  mean = (1 - w) mu_src + w mu_in,
+where W, B are each model's within- and between-class covariances in the input space (a Kaldi
+`Plda` stores them diagonalised: W = A^-1 A^-T, B = A^-1 diag(psi) A^-T, `plda.plda_covars`); the
+result is re-diagonalised (`plda_from_covars`). w = 0 gives the source model, w = 1 the in-domain
+one (Garcia-Romero et al., "Supervised domain adaptation for i-vector based speaker recognition",
+ICASSP 2014, interpolate the covariances the same way).
 """
 
 from __future__ import annotations
@@ -18,12 +31,12 @@ import logging
 import numpy as np
 
 from xvjax.backend.linalg import check_finite, format_vector, sorted_eigh
-from xvjax.backend.plda import Plda, plda_from_covars
+from xvjax.backend.plda import Plda, plda_covars, plda_from_covars
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
 
-__all__ = ["adapt_plda"]
+__all__ = ["adapt_plda", "interpolate_plda"]
 
 
 def adapt_plda(
@@ -152,4 +165,28 @@ def adaptation_diagnostics(
         grow = s > 1.0
         out["labels_excess_within"] = float((w_dir - w_model)[grow].sum() / dim)
         out["labels_excess_between"] = float((b_dir - b_model)[grow].sum() / dim)
+    return out
+
+
+def interpolate_plda(source: Plda, in_domain: Plda, weight: float) -> Plda:
+    """The covariance interpolation of two PLDAs of the same input space (module docstring):
+    weight in [0, 1] is the in-domain model's share. Returns a new `Plda` (float64)."""
+    if not 0.0 <= weight <= 1.0:
+        raise XvjaxError(f"PLDA interpolation weight must be in [0, 1], got {weight}")
+    if source.dim != in_domain.dim:
+        raise XvjaxError(
+            f"cannot interpolate PLDAs of dimensions {source.dim} and {in_domain.dim}: train the "
+            "in-domain PLDA on vectors projected like the source model's training data"
+        )
+    w_src, b_src = plda_covars(source)
+    w_in, b_in = plda_covars(in_domain)
+    mean = (1.0 - weight) * np.asarray(source.mean) + weight * np.asarray(in_domain.mean)
+    out = plda_from_covars(
+        mean, (1.0 - weight) * w_src + weight * w_in, (1.0 - weight) * b_src + weight * b_in
+    )
+    log.info(
+        "Interpolated PLDA with in-domain weight %g: diagonal of between-class covariance %s",
+        weight,
+        format_vector(out.psi),
+    )
     return out

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.features import augment, noise_banks
 from xvjax.features.frontend_numpy import prepare_feats_numpy
@@ -120,7 +121,7 @@ class _Archives:
 
 def _archive_dir(archive_dir: str | None, data_dir: str) -> str:
     path = os.path.abspath(archive_dir or os.path.join(data_dir, "data"))
-    os.makedirs(path, exist_ok=True)
+    fileutil.makedirs(path)  # removed again if the command fails
     return path
 
 

@@ -39,6 +39,8 @@ class FrameOptions:
     round_to_power_of_two: bool = True
     blackman_coeff: float = 0.42
     snip_edges: bool = True
+    allow_downsample: bool = False
+    allow_upsample: bool = False
 
     # Kaldi computes these in double from the float option values and truncates to int.
     @property

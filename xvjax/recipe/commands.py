@@ -45,7 +45,8 @@ def _recipe_opts() -> list[Opt]:
     """,
     opts=_recipe_opts(),
     nargs=(0, 0),
-    space_values=True,
+    resumable=True,
+    spaced_values=True,
 )
 def demo(opts):
     from xvjax.recipe import transfer

@@ -27,12 +27,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from xvjax.backend import cluster, coral, means
-from xvjax.backend.plda import Plda, train_plda
+from xvjax.backend import cluster, coral, means, pseudo_labels
 from xvjax.backend.system import PldaBackend, XvectorSet
 from xvjax.errors import XvjaxError
 
@@ -192,7 +191,7 @@ class Backends:
     def pseudo_set(self, num_clusters: int) -> XvectorSet:
         adapt = self._set("target_adapt")
         labels = self.pseudo_labels(num_clusters)
-        utt2spk = cluster.pseudo_utt2spk(adapt.keys, labels)
+        utt2spk = pseudo_labels.pseudo_utt2spk(adapt.keys, labels)
         return XvectorSet(adapt.keys, adapt.mat, utt2spk)
 
     def pseudo(self, num_clusters: int, interp: float | None, lda_dim: int | None) -> PldaBackend:
@@ -201,14 +200,14 @@ class Backends:
         def make():
             pseudo = self.pseudo_set(num_clusters)
             if interp is None:
-                return cluster.fit_pseudo_label_backend(pseudo, dim, self.em_iters)
-            # In the source LDA space: the pseudo-label PLDA of the centred, projected in-domain
-            # vectors, interpolated with the source PLDA.
-            src = self.source(lda_dim)
-            y = src.with_mean(self.adapt_mean).project(pseudo.mat)
-            in_domain = _train_plda_checked(y, pseudo.spk_ids, self.em_iters)
-            plda = cluster.interpolate_plda(src.plda, in_domain, float(interp))
-            return PldaBackend(self.adapt_mean, src.lda, plda)
+                return pseudo_labels.fit_pseudo_label_backend(pseudo, dim, self.em_iters)
+            # In the source LDA space (centred on the in-domain mean): the pseudo-label PLDA,
+            # interpolated with the source PLDA.
+            space = self.source(lda_dim).with_mean(self.adapt_mean)
+            in_domain = pseudo_labels.fit_pseudo_label_backend(
+                pseudo, em_iters=self.em_iters, space=space
+            )
+            return space.interpolate(in_domain, float(interp))
 
         return self._once(("pseudo", num_clusters, interp, dim), make)
 
@@ -239,13 +238,6 @@ class Backends:
                 top_k = len(cohort)
         lda_dim = None if b.lda is None else int(b.lda.shape[0])
         return Built(b, r.norm, cohort, top_k, lda_dim, note)
-
-
-def _train_plda_checked(y: np.ndarray, spk_ids: Sequence[str], em_iters: int) -> Plda:
-    counts = np.unique(spk_ids, return_counts=True)[1]
-    if (counts >= 2).sum() < 2:
-        raise XvjaxError("pseudo-label PLDA needs at least two clusters of two utterances")
-    return train_plda(y, list(spk_ids), num_em_iters=em_iters)
 
 
 # ------------------------------------------------------------------------------- the search space

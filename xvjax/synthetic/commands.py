@@ -70,6 +70,7 @@ _CORPUS_FIELDS = (
         ),
     ],
     nargs=(1, 1),
+    resumable=True,
 )
 def make_demo_corpus(opts, out_dir):
     from xvjax.synthetic import corpus
