@@ -15,10 +15,11 @@ import os
 import shutil
 
 from xvjax.errors import XvjaxError
+from xvjax.features.options import read_frontend_conf, write_frontend_conf
 from xvjax.fileutil import atomic_open, atomic_path, write_json
 from xvjax.kaldi import datadir, tables
 from xvjax.model.checkpoint import load_any, load_model, save_model
-from xvjax.model.xvector_compute import Extractor, extract_xvectors
+from xvjax.model.xvector_compute import Extractor, check_frontend, extract_xvectors
 from xvjax.recipe import diagnostics, report, rows
 from xvjax.recipe.config import RecipeConfig, fingerprint
 from xvjax.recipe.datasets import (
@@ -286,6 +287,7 @@ def extract_set(
         spec, variables = load_model(model_dir)
         extractor = Extractor(spec, variables)
     spec = extractor.spec
+    check_frontend(spec, feats_dir)
     errors: list[str] = []
     num = 0
     ark = os.path.join(out_dir, "xvector.ark")
@@ -387,7 +389,15 @@ def trainer_dev_dir(cfg: RecipeConfig, ctx: dict) -> tuple[str, str]:
     if os.path.isdir(out):
         shutil.rmtree(out)
     datadir.write_data_dir(out, utt2spk, feats_scp=feats, validate=False)
+    copy_frontend_conf(enroll, out)
     return out, ctx["trials"]["dev"]
+
+
+def copy_frontend_conf(src: str, dest: str) -> None:
+    """The front-end record (conf/) of the features a derived data dir lists."""
+    record = read_frontend_conf(src)
+    if record:
+        write_frontend_conf(dest, record)
 
 
 def pseudo_labelled_dir(cfg: RecipeConfig, ctx: dict, clusters: str) -> str:
@@ -401,6 +411,7 @@ def pseudo_labelled_dir(cfg: RecipeConfig, ctx: dict, clusters: str) -> str:
     datadir.write_data_dir(
         out, {u: labels[u] for u in feats if u in labels}, feats_scp=feats, validate=False
     )
+    copy_frontend_conf(ctx["no_sil"]["target_adapt"], out)
     return out
 
 
@@ -462,6 +473,7 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
         if len(train_dirs) > 1:
             combined = os.path.join(cfg.workdir, "data", "target_train_combined_no_sil")
             datadir.combine_data_dirs(combined, train_dirs)
+            copy_frontend_conf(train_dirs[0], combined)
         runs += [("6a", combined, cfg.freeze), ("6b", combined, "")]
     else:
         log.warning("no labelled in-domain set: no fine-tuning on in-domain labels (rows 6a, 6b)")
