@@ -99,6 +99,75 @@ def adapt_plda(
     return out
 
 
+def adaptation_diagnostics(
+    plda: Plda,
+    unlabelled: np.ndarray,
+    labelled: np.ndarray | None = None,
+    spk_ids=None,
+    within_covar_scale: float = 0.75,
+    between_covar_scale: float = 0.25,
+) -> dict:
+    """Where the in-domain data sits relative to an out-of-domain PLDA, and what adaptation does.
+
+    Inputs are prepared as for `adapt_plda` (centred, projected, length-normalised). In the PLDA's
+    space (within-class covariance I, between-class diag(psi)) it reports, as averages per
+    dimension:
+    - model_within (1), model_between (mean psi), model_total (mean 1 + psi);
+    - unlabelled_total: the in-domain total covariance (centred on its own mean);
+    - excess: sum of max(s_i - 1, 0) over the eigenvalues s_i of the in-domain total covariance
+      where the model's total is I (what adaptation redistributes), and how much of it
+      adaptation adds to within (within_covar_scale * excess) and to between;
+    - with `labelled` in-domain vectors and their `spk_ids` (for diagnosis only): the in-domain
+      within- and between-class covariances, and in the same basis the excess the labels say is
+      within-class vs between-class (so the scales the data would want can be read off).
+    """
+    x = np.asarray(unlabelled, np.float64)
+    dim = plda.dim
+    a = np.asarray(plda.transform)
+    psi = np.asarray(plda.psi, np.float64)
+    out = {
+        "dim": dim,
+        "model_within": 1.0,
+        "model_between": float(psi.mean()),
+        "model_total": float((1.0 + psi).mean()),
+    }
+    xc = (x - x.mean(axis=0)) @ a.T
+    total = xc.T @ xc / len(xc)
+    out["unlabelled_total"] = float(np.trace(total) / dim)
+    whiten = 1.0 / np.sqrt(1.0 + psi)
+    s, p = sorted_eigh(whiten[:, None] * total * whiten[None, :])
+    excess = np.maximum(s - 1.0, 0.0)
+    out["excess"] = float(excess.sum() / dim)
+    out["excess_directions"] = int((s > 1.0).sum())
+    out["adapt_adds_within"] = float(within_covar_scale * excess.sum() / dim)
+    out["adapt_adds_between"] = float(between_covar_scale * excess.sum() / dim)
+    if labelled is not None and spk_ids is not None:
+        y = np.asarray(labelled, np.float64) @ a.T
+        spk = np.asarray(spk_ids)
+        names, inverse = np.unique(spk, return_inverse=True)
+        means = np.stack([y[inverse == k].mean(axis=0) for k in range(len(names))])
+        resid = y - means[inverse]
+        within = resid.T @ resid / max(len(y) - len(names), 1)  # unbiased
+        centred_means = means - means.mean(axis=0)
+        # A speaker mean of n utterances carries within / n of noise: take it out of between.
+        counts = np.bincount(inverse)
+        between = centred_means.T @ centred_means / max(len(names) - 1, 1)
+        between -= within * np.mean(1.0 / counts)
+        out["labelled_within"] = float(np.trace(within) / dim)
+        out["labelled_between"] = float(np.trace(between) / dim)
+        # In the basis adaptation works in (model total = I, eigenvectors p): the in-domain
+        # within/between variances minus the model's, summed over the directions it changes.
+        rot = p.T * whiten[None, :]
+        w_dir = np.einsum("ij,jk,ik->i", rot, within, rot)
+        b_dir = np.einsum("ij,jk,ik->i", rot, between, rot)
+        w_model = np.einsum("ij,j,ij->i", p.T, 1.0 / (1.0 + psi), p.T)
+        b_model = np.einsum("ij,j,ij->i", p.T, psi / (1.0 + psi), p.T)
+        grow = s > 1.0
+        out["labels_excess_within"] = float((w_dir - w_model)[grow].sum() / dim)
+        out["labels_excess_between"] = float((b_dir - b_model)[grow].sum() / dim)
+    return out
+
+
 def interpolate_plda(source: Plda, in_domain: Plda, weight: float) -> Plda:
     """The covariance interpolation of two PLDAs of the same input space (module docstring):
     weight in [0, 1] is the in-domain model's share. Returns a new `Plda` (float64)."""

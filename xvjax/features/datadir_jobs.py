@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from xvjax import fileutil
 from xvjax.errors import XvjaxError
-from xvjax.features import augment, noise_banks
+from xvjax.features import augment, noise_banks, options
 from xvjax.features.frontend_numpy import prepare_feats_numpy
 from xvjax.features.options import (
     RECIPE_CMN,
@@ -217,6 +217,12 @@ def make_features(
             for utt, feats in tables.read(f"scp:{archives.raw}.scp"):
                 archives.add(utt, feats, compute_vad_numpy(feats, vad_opts))
     _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
+    # What the features were made with, as Kaldi recipes keep their conf/ (models record it).
+    options.write_frontend_conf(data_dir, options.frontend_record(mfcc_opts, vad_opts))
+    if no_sil_dir is not None:
+        options.write_frontend_conf(
+            no_sil_dir, options.frontend_record(mfcc_opts, vad_opts, cmn_opts)
+        )
     log.info(
         "Succeeded creating MFCC features for %s: %d utterances, %d had errors.",
         name, len(archives.num_frames), len(failed),
