@@ -81,7 +81,10 @@ class Cfg:
 
 
 def _run(world, tmp_path, trials):
-    sets, _ = world
+    return _run_sets(world[0], tmp_path, trials)
+
+
+def _run_sets(sets, tmp_path, trials):
     utt2spk = {side: dict(zip(sets[n].keys, sets[n].spk_ids, strict=True))
                for side, n in (("dev", "target_dev_test"), ("target", "target_test"))}  # fmt: skip
     scorer = rows.Scorer(trials, utt2spk, num_replicates=50, seed=0)
@@ -129,6 +132,21 @@ def test_rows_report_intervals_trial_counts_and_what_was_chosen(world, tmp_path)
     for r in table:
         tried = [t["dev_eer"] for t in r["tried"] if "dev_eer" in t]
         assert r["dev"]["eer"] == pytest.approx(min(tried)), r["id"]
+
+
+def test_no_buildable_backend_is_one_clear_error(world, tmp_path):
+    """Fewer source utterances than the x-vector dimension (a full-size 512-dim model on a small
+    source set): every row fails to build, and the recipe says why instead of crashing."""
+    sets, trials = world
+    few = sets["source_train"]
+    keys = few.keys[: DIM - 2]
+    small = dict(sets, source_train=XvectorSet(keys, few.mat[: DIM - 2],
+                                               {k: few.utt2spk[k] for k in keys}))  # fmt: skip
+    small.pop("target_train")
+    with pytest.raises(
+        XvjaxError, match=r"no backend could be built on the test x-vectors .*row 1: "
+    ):
+        _run_sets(small, tmp_path, trials)
 
 
 def test_asnorm_top_k_is_clamped_and_said(world):

@@ -286,24 +286,33 @@ def backend_rows(
     embeddings: str,
 ) -> tuple[list[dict], dict[str, Choice]]:  # fmt: skip
     """Rows 1-5d on one network's x-vectors (see the module docstring) -> (rows, choices)."""
-    rows, choices = [], {}
+    rows, choices, skipped = [], {}, {}
     for spec in backend_specs(cfg):
         cands = spec.candidates(backends)
         if not cands or (spec.uses_labels and "target_train" not in backends.sets):
-            log.warning("row %s skipped: no labelled in-domain set", spec.id)
+            skipped[spec.id] = "no labelled in-domain set"
+            log.warning("row %s skipped: %s", spec.id, skipped[spec.id])
             continue
         try:
             choice = choose(cands, backends, scorer, sets)
         except XvjaxError as e:
+            skipped[spec.id] = str(e)
             log.warning("row %s skipped: %s", spec.id, e)
             continue
         choices[spec.id] = (spec, choice)
         rows.append(
             row_result(spec.id, spec.name, choice, embeddings, spec.uses_labels, spec.kaldi)
         )
+    if not choices:
+        first = next(iter(skipped.items()), ("-", "no backend rows configured"))
+        raise XvjaxError(
+            f"no backend could be built on the {embeddings} x-vectors "
+            f"({len(skipped)} rows skipped; row {first[0]}: {first[1]})"
+        )
     best = min(choices.values(), key=lambda sc: dev_key(sc[1].dev))
     no_label = [sc for sc in choices.values() if not sc[0].uses_labels]
-    best_nl = min(no_label, key=lambda sc: dev_key(sc[1].dev))
+    # Without a no-label row (all failed) 5c/5d are not made: `best` stands in and is skipped below.
+    best_nl = min(no_label, key=lambda sc: dev_key(sc[1].dev)) if no_label else best
     cohort = len(backends.adapt_vectors)
     for (sid_s, sid_a), (spec, choice), what in (
         (("5a", "5b"), best, "the dev-best of rows 1-4b"),
