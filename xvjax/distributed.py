@@ -168,8 +168,9 @@ def check_all(error: str | None) -> None:
 
 
 def all_succeed(part: Callable[[], T]) -> T:
-    """Runs this process's `part` of a job, then `check_all`: its XvjaxError or OS error is handed
-    to every process (which all raise), instead of ending this one alone while the others wait."""
+    """Runs this process's `part` of a job, then `check_all`: its error is handed to every process
+    (which all raise), instead of ending this one alone while the others wait for it. An error
+    that is not an XvjaxError or OS error (a bug) is logged with its traceback first."""
     error = None
     result = None
     try:
@@ -178,5 +179,10 @@ def all_succeed(part: Callable[[], T]) -> T:
         error = str(e)
     except OSError as e:
         error = f"{e.strerror or e}" + (f": '{e.filename}'" if e.filename is not None else "")
+    except Exception as e:
+        if jax.process_count() == 1:
+            raise
+        log.exception("internal error")
+        error = f"internal error {type(e).__name__}: {e}"
     check_all(error)
     return result

@@ -42,6 +42,9 @@ __all__ = [
     "job_wspecifier",
     "merged_scp",
     "merge_scps",
+    "merge_job_tables",
+    "concat_files",
+    "check_file_output",
     "assign_by_length",
     "TableShare",
     "split_ranges",
@@ -61,7 +64,8 @@ def job_filename(path: str, job: int) -> str:
     return os.path.join(folder, base)
 
 
-def _check_file(name: str | None, wspec: str) -> None:
+def check_file_output(name: str | None, wspec: str) -> None:
+    """XvjaxError unless `name` (an output of several jobs) is a file, not a stream or pipe."""
     if name is None:
         return
     kind, _ = streams.classify_wxfilename(name)
@@ -83,7 +87,7 @@ def job_wspecifier(wspec: str, job: int, num_jobs: int) -> str:
     if num_jobs == 1 and "JOB" not in wspec:
         return wspec
     for name in (spec.ark, spec.scp):
-        _check_file(name, wspec)
+        check_file_output(name, wspec)
     if spec.scp is None:
         raise XvjaxError(
             f"'{wspec}': with {num_jobs} processes the output needs an scp to merge the jobs' "
@@ -133,6 +137,31 @@ def merge_scps(job_scps: Sequence[str], out_scp: str, key_order: Iterable[str] |
     return len(order)
 
 
+def merge_job_tables(wspec: str, num_jobs: int, key_order: Iterable[str] | None = None):
+    """Writes `merged_scp(wspec)` from the scp files the jobs wrote with `job_wspecifier`
+    (`merge_scps`); returns its path, or None when there is nothing to merge."""
+    merged = merged_scp(wspec, num_jobs)
+    if merged is None:
+        return None
+    scp = parse_wspecifier(wspec).scp
+    merge_scps([job_filename(scp, j + 1) for j in range(num_jobs)], merged, key_order)
+    return merged
+
+
+def concat_files(parts: Sequence[str], out: str) -> None:
+    """Writes the files `parts` one after the other to `out` (atomically)."""
+    with fileutil.atomic_open(out, "wb") as f:
+        for part in parts:
+            try:
+                with open(part, "rb") as src:
+                    while chunk := src.read(1 << 22):
+                        f.write(chunk)
+            except FileNotFoundError:
+                raise XvjaxError(
+                    f"job output '{part}' is missing (not on a shared file system?)"
+                ) from None
+
+
 def assign_by_length(lengths: Iterable[float], num_jobs: int) -> list[int]:
     """Job index (0-based) of each item, in input order: each item goes to the job with the least
     total length so far (the lowest index on ties). Every job ends within one item's length of the
@@ -165,7 +194,7 @@ class TableShare:
 
     Iterating yields this job's (key, float32 matrix) in table order. For an `scp:` table the rows
     come from each matrix's header and only this job's matrices are read; an archive (a file or a
-    pipe) is read whole by every job, each keeping its share. After the iteration `keys` holds
+    pipe) is read whole by every job, each keeping its share. After the iteration `all_keys` holds
     every key of the table in order (the order of the merged scp) and `num_rows` the rows of each.
     Unreadable entries raise XvjaxError naming the key, as `tables.read` does.
     """
@@ -174,11 +203,11 @@ class TableShare:
         self.rspec, self.job, self.num_jobs = rspec, job, num_jobs
         self.spec = parse_rspecifier(rspec)
         self.label = f"{self.spec.type}:{streams.printable(self.spec.filename)}"
-        self.keys: list[str] = []
+        self.all_keys: list[str] = []
         self.num_rows: list[int] = []
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        self.keys, self.num_rows = [], []
+        self.all_keys, self.num_rows = [], []
         if self.spec.type == "scp":
             yield from self._script()
         else:
@@ -200,7 +229,7 @@ class TableShare:
             rows = self._entry(key, rx, tables.matrix_num_rows)
             if rows is not None:
                 entries.append((key, rx))
-                self.keys.append(key)
+                self.all_keys.append(key)
                 self.num_rows.append(rows)
         owners = assign_by_length(self.num_rows, self.num_jobs)
         for (key, rx), owner in zip(entries, owners, strict=True):
@@ -213,7 +242,7 @@ class TableShare:
         heap = [(0.0, j) for j in range(self.num_jobs)]
         for key, mat in tables.read(self.rspec, kind="matrix"):
             rows = int(np.shape(mat)[0]) if np.ndim(mat) == 2 else 0
-            self.keys.append(key)
+            self.all_keys.append(key)
             self.num_rows.append(rows)
             load, owner = heapq.heappop(heap)  # the rule of `assign_by_length`, one item at a time
             heapq.heappush(heap, (load + rows, owner))

@@ -229,17 +229,12 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
             f"no x-vectors were extracted: all {failed.total()} utterances failed ({why}; "
             "see the warnings above)"
         )
-    merged = jobs.merged_scp(vec_wspec, count)
+    order = share.all_keys if share is not None else None
+    merged = distributed.all_succeed(
+        lambda: jobs.merge_job_tables(vec_wspec, count, order) if index == 0 else None
+    )
     if merged is not None:
-        scps = [
-            jobs.job_filename(tables.parse_wspecifier(vec_wspec).scp, j + 1) for j in range(count)
-        ]
-        order = share.keys if share is not None else None
-        distributed.all_succeed(
-            lambda: jobs.merge_scps(scps, merged, order) if index == 0 else None
-        )
-        if index == 0:
-            log.info("Merged the %d jobs' tables into %s", count, merged)
+        log.info("Merged the %d jobs' tables into %s", count, merged)
     if index == 0:
         log.info(
             "Done %d utterances, failed for %d%s; %.0f frames/s overall", num_done, num_failed,
