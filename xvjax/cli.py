@@ -94,6 +94,7 @@ COMMANDS: dict[str, str] = {
     "ivector-compute-dot-products": "xvjax.backend.commands.scoring:ivector_compute_dot_products",
     "score-matrix": "xvjax.backend.commands.scoring:score_matrix_cmd",
     "score-norm": "xvjax.backend.commands.scoring:score_norm",
+    "cluster-vectors": "xvjax.backend.commands.clustering:cluster_vectors",
     "calibrate": "xvjax.backend.commands.metrics:calibrate_cmd",
     "compute-eer": "xvjax.backend.commands.metrics:compute_eer_cmd",
     "compute-min-dcf": "xvjax.backend.commands.metrics:compute_min_dcf_cmd",

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from xvjax import distributed, fileutil
 from xvjax.errors import XvjaxError
-from xvjax.features import augment, noise_banks
+from xvjax.features import augment, noise_banks, options
 from xvjax.features.frontend_numpy import prepare_feats_numpy
 from xvjax.features.options import (
     RECIPE_CMN,
@@ -268,9 +268,17 @@ def make_features(
             "%d of %d utterances produced no features (run fix-data-dir to drop them)",
             len(failed), len(d.utts),
         )  # fmt: skip
-    distributed.all_succeed(
-        lambda: _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
-    )
+
+    def write_tables() -> None:
+        _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
+        # What the features were made with, as Kaldi recipes keep their conf/ (models record it).
+        options.write_frontend_conf(data_dir, options.frontend_record(mfcc_opts, vad_opts))
+        if no_sil_dir is not None:
+            options.write_frontend_conf(
+                no_sil_dir, options.frontend_record(mfcc_opts, vad_opts, cmn_opts)
+            )
+
+    distributed.all_succeed(write_tables)
     log.info(
         "Succeeded creating MFCC features for %s: %d utterances, %d had errors%s.",
         name, len(archives.num_frames), len(failed),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 
 from xvjax.cli import CLUSTER_OPTS, Opt, command, join_cluster_of
@@ -155,11 +156,19 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
     from xvjax import distributed
     from xvjax.kaldi import jobs, tables
     from xvjax.model.checkpoint import load_any
-    from xvjax.model.xvector_compute import Extractor, extract_xvectors, extraction_node
+    from xvjax.model.xvector_compute import (
+        Extractor,
+        check_frontend,
+        extract_xvectors,
+        extraction_node,
+    )
 
     index, count = join_cluster_of(opts)
     out_wspec = jobs.job_wspecifier(vec_wspec, index + 1, count)
     spec, variables = load_any(model)
+    feats_dir = _data_dir_of(feats_rspec)
+    if feats_dir is not None:
+        check_frontend(spec, feats_dir)
     try:
         node = extraction_node(spec, Path(model).is_dir(), opts.output_node)
     except XvjaxError as e:
@@ -335,3 +344,16 @@ def nnet3_compute_cmd(opts, model: str, feats_rspec: str, out_wspec: str):
              elapsed * 100.0 / max(frames, 1))  # fmt: skip
     log.info("Done %d utterances, failed for %d", num_success, num_fail)
     return 0 if num_success else 1
+
+
+def _data_dir_of(rspec: str) -> str | None:
+    """The data dir behind `scp:<dir>/feats.scp` (whose conf/ says how the features were made)."""
+    from xvjax.kaldi.specifiers import parse_rspecifier
+
+    try:
+        spec = parse_rspecifier(rspec)
+    except XvjaxError:
+        return None
+    if spec.type != "scp" or os.path.basename(spec.filename) != "feats.scp":
+        return None
+    return os.path.dirname(spec.filename) or "."

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xvjax.errors import XvjaxError
+from xvjax.features.options import frontend_differences, read_frontend_conf
 from xvjax.model.spec import ModelSpec
 from xvjax.model.xvector import XVector
 
@@ -85,6 +86,22 @@ def extraction_node(spec: ModelSpec, model_dir: bool, requested: str = "") -> st
     if model_dir and spec.node(spec.resolve("output")).op in _CLASSIFIER_OPS:
         return embedding_node(spec)
     return "output"
+
+
+def check_frontend(spec: ModelSpec, feats_dir: str) -> list[str]:
+    """Warns, and returns the differences, when the features of a data dir were made with other
+    front-end options (its conf/) than the network was trained on (`spec.frontend`); nothing is
+    compared when either side has no record."""
+    used = read_frontend_conf(feats_dir)
+    if not spec.frontend or not used:
+        return []
+    changed = frontend_differences(spec.frontend, used)
+    if changed:
+        log.warning(
+            "the features in %s were made with other options than the model was trained on: %s",
+            feats_dir, "; ".join(changed),
+        )  # fmt: skip
+    return changed
 
 
 def plan_chunks(
