@@ -376,3 +376,24 @@ def test_cluster_detection(monkeypatch):
     assert distributed.join_cluster("none") == (0, 1)
     with pytest.raises(XvjaxError, match="need a coordinator"):
         distributed.join_cluster("", 2, 1)
+
+
+def test_split_data_dir_keeps_speakers_whole_and_order(tmp_path):
+    from xvjax.kaldi import datadir
+    from xvjax.synthetic.fake_feats import write_fake_data_dir
+
+    src = str(tmp_path / "train")
+    write_fake_data_dir(src, num_speakers=5, utts_per_speaker=3, feat_dim=4, min_frames=10,
+                        max_frames=20)  # fmt: skip
+    d = datadir.load_data_dir(src)
+    assert cli.run(["split-data-dir", "--print-args=false", src, "3"]) == 0
+    parts = [datadir.load_data_dir(f"{src}/split3/{j}") for j in (1, 2, 3)]
+    assert [u for p in parts for u in p.utts] == d.utts  # contiguous, in order, nothing twice
+    speakers = [set(p.spk2utt) for p in parts]
+    assert not (speakers[0] & speakers[1] or speakers[1] & speakers[2])  # speakers kept whole
+    assert sorted(len(p.utts) for p in parts) == [3, 6, 6]  # 5 speakers of 3 over 3 jobs
+    assert all(tables.read_scp(f"{src}/split3/{j}/feats.scp") for j in (1, 2, 3))
+    paths = datadir.split_data_dir(src, 4, per_utt=True)
+    assert [len(datadir.load_data_dir(p).utts) for p in paths] == [4, 4, 4, 3]
+    with pytest.raises(XvjaxError, match="has 5 speakers, fewer than the 6 jobs"):
+        datadir.split_data_dir(src, 6)

@@ -51,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "extract-segments": "xvjax.kaldi.commands:extract_segments",
     "validate-data-dir": "xvjax.kaldi.commands:validate_data_dir_cmd",
     "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
+    "split-data-dir": "xvjax.kaldi.commands:split_data_dir_cmd",
     "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
     "fix-data-dir": "xvjax.kaldi.commands:fix_data_dir_cmd",
     "kaldi-shims": "xvjax.kaldi.commands:kaldi_shims",
