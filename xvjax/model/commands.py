@@ -228,6 +228,11 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
             for line in filter(None, text.split("\n")):
                 n, kind = line.split("\t", 1)
                 failed[kind] += int(n)
+    if index == 0:
+        log.info(
+            "Done %d utterances, failed for %d%s; %.0f frames/s overall", num_done, num_failed,
+            f" ({count} processes)" if count > 1 else "", frames / max(elapsed, 1e-9),
+        )  # fmt: skip
     if num_done == 0:
         if not failed:
             raise XvjaxError(f"no x-vectors were extracted: '{feats_rspec}' has no utterances")
@@ -244,11 +249,6 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
     )
     if merged is not None:
         log.info("Merged the %d jobs' tables into %s", count, merged)
-    if index == 0:
-        log.info(
-            "Done %d utterances, failed for %d%s; %.0f frames/s overall", num_done, num_failed,
-            f" ({count} processes)" if count > 1 else "", frames / max(elapsed, 1e-9),
-        )  # fmt: skip
 
 
 @command(
