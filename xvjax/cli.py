@@ -51,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "extract-segments": "xvjax.kaldi.commands:extract_segments",
     "validate-data-dir": "xvjax.kaldi.commands:validate_data_dir_cmd",
     "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
+    "split-data-dir": "xvjax.kaldi.commands:split_data_dir_cmd",
     "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
     "fix-data-dir": "xvjax.kaldi.commands:fix_data_dir_cmd",
     "kaldi-shims": "xvjax.kaldi.commands:kaldi_shims",
@@ -118,6 +119,7 @@ class Opt:
     default: Any
     help: str
     type: type | None = None  # set when default is None
+    env: str = ""  # an environment variable that sets the default (the command line wins)
 
     @property
     def kind(self) -> type:
@@ -147,6 +149,17 @@ COMMON_OPTS = (
     Opt("verbose", 0, "Verbose level (higher is more logging)"),
     Opt("print-args", True, "Print the command line arguments (to stderr)"),
 )
+
+# How a heavy command joins the other processes of a multi-host job (`xvjax.distributed`).
+CLUSTER_OPTS = (
+    Opt("coordinator", "", "jax.distributed coordinator HOST:PORT of a multi-process run; 'auto': "
+        "let JAX find the cluster (Slurm, Cloud TPU, GKE, Open MPI); 'none': run alone; empty: "
+        "join a multi-task Slurm step or Open MPI job if this is one", env="XVJAX_COORDINATOR"),
+    Opt("num-processes", 0, "Number of processes (one per host) with --coordinator=HOST:PORT "
+        "(0: from the cluster)", env="XVJAX_NUM_PROCESSES"),
+    Opt("process-id", -1, "This process's index 0..N-1 with --coordinator=HOST:PORT (-1: from "
+        "the cluster)", env="XVJAX_PROCESS_ID"),
+)  # fmt: skip
 
 
 def command(
@@ -208,6 +221,9 @@ def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
     for o in COMMON_OPTS:
         known.setdefault(o.name, o)
     values: dict[str, Any] = {o.name.replace("-", "_"): o.default for o in known.values()}
+    for o in known.values():
+        if o.env and os.environ.get(o.env):
+            values[o.name.replace("-", "_")] = _convert(o, os.environ[o.env])
     positional: list[str] = []
     from_cli: list[str] = []
     only_args = False
@@ -260,6 +276,8 @@ def usage_text(cmd: Command) -> str:
             default = str(default).lower()
         kind = {bool: "bool", int: "int", float: "float", str: "string"}.get(o.kind, "string")
         shown = kind if default is None else f"{kind}, default = {default}"  # None: see the help
+        if o.env:
+            shown += f"; env {o.env}"
         lines.append(f"  --{_canon(o.name):<28} : {o.help} ({shown})")
     return "\n".join(lines)
 
@@ -292,19 +310,43 @@ def top_help() -> str:
     )
 
 
+_process_tag = ""  # ":2/4" in a multi-process run (process 2 of 4), in every log line's prefix
+
+
+class _ProcessTag(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.xvjax_process = _process_tag
+        return True
+
+
 def setup_logging(name: str, verbose: int = 0) -> None:
-    """Kaldi-style log lines on stderr. `--verbose` applies to xvjax's own logger only: the
-    libraries' debug output (JAX, Orbax, ...) is not Kaldi's verbose output, and JAX's logger has
-    a handler of its own, so letting it through would print each of its lines twice."""
+    """Kaldi-style log lines on stderr (`LOG (xvjax NAME:2/4) ...` on process 2 of 4). `--verbose`
+    applies to xvjax's own logger only: the libraries' debug output (JAX, Orbax, ...) is not
+    Kaldi's verbose output, and JAX's logger has a handler of its own, so letting it through
+    would print each of its lines twice."""
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(levelname)s (xvjax {name}) %(message)s",
+        format=f"%(levelname)s (xvjax {name}%(xvjax_process)s) %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ProcessTag())
     logging.getLogger("xvjax").setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
     for noisy in ("absl", "jax", "jaxlib", "orbax", "flax", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def join_cluster_of(opts) -> tuple[int, int]:
+    """Joins the processes of a multi-host run as `opts` (`CLUSTER_OPTS`) say, through
+    `xvjax.distributed.join_cluster`, and tags this process's log lines with its number; returns
+    (process index, process count)."""
+    global _process_tag
+    from xvjax.distributed import join_cluster
+
+    index, count = join_cluster(opts.coordinator, opts.num_processes, opts.process_id)
+    _process_tag = f":{index + 1}/{count}" if count > 1 else ""
+    return index, count
 
 
 class Terminated(BaseException):
@@ -377,22 +419,24 @@ def run(argv: Sequence[str]) -> int:
             if result != 0 and written is not None:
                 written.rollback()  # nothing is written by a command that fails
     except XvjaxError as e:
-        print(f"ERROR (xvjax {name}): {e}", file=sys.stderr)
+        print(f"ERROR (xvjax {name}{_process_tag}): {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"ERROR (xvjax {name}): interrupted", file=sys.stderr)
+        print(f"ERROR (xvjax {name}{_process_tag}): interrupted", file=sys.stderr)
         return 130
     except Terminated as e:
-        print(f"ERROR (xvjax {name}): terminated by signal {e.signum}", file=sys.stderr)
+        print(
+            f"ERROR (xvjax {name}{_process_tag}): terminated by signal {e.signum}", file=sys.stderr
+        )
         return 128 + e.signum
     except BrokenPipeError:
         return 1
     except OSError as e:  # permission denied, no space left, ...: one line, no traceback
-        print(f"ERROR (xvjax {name}): {_one_line(e)}", file=sys.stderr)
+        print(f"ERROR (xvjax {name}{_process_tag}): {_one_line(e)}", file=sys.stderr)
         return 1
     if result != 0 and not cmd.resumable:  # e.g. Kaldi's "nothing succeeded" status
         print(
-            f"ERROR (xvjax {name}): failed (exit status {result}; see the warnings above); "
+            f"ERROR (xvjax {name}{_process_tag}): failed (exit status {result}; see the warnings above); "
             "no output file was kept",
             file=sys.stderr,
         )

@@ -21,12 +21,14 @@ per enrolment. Features and constants are computed in float64 on the host; the G
 The pairwise (trial list) and dense paths use the same features, so dense scoring equals
 trial-list scoring on the same pairs (to 1e-10 in float64).
 
-Dense scoring runs over enrolment blocks x test blocks of `block_size`, each enrolment block
-sharded over the available devices on a 1-D mesh (`jax.make_mesh((num_devices,), ("data",))`,
-rows split with `NamedSharding(mesh, P("data", None))`), the test block replicated. Device memory
-is bounded by the block shapes; only `score_matrix` materialises the full N x M result (use
-`iter_score_blocks` to stream). Every block uses the same padded shape; float64 results do not
-depend on the block size (< 1e-11), float32 ones only through GEMM rounding (< 1e-4).
+Dense scoring runs over enrolment blocks x test blocks on a 2-D mesh (`score_mesh`, axes
+("enroll", "test")): one mesh row per process, so every process computes a contiguous share of the
+enrolment rows (`process_rows`, and writes them), each block's test columns split over that
+process's devices; the GEMM needs no communication. Device memory is bounded by the block shapes;
+only `score_matrix` materialises the full N x M result (use `iter_score_blocks` to stream). Every
+block uses the same padded shape; float64 results do not depend on the block size or the mesh
+(< 1e-11), float32 ones only through GEMM rounding (< 1e-4). Trial lists (`score_pairs`) run on
+one process's devices (a multi-process command gives each process a range of the trials).
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from xvjax.backend.plda import Plda, plda_transform
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.jobs import split_ranges
 
 __all__ = [
     "EnrollFeatures",
@@ -56,6 +59,11 @@ __all__ = [
     "cosine_scores",
     "cosine_matrix",
     "device_mesh",
+    "score_mesh",
+    "mesh_row",
+    "process_rows",
+    "global_rows",
+    "local_rows",
     "precision_dtype",
     "x64_scope",
     "round_up",
@@ -116,8 +124,8 @@ def prepare_test(plda: Plda, x, normalize_length=True, simple_length_norm=False)
 
 # ----------------------------------------------------------------------------- devices
 def device_mesh(devices=None):
-    """1-D mesh ("data",) over `devices` (default: all of jax.devices())."""
-    devs = list(devices) if devices is not None else jax.devices()
+    """1-D mesh ("data",) over `devices` (default: this process's devices)."""
+    devs = list(devices) if devices is not None else jax.local_devices()
     auto = (jax.sharding.AxisType.Auto,)  # let XLA propagate the row sharding through gathers
     return jax.make_mesh((len(devs),), ("data",), axis_types=auto, devices=devs)
 
@@ -290,8 +298,8 @@ def _pairs_from_tiles(ef, tf, ie, it, block_size, dtype, devices) -> np.ndarray:
     """Trial scores picked from the dense tiles that contain trials (tiles without trials are
     skipped, so the cost follows the trials, not N_e x N_t)."""
     num_e, num_t = len(ef.const), tf.shape[0]
-    ndev = device_mesh(devices).size
-    be, bt = _block_shape(block_size, num_e, num_t, ndev)
+    mesh = score_mesh(devices if devices is not None else jax.local_devices())
+    be, bt = _block_shape(block_size, num_e, num_t, mesh.size)
     num_cb = -(-num_t // bt)
     key = (ie // be).astype(np.int64) * num_cb + it // bt
     order = np.argsort(key, kind="stable")
@@ -299,7 +307,7 @@ def _pairs_from_tiles(ef, tf, ie, it, block_size, dtype, devices) -> np.ndarray:
     tiles = np.unique(sorted_keys)
     out = np.empty(len(ie))
     for r0, c0, blk in iter_score_blocks(
-        ef, tf, block_size=(be, bt), dtype=dtype, devices=devices, tiles=tiles
+        ef, tf, block_size=(be, bt), dtype=dtype, mesh=mesh, tiles=tiles
     ):
         k = (r0 // be) * num_cb + c0 // bt
         lo, hi = np.searchsorted(sorted_keys, [k, k + 1])
@@ -309,12 +317,61 @@ def _pairs_from_tiles(ef, tf, ie, it, block_size, dtype, devices) -> np.ndarray:
 
 
 def _block_shape(block_size, num_e: int, num_t: int, ndev: int) -> tuple[int, int]:
-    """(rows, cols) of the dense tiles: rows a multiple of the device count."""
+    """(rows, cols) of the dense tiles of one process (`iter_score_blocks`'s): columns a multiple
+    of the device count."""
     be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
-    return round_up(min(be, round_up(num_e, ndev)), ndev), min(bt, num_t)
+    return max(1, min(be, num_e)), round_up(min(bt, num_t), ndev)
 
 
 # ----------------------------------------------------------------------------- dense
+def score_mesh(devices=None) -> Mesh:
+    """The 2-D mesh of dense scoring, axes ("enroll", "test"): one mesh row per process (default:
+    every device of every process), that process's devices along "test". Enrolment rows are split
+    over the processes (each computes, and writes, its own rows), test columns over a process's
+    devices. A list of devices of one process gives a (1, len(devices)) mesh."""
+    devs = list(devices) if devices is not None else jax.devices()
+    by_process: dict[int, list] = {}
+    for d in devs:
+        by_process.setdefault(d.process_index, []).append(d)
+    rows = [sorted(by_process[p], key=lambda d: d.id) for p in sorted(by_process)]
+    if len({len(r) for r in rows}) != 1:
+        raise XvjaxError(f"processes have different numbers of devices: {[len(r) for r in rows]}")
+    return Mesh(np.array(rows), ("enroll", "test"))
+
+
+def mesh_row(mesh: Mesh) -> int:
+    """This process's row of a `score_mesh`."""
+    me = jax.process_index()
+    for i, row in enumerate(mesh.devices):
+        if row[0].process_index == me:
+            return i
+    raise XvjaxError("this process has no device in the scoring mesh")
+
+
+def process_rows(num_rows: int, mesh: Mesh) -> list[range]:
+    """The enrolment rows of each process of a `score_mesh`: contiguous, sizes within one."""
+    return split_ranges(num_rows, mesh.devices.shape[0])
+
+
+def global_rows(local: np.ndarray, mesh: Mesh, spec: P) -> jax.Array:
+    """A global array whose mesh-row p part (along "enroll") is process p's `local` block (all
+    blocks have one shape); with `spec` P("enroll", ...) each process puts only its own rows."""
+    shape = (mesh.devices.shape[0] * local.shape[0], *local.shape[1:])
+    # A device's shard is its process's whole block (the "enroll" axis is one row per process).
+    return jax.make_array_from_callback(
+        shape, NamedSharding(mesh, spec), lambda index: local[(slice(None), *index[1:])]
+    )
+
+
+def local_rows(x: jax.Array, rows: int) -> np.ndarray:
+    """This process's (rows, ...) block of a global array split over "enroll" (`global_rows`'s
+    inverse), assembled from its devices' shards."""
+    out = np.empty((rows, *x.shape[1:]), x.dtype)
+    for shard in x.addressable_shards:
+        out[(slice(None), *shard.index[1:])] = np.asarray(shard.data)
+    return out
+
+
 def iter_score_blocks(
     ef: EnrollFeatures,
     tf: np.ndarray,
@@ -325,23 +382,35 @@ def iter_score_blocks(
     enroll_stats=None,
     test_stats=None,
     tiles=None,
+    mesh: Mesh | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yields (row0, col0, scores) for every enrolment-block x test-block of the dense matrix.
+    """Yields (row0, col0, scores) for every enrolment-block x test-block of the dense matrix that
+    holds this process's rows (all rows with one process).
 
     ef: `EnrollFeatures` of N_e enrolments; tf: (N_t, D) `test_features`.
     block_size: rows (and columns) per block, or (rows, cols). scores is a host (rows, cols)
-    float array (`dtype`). Enrolment rows are sharded over `devices`.
+    float array (`dtype`). The blocks run on a `score_mesh` (`mesh`, or one over `devices`):
+    every process computes its contiguous share of the rows (`process_rows`) in blocks of up to
+    `rows`, each block's columns split over its devices. Every process must call this with the
+    same arguments (they step through the blocks together). Device memory per device is about
+    (rows + cols / devices) x D + rows x cols / devices values, whatever N_e and N_t.
     enroll_stats / test_stats: optional cohort statistics (`xvjax.backend.snorm.CohortStats`,
     (N_e,) and (N_t,)); with both the blocks are S-normalised, with one Z- or T-normalised, in a
     second jitted step on the device (kept separate from the GEMM, which XLA fuses badly on CPU).
     tiles: optional sorted tile ids (row_block * num_col_blocks + col_block) to compute; others
-    are skipped (used for trial lists).
+    are skipped (used for trial lists; one process).
     """
     fe, ce, qi, ft, qt = split_features(ef, tf)
     num_e, num_t = fe.shape[0], ft.shape[0]
-    mesh = device_mesh(devices)
-    be, bt = _block_shape(block_size, num_e, num_t, mesh.size)
+    mesh = mesh if mesh is not None else score_mesh(devices)
+    num_proc, num_dev = mesh.devices.shape
+    mine = process_rows(num_e, mesh)[mesh_row(mesh)]
+    be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
+    be = max(1, min(be, -(-num_e // num_proc)))  # rows of each process in a block
+    bt = round_up(min(bt, num_t), num_dev)
     num_cb = -(-num_t // bt)
+    per_process = -(-num_e // num_proc)
+    num_rb = -(-per_process // be)  # the same on every process
     wanted = None if tiles is None else set(int(t) for t in tiles)
     wanted_rows = None if wanted is None else {t // num_cb for t in wanted}
     use_norm = enroll_stats is not None or test_stats is not None
@@ -355,42 +424,51 @@ def iter_score_blocks(
         if enroll_stats is not None and test_stats is not None:
             weights = (0.5, 0.5)
         else:
-            weights = (1.0, 0.0) if enroll_stats is not None else (0.0, 1.0)
+            weights = (0.0, 1.0) if enroll_stats is None else (1.0, 0.0)
     with x64_scope(dtype):
-        rows1 = NamedSharding(mesh, P("data"))
-        rep = NamedSharding(mesh, P())
+        cols2 = NamedSharding(mesh, P("test", None))
+        cols1 = NamedSharding(mesh, P("test"))
         test_blocks = [
             (
                 t0,
-                jax.device_put(_pad_rows(ft[t0 : t0 + bt], bt).astype(dtype), rep),
-                jax.device_put(_pad_rows(qt[:, t0 : t0 + bt].T, bt).T.astype(dtype), rep),
+                jax.device_put(_pad_rows(ft[t0 : t0 + bt], bt).astype(dtype), cols2),
+                jax.device_put(
+                    _pad_rows(qt[:, t0 : t0 + bt].T, bt).T.astype(dtype),
+                    NamedSharding(mesh, P(None, "test")),
+                ),
             )
             for t0 in range(0, num_t, bt)
         ]
         if use_norm:
             t_stats = {
                 t0: (
-                    jax.device_put(_pad_rows(mt[t0 : t0 + bt], bt).astype(dtype), rep),
-                    jax.device_put(_pad_rows(st[t0 : t0 + bt], bt, 1.0).astype(dtype), rep),
+                    jax.device_put(_pad_rows(mt[t0 : t0 + bt], bt).astype(dtype), cols1),
+                    jax.device_put(_pad_rows(st[t0 : t0 + bt], bt, 1.0).astype(dtype), cols1),
                 )
                 for t0, _, _ in test_blocks
             }
-        for e0 in range(0, num_e, be):
-            if wanted_rows is not None and e0 // be not in wanted_rows:
+        rows2, rows1 = P("enroll", None), P("enroll")
+        for k in range(num_rb):
+            if wanted_rows is not None and k not in wanted_rows:
                 continue
-            ne = min(be, num_e - e0)
-            fe_d, ce_d, qi_d = put_enroll_rows(fe, ce, qi, e0, be, mesh, dtype)
+            e0 = mine.start + k * be
+            ne = max(0, min(be, mine.stop - e0))
+            take = slice(e0, e0 + ne)
+            fe_d = global_rows(_pad_rows(fe[take], be).astype(dtype), mesh, rows2)
+            ce_d = global_rows(_pad_rows(ce[take], be).astype(dtype), mesh, rows1)
+            qi_d = global_rows(_pad_rows(qi[take], be), mesh, rows1)
             if use_norm:
-                me_d = jax.device_put(_pad_rows(me[e0 : e0 + be], be).astype(dtype), rows1)
-                se_d = jax.device_put(_pad_rows(se[e0 : e0 + be], be, 1.0).astype(dtype), rows1)
+                me_d = global_rows(_pad_rows(me[take], be).astype(dtype), mesh, rows1)
+                se_d = global_rows(_pad_rows(se[take], be, 1.0).astype(dtype), mesh, rows1)
             for t0, ft_d, qt_d in test_blocks:
-                if wanted is not None and (e0 // be) * num_cb + t0 // bt not in wanted:
+                if wanted is not None and k * num_cb + t0 // bt not in wanted:
                     continue
                 nt = min(bt, num_t - t0)
                 blk = score_block(fe_d, ce_d, qi_d, ft_d, qt_d)
                 if use_norm:
                     blk = _normalize_block(blk, me_d, se_d, *t_stats[t0], *weights)
-                yield e0, t0, np.asarray(blk)[:ne, :nt]
+                if ne:
+                    yield e0, t0, local_rows(blk, be)[:ne, :nt]
 
 
 def score_matrix(

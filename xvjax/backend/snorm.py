@@ -30,19 +30,23 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from xvjax import distributed
 from xvjax.backend.plda import Plda, plda_transform
 from xvjax.backend.scoring import (
     EnrollFeatures,
-    device_mesh,
     enroll_features,
+    global_rows,
     iter_score_blocks,
+    local_rows,
+    mesh_row,
     prepare_enroll,
-    put_enroll_rows,
+    process_rows,
     round_up,
     score_block,
+    score_mesh,
     score_pairs,
     split_features,
     test_features,
@@ -111,13 +115,33 @@ def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats
     return CohortStats(mean, np.sqrt(np.maximum(var, 0.0)))
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _top_k_moments(s, k: int):
-    """Mean and population std of the k highest scores of each row of a (rows, C) block."""
-    top = jax.lax.top_k(s, k)[0]
-    mean = jnp.mean(top, axis=1)
-    std = jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
-    return mean, std
+@functools.cache
+def _top_k_moments(mesh: Mesh, k: int):
+    """jit(scores (rows, C) split over `mesh` ("enroll", "test"), valid (C,)) -> mean and
+    population std (rows,) of the k highest valid scores of each row. Each device takes the top k
+    of its columns, the candidates of a mesh row are gathered (k per device, not the scores) and
+    the top k of them kept."""
+
+    def local(s, valid):
+        s = jnp.where(valid[None, :], s, -jnp.inf)
+        top = jax.lax.top_k(s, min(k, s.shape[1]))[0]
+        top = jax.lax.all_gather(top, "test", axis=1, tiled=True)
+        top = jax.lax.top_k(top, k)[0]
+        mean = jnp.mean(top, axis=1)
+        return mean, jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
+
+    rows = P("enroll")
+    # After the all_gather every device of a mesh row holds the same statistics, which the
+    # replication check cannot infer through top_k.
+    return jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P("enroll", "test"), P("test")),
+            out_specs=(rows, rows),
+            check_vma=False,
+        )
+    )
 
 
 def cohort_stats(
@@ -128,12 +152,16 @@ def cohort_stats(
     block_size: int = 1024,
     dtype=np.float32,
     devices=None,
+    mesh=None,
 ) -> CohortStats:
     """Cohort statistics of N models (`EnrollFeatures`) against C cohort vectors ((C, D) test features).
 
     top_k None (or >= C): whole cohort, closed form in float64. Otherwise the N x C scores are
-    computed in row blocks of `block_size` (sharded over devices, in `dtype`) and reduced to the
-    mean/std of each row's top_k on the device.
+    computed on a `score_mesh` (`mesh`, or one over `devices`; default every device of every
+    process): each process takes its share of the N models (`process_rows`) in blocks of up to
+    `block_size`, the cohort split over its devices, in `dtype`; each block is reduced to the
+    mean/std of each row's top_k on the devices (`_top_k_moments`), and the (N,) statistics of all
+    processes are gathered, so every process gets all of them (never a score matrix).
     """
     num_cohort = cohort_tf.shape[0]
     if num_cohort < 2:
@@ -144,20 +172,43 @@ def cohort_stats(
         raise XvjaxError(f"--top-k must be positive, got {top_k}")
     fe, ce, qi, ft, qt = split_features(ef, cohort_tf)
     num = fe.shape[0]
-    mesh = device_mesh(devices)
-    block = round_up(min(block_size, round_up(num, mesh.size)), mesh.size)
-    mean, std = np.empty(num), np.empty(num)
+    mesh = mesh if mesh is not None else score_mesh(devices)
+    num_proc, num_dev = mesh.devices.shape
+    shares = process_rows(num, mesh)
+    mine = shares[mesh_row(mesh)]
+    per_process = max(len(r) for r in shares)
+    block = max(1, min(block_size, per_process))
+    cols = round_up(num_cohort, num_dev)
+    mean, std = np.zeros(per_process), np.zeros(per_process)
+    moments = _top_k_moments(mesh, int(top_k))
     with x64_scope(dtype):
-        rep = NamedSharding(mesh, P())
-        ft_d = jax.device_put(ft.astype(dtype), rep)
-        qt_d = jax.device_put(qt.astype(dtype), rep)
-        for r0 in range(0, num, block):
-            n = min(block, num - r0)
-            enroll_d = put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
-            m, s = _top_k_moments(score_block(*enroll_d, ft_d, qt_d), k=top_k)
-            mean[r0 : r0 + n] = np.asarray(m)[:n]
-            std[r0 : r0 + n] = np.asarray(s)[:n]
-    return CohortStats(mean, std)
+        ft_d = jax.device_put(_pad(ft, cols).astype(dtype), NamedSharding(mesh, P("test", None)))
+        qt_d = jax.device_put(
+            _pad(qt.T, cols).T.astype(dtype), NamedSharding(mesh, P(None, "test"))
+        )
+        valid = jax.device_put(np.arange(cols) < num_cohort, NamedSharding(mesh, P("test")))
+        rows2, rows1 = P("enroll", None), P("enroll")
+        for b0 in range(0, per_process, block):
+            take = slice(mine.start + b0, min(mine.start + b0 + block, mine.stop))
+            n = max(0, take.stop - take.start)
+            fe_d = global_rows(_pad(fe[take], block).astype(dtype), mesh, rows2)
+            ce_d = global_rows(_pad(ce[take], block).astype(dtype), mesh, rows1)
+            qi_d = global_rows(_pad(qi[take], block), mesh, rows1)
+            m, s = moments(score_block(fe_d, ce_d, qi_d, ft_d, qt_d), valid)
+            mean[b0 : b0 + n] = local_rows(m, block)[:n]
+            std[b0 : b0 + n] = local_rows(s, block)[:n]
+    if num_proc == 1:
+        return CohortStats(mean[:num], std[:num])
+    every = distributed.allgather_rows(np.stack([mean, std]))  # (processes, 2, per_process)
+    return CohortStats(
+        np.concatenate([every[p, 0, : len(r)] for p, r in enumerate(shares)]),
+        np.concatenate([every[p, 1, : len(r)] for p, r in enumerate(shares)]),
+    )
+
+
+def _pad(a: np.ndarray, rows: int) -> np.ndarray:
+    pad = [(0, rows - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    return np.pad(a, pad) if rows > a.shape[0] else a
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -294,6 +345,7 @@ def prepare_norm(
     block_size: int = 1024,
     dtype=np.float64,
     devices=None,
+    mesh=None,
 ) -> SideFeatures:
     """Transforms raw enrolment (N_e, D), test (N_t, D) and cohort (C, D) vectors once and computes
     the cohort statistics the `method` needs ("snorm", "asnorm" (needs top_k), "znorm", "tnorm").
@@ -308,7 +360,7 @@ def prepare_norm(
     v, _ = plda_transform(plda, test, 1, normalize_length, simple_length_norm)
     c, _ = plda_transform(plda, cohort, 1, normalize_length, simple_length_norm)
     tf, cf = test_features(v), test_features(c)
-    kw = dict(block_size=block_size, dtype=dtype, devices=devices)
+    kw = dict(block_size=block_size, dtype=dtype, devices=devices, mesh=mesh)
     e_stats = t_stats = None
     if method in ENROLL_SIDE:
         e_stats = cohort_stats(ef, cf, top_k, **kw)
@@ -338,7 +390,9 @@ def norm_trials(
     return raw, normalize_scores(raw, e, t)
 
 
-def iter_norm_blocks(prep: SideFeatures, *, block_size=2048, dtype=np.float32, devices=None):
+def iter_norm_blocks(
+    prep: SideFeatures, *, block_size=2048, dtype=np.float32, devices=None, mesh=None
+):
     """Dense normalised score blocks (row0, col0, (rows, cols) array), see `iter_score_blocks`."""
     return iter_score_blocks(
         prep.enroll,
@@ -346,6 +400,7 @@ def iter_norm_blocks(prep: SideFeatures, *, block_size=2048, dtype=np.float32, d
         block_size=block_size,
         dtype=dtype,
         devices=devices,
+        mesh=mesh,
         enroll_stats=prep.enroll_stats,
         test_stats=prep.test_stats,
     )

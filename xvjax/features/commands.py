@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from xvjax.cli import Opt, command
+from xvjax.cli import CLUSTER_OPTS, Opt, command, join_cluster_of
 from xvjax.errors import XvjaxError
 from xvjax.features.cmvn import sliding_cmn_numpy
 from xvjax.features.options import (
@@ -403,7 +403,10 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
     usage="Usage: xvjax make-features [options] <data-dir> [<log-dir> [<mfcc-dir>]]\n"
     " Writes <mfcc-dir>/raw_mfcc_<name>.{ark,scp}, vad_<name>.{ark,scp} and <data-dir>/feats.scp,\n"
     " vad.scp, utt2num_frames (mfcc-dir defaults to <data-dir>/data).\n"
-    " e.g.: xvjax make-features --mfcc-config=conf/mfcc.conf --vad-config=conf/vad.conf data/train",
+    " e.g.: xvjax make-features --mfcc-config=conf/mfcc.conf --vad-config=conf/vad.conf data/train\n"
+    " Several hosts (--coordinator, or a Slurm step / TPU slice): each process computes a share of\n"
+    " the utterances balanced by duration into raw_mfcc_<name>.N.ark (N = process index + 1, as\n"
+    " make_mfcc.sh's jobs); process 0 then writes the data dir's tables for all of them.",
     opts=[
         Opt("mfcc-config", "conf/mfcc.conf", "MFCC config file (Kaldi options)"),
         Opt("vad-config", "conf/vad.conf", "VAD config file; empty: no VAD"),
@@ -411,13 +414,17 @@ def select_voiced_frames_cmd(opts, feats_rspec, vad_rspec, feats_wspec):
         Opt("compression-method", 1, "Kaldi compression method (1 = automatic)"),
         Opt("write-utt2num-frames", True, "Write <data-dir>/utt2num_frames"),
         *_BATCH_OPTS,
-        Opt("nj", 1, "Ignored (accepted for make_mfcc.sh compatibility)"),
+        Opt("nj", 1, "Ignored (accepted for make_mfcc.sh compatibility; for several processes "
+            "see --coordinator)"),
         Opt("progress", True, "Show a progress bar"),
+        *CLUSTER_OPTS,
     ],
     nargs=(1, 3),
-)
+)  # fmt: skip
 def make_features(opts, data_dir, log_dir=None, mfcc_dir=None):
     from xvjax.features import datadir_jobs
+
+    join_cluster_of(opts)
 
     if not os.path.exists(opts.mfcc_config):
         raise XvjaxError(f"MFCC config {opts.mfcc_config} not found (--mfcc-config)")

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from xvjax import fileutil
+from xvjax import distributed, fileutil
 from xvjax.errors import XvjaxError
 from xvjax.features import augment, noise_banks, options
 from xvjax.features.frontend_numpy import prepare_feats_numpy
@@ -42,7 +42,7 @@ from xvjax.features.options import (
 from xvjax.features.resample import resample
 from xvjax.features.stream import bucket_length, extract_features
 from xvjax.features.vad import compute_vad_numpy
-from xvjax.kaldi import audio, datadir, tables
+from xvjax.kaldi import audio, datadir, jobs, streams, tables
 
 log = logging.getLogger("xvjax")
 
@@ -63,12 +63,18 @@ class _Archives:
     """The archives of one data dir (MFCC, VAD decisions, prepared copy) and what went into them."""
 
     def __init__(
-        self, archive_dir: str, name: str, compression_method: int | None, cmn_opts: CmnOptions
+        self,
+        archive_dir: str,
+        name: str,
+        compression_method: int | None,
+        cmn_opts: CmnOptions,
+        jobs: tuple[int, int] = (0, 1),
     ):
         self.raw = os.path.join(archive_dir, f"raw_mfcc_{name}")
         self.vad = os.path.join(archive_dir, f"vad_{name}")
         self.no_sil = os.path.join(archive_dir, f"xvector_feats_{name}")
         self.compression_method, self.cmn_opts = compression_method, cmn_opts
+        self.job, self.num_jobs = jobs
         self.num_frames: dict[str, int] = {}
         self.voiced_frames: dict[str, int] = {}
         self.unvoiced = 0
@@ -81,7 +87,7 @@ class _Archives:
         with contextlib.ExitStack() as stack:
             for path in (p for p, want in wanted.items() if want):
                 method = self.compression_method if path == self.raw else None
-                spec = f"ark,scp:{path}.ark,{path}.scp"
+                spec = f"ark,scp:{self.job_file(path, 'ark')},{self.job_file(path, 'scp')}"
                 self._writers[path] = stack.enter_context(
                     tables.Writer(spec, compression_method=method)
                 )
@@ -107,9 +113,30 @@ class _Archives:
             self._writers[self.no_sil][utt] = prepare_feats_numpy(feats, voiced, self.cmn_opts)
             self.voiced_frames[utt] = int(keep.sum())
 
+    def job_file(self, path: str, ext: str, job: int | None = None) -> str:
+        """`path.ext` of one job: `raw_mfcc_<name>.<job>.ark` as make_mfcc.sh names them (with
+        several jobs), else `raw_mfcc_<name>.ark`. Default: this process's job."""
+        if self.num_jobs == 1:
+            return f"{path}.{ext}"
+        return f"{path}.{(self.job if job is None else job) + 1}.{ext}"
+
     def table(self, path: str) -> dict[str, str]:
-        """{utt: ark:offset} of an archive written here (`self.raw`, `self.vad`, `self.no_sil`)."""
-        return dict(tables.read_scp(path + ".scp"))
+        """{utt: ark:offset} of an archive written here (`self.raw`, `self.vad`, `self.no_sil`),
+        every job's."""
+        out: dict[str, str] = {}
+        for job in range(self.num_jobs):
+            out.update(tables.read_scp(self.job_file(path, "scp", job)))
+        return out
+
+    def collect_jobs(self, prepared: bool, unvoiced: int) -> None:
+        """Every job's utterances and frame counts (read from the archives' matrix headers), for
+        the data dir's tables written by process 0."""
+        self.num_frames = {u: tables.matrix_num_rows(rx) for u, rx in self.table(self.raw).items()}
+        if prepared:
+            self.voiced_frames = {
+                u: tables.matrix_num_rows(rx) for u, rx in self.table(self.no_sil).items()
+            }
+        self.unvoiced = unvoiced
 
     def report(self, failed: list[str], resampled: int) -> FeaturesReport:
         return FeaturesReport(
@@ -179,55 +206,106 @@ def make_features(
     d = datadir.load_data_dir(data_dir, check_files=False)
     if d.wav_scp is None:
         raise XvjaxError(f"{data_dir}: no wav.scp")
+    job, num_jobs = jax.process_index(), jax.process_count()
     name = os.path.basename(os.path.normpath(data_dir))
-    archives = _Archives(_archive_dir(archive_dir, data_dir), name, compression_method, cmn_opts)
-    utterances = d.iter_audio(skip_errors=True)
+    archives = _Archives(
+        _archive_dir(archive_dir, data_dir), name, compression_method, cmn_opts, (job, num_jobs)
+    )
+    share = d.utts
+    if num_jobs > 1:
+        owners = jobs.assign_by_length(utterance_lengths(d), num_jobs)
+        share = [u for u, owner in zip(d.utts, owners, strict=True) if owner == job]
+        log.info("This process's share: %d of %d utterances", len(share), len(d.utts))
     from_rates: collections.Counter = collections.Counter()
-    if resample_to:
-        utterances = _resampled(utterances, int(resample_to), from_rates)
     one_pass = no_sil_dir is not None
-    with (
-        tqdm(total=len(d.utts), unit="utt", desc=f"features {name}", leave=False,
-             disable=not progress) as bar,
-        archives.open(raw=True, vad=one_pass, no_sil=one_pass),
-    ):  # fmt: skip
-        results = extract_features(utterances, mfcc_opts, batch_size, seed=seed, fft_impl=fft_impl)
-        for r in results:
-            bar.update(1)
-            if r.error is not None:
-                log.warning("Failed to compute features for utterance %s: %s", r.key, r.error)
-                continue
-            archives.add(r.key, r.feats, compute_vad_numpy(r.feats, vad_opts) if one_pass else None)
-    if not archives.num_frames:
+
+    def compute_share() -> None:
+        utterances = d.iter_audio(skip_errors=True, utts=share)
+        if resample_to:
+            utterances = _resampled(utterances, int(resample_to), from_rates)
+        with (
+            tqdm(total=len(share), unit="utt", desc=f"features {name}", leave=False,
+                 disable=not progress) as bar,
+            archives.open(raw=True, vad=one_pass, no_sil=one_pass),
+        ):  # fmt: skip
+            results = extract_features(
+                utterances, mfcc_opts, batch_size, seed=seed, fft_impl=fft_impl
+            )
+            for r in results:
+                bar.update(1)
+                if r.error is not None:
+                    log.warning("Failed to compute features for utterance %s: %s", r.key, r.error)
+                    continue
+                vad = compute_vad_numpy(r.feats, vad_opts) if one_pass else None
+                archives.add(r.key, r.feats, vad)
+        if vad_opts is not None and not one_pass:
+            # Like compute_vad_decision.sh: VAD on the features as stored (compressed or not).
+            with archives.open(raw=False, vad=True, no_sil=False):
+                for utt, feats in tables.read(f"scp:{archives.job_file(archives.raw, 'scp')}"):
+                    archives.add(utt, feats, compute_vad_numpy(feats, vad_opts))
+
+    distributed.all_succeed(compute_share)
+    if num_jobs > 1:
+        counts = [len(archives.num_frames), archives.unvoiced, from_rates.total()]
+        num_utts, unvoiced, resampled = distributed.allgather_rows(np.array(counts)).sum(axis=0)
+        if num_utts and job == 0:
+            archives.collect_jobs(one_pass, int(unvoiced))
+    else:
+        num_utts, resampled = len(archives.num_frames), from_rates.total()
+    if not num_utts:
         raise XvjaxError(f"{data_dir}: no utterance gave features (see the warnings above)")
-    if from_rates:
+    if resampled:
         log.info(
-            "%d utterances resampled from %s Hz to %d Hz before MFCC",
-            from_rates.total(), "/".join(map(str, sorted(from_rates))), resample_to,
+            "%d utterances resampled to %d Hz before MFCC%s", resampled, resample_to,
+            f" (from {'/'.join(map(str, sorted(from_rates)))} Hz)" if num_jobs == 1 else "",
         )  # fmt: skip
+    if job != 0:  # process 0 writes the data dir's tables from every job's archives
+        distributed.check_all(None)
+        return archives.report([u for u in share if u not in archives.num_frames], resampled)
     failed = [u for u in d.utts if u not in archives.num_frames]
     if failed:
         log.warning(
             "%d of %d utterances produced no features (run fix-data-dir to drop them)",
             len(failed), len(d.utts),
         )  # fmt: skip
-    if vad_opts is not None and not one_pass:
-        # Like compute_vad_decision.sh: VAD on the features as stored (compressed or not).
-        with archives.open(raw=False, vad=True, no_sil=False):
-            for utt, feats in tables.read(f"scp:{archives.raw}.scp"):
-                archives.add(utt, feats, compute_vad_numpy(feats, vad_opts))
-    _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
-    # What the features were made with, as Kaldi recipes keep their conf/ (models record it).
-    options.write_frontend_conf(data_dir, options.frontend_record(mfcc_opts, vad_opts))
-    if no_sil_dir is not None:
-        options.write_frontend_conf(
-            no_sil_dir, options.frontend_record(mfcc_opts, vad_opts, cmn_opts)
-        )
+
+    def write_tables() -> None:
+        _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
+        # What the features were made with, as Kaldi recipes keep their conf/ (models record it).
+        options.write_frontend_conf(data_dir, options.frontend_record(mfcc_opts, vad_opts))
+        if no_sil_dir is not None:
+            options.write_frontend_conf(
+                no_sil_dir, options.frontend_record(mfcc_opts, vad_opts, cmn_opts)
+            )
+
+    distributed.all_succeed(write_tables)
     log.info(
-        "Succeeded creating MFCC features for %s: %d utterances, %d had errors.",
+        "Succeeded creating MFCC features for %s: %d utterances, %d had errors%s.",
         name, len(archives.num_frames), len(failed),
+        f" ({num_jobs} processes)" if num_jobs > 1 else "",
     )  # fmt: skip
-    return archives.report(failed, from_rates.total())
+    return archives.report(failed, int(resampled))
+
+
+def utterance_lengths(d: datadir.DataDir) -> list[float]:
+    """A length for each utterance of `d` (in `d.utts` order) to balance jobs by: the segment's
+    duration, else utt2dur's, else the wav file's size; an utterance whose length cannot be told
+    without reading its audio (a pipe) counts as the average of the others."""
+    if d.segments is not None:
+        lengths = [d.segments[u].end - d.segments[u].start if u in d.segments else None
+                   for u in d.utts]  # fmt: skip
+    elif d.utt2dur is not None:
+        lengths = [d.utt2dur.get(u) for u in d.utts]
+    else:
+        lengths = []
+        for u in d.utts:
+            kind, path, _ = streams.classify_rxfilename(d.wav_scp.get(u, "-"))
+            lengths.append(
+                os.path.getsize(path) if kind == "file" and os.path.isfile(path) else None
+            )
+    known = [float(n) for n in lengths if n is not None]
+    fill = sum(known) / len(known) if known else 1.0
+    return [fill if n is None else float(n) for n in lengths]
 
 
 def import_features(

@@ -75,7 +75,18 @@ def _dither(frames, opts: FrameOptions, key):
         return frames
     if key is None:
         raise XvjaxError("dither != 0 needs an explicit PRNG key (or pass dither=0)")
-    return frames + opts.dither * jax.random.normal(key, frames.shape, frames.dtype)
+    if jnp.ndim(key) == 0:
+        return frames + opts.dither * jax.random.normal(key, frames.shape, frames.dtype)
+
+    # One key per row (utterance), (batch,): frame t's noise comes from fold_in(key, t), so a row's
+    # noise depends neither on the other rows of its batch nor on the padding.
+    def row_noise(k):
+        frame_key = lambda t: jax.random.fold_in(k, t)
+        return jax.vmap(lambda t: jax.random.normal(frame_key(t), frames.shape[2:], frames.dtype))(
+            jnp.arange(frames.shape[1])
+        )
+
+    return frames + opts.dither * jax.vmap(row_noise)(key)
 
 
 def _spectrum_xla(frames, opts: FrameOptions):
@@ -135,7 +146,8 @@ def compute_mfcc(
       waveforms: (batch, samples) float32, int16 scale.
       lengths: (batch,) int valid samples per utterance.
       opts: `MfccOptions` (static).
-      key: PRNG key, required iff `opts.dither != 0`.
+      key: PRNG key, required iff `opts.dither != 0`; or one key per row, (batch,) (a row's
+        dither then does not depend on its batch: `stream.extract_features` keys utterances).
       fft_impl: "kaldi" (default): frame processing and FFT replay Kaldi's float32 operations
         exactly, on the host via `jax.pure_callback` (vs compute-mfcc-feats on the fixtures: 99%
         of values within 1e-4, max ~2e-3 in low-energy frames);

@@ -10,6 +10,7 @@ ever compiled, run through `compute_features`, and yielded back in input order.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
@@ -75,6 +76,18 @@ def check_utterance(
     return None
 
 
+def utterance_keys(base_key, utts: list[str], rows: int):
+    """(rows,) dither keys: fold_in(key, hash of the utterance id) for each utterance, then padding
+    rows. An utterance's dither depends on the seed and its id only, not on its batch or on which
+    job of a multi-process run computes it."""
+    digest = [hashlib.blake2b(u.encode("utf-8"), digest_size=8).digest() for u in utts]
+    words = np.zeros((rows, 2), np.uint32)
+    if digest:
+        words[: len(utts)] = np.frombuffer(b"".join(digest), "<u4").reshape(-1, 2)
+    fold = lambda w: jax.random.fold_in(jax.random.fold_in(base_key, w[0]), w[1])
+    return jax.vmap(fold)(jnp.asarray(words))
+
+
 def _run_batch(batch, opts, batch_size: int, key, fft_impl: str) -> list[Result]:
     length = bucket_length(max(len(s) for _, s in batch))
     wav = np.zeros((batch_size, length), np.float32)
@@ -116,7 +129,7 @@ def extract_features(
       batch_size: utterances per compiled batch.
       max_batch_samples: budget of rows x padded length per batch; batches of long utterances
         get fewer rows (halving, so few shapes are compiled).
-      seed: dither seed (`jax.random.key(seed)` folded with the batch index).
+      seed: dither seed (`utterance_keys`: the key of `seed` folded with each utterance's id).
       fft_impl: "kaldi" (bit-faithful to Kaldi) or "xla" (see `compute_mfcc`).
       sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
         length (less padding); results still come out in input order.
@@ -137,10 +150,9 @@ def extract_features(
     pending: list[Result | int] = []  # Result (skipped) or index into `usable`
     usable: list[tuple[str, np.ndarray]] = []
     warps: list[float] = []
-    num_batches = 0
 
     def flush():
-        nonlocal num_batches, pending, usable, warps
+        nonlocal pending, usable, warps
         results: dict[int, Result] = {}
         order = sorted(range(len(usable)), key=lambda i: (warps[i], len(usable[i][1])))
         batches: list[list[int]] = []
@@ -151,9 +163,10 @@ def extract_features(
             else:
                 batches.append([i])
         for members in batches:
-            key = jax.random.fold_in(base_key, num_batches) if opts.dither != 0 else None
-            num_batches += 1
             rows = batch_rows(len(usable[members[-1]][1]))
+            key = None
+            if opts.dither != 0:
+                key = utterance_keys(base_key, [usable[i][0] for i in members], rows)
             warp = warps[members[0]]
             bopts = opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
             outs = _run_batch([usable[i] for i in members], bopts, rows, key, fft_impl)

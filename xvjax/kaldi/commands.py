@@ -339,6 +339,28 @@ def subset_data_dir_cmd(opts, src: str, *rest: str) -> int:
 
 
 @command(
+    "split-data-dir",
+    "Split a data directory into N parts for N jobs (utils/split_data.sh)",
+    usage="""
+    Usage: xvjax split-data-dir [options] <data-dir> <num-to-split>
+     e.g.: xvjax split-data-dir data/train 4      # data/train/split4/{1,2,3,4}
+    Like utils/split_data.sh: contiguous parts with whole speakers (--per-utt: split4utt/, by
+    utterance), for Kaldi-style JOB=1:N jobs when there is no Kaldi utils/ at hand.""",
+    opts=[Opt("per-utt", False, "Split by utterance (speakers may be split): split<N>utt/")],
+    nargs=(2, 2),
+)
+def split_data_dir_cmd(opts, data: str, num: str) -> int:
+    from xvjax.kaldi import datadir
+
+    try:
+        num_jobs = int(num)
+    except ValueError:
+        raise XvjaxError(f"<num-to-split> must be an integer, got '{num}'") from None
+    datadir.split_data_dir(data, num_jobs, per_utt=opts.per_utt)
+    return 0
+
+
+@command(
     "combine-data-dir",
     "Combine several data directories into one",
     usage="""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import holders, streams
+from xvjax.kaldi import compressed, holders, streams
 from xvjax.kaldi.holders import FormatError
+from xvjax.kaldi.primitives import COMPRESSED_TOKENS, KaldiInput
 from xvjax.kaldi.specifiers import apply_range, split_range
 
 
@@ -83,6 +84,32 @@ def read_object(rxfilename: str, kind="auto", dtype=None):
     except FormatError as e:
         raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
     return apply_range(obj, rng, rxfilename)
+
+
+def matrix_num_rows(rxfilename: str) -> int:
+    """Rows of the matrix at `rxfilename` (an scp target such as `a.ark:1234`): read from the
+    header alone for a binary matrix (plain, double or compressed) in a file, else from the whole
+    matrix (text, pipes, row ranges). Errors as `read_matrix`'s."""
+    target, rng = split_range(rxfilename)
+    kind, path, offset = streams.classify_rxfilename(target)
+    if kind == "file" and rng is None:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                head = f.read(2 + 24)
+        except OSError:
+            head = b""  # the full read below reports it
+        if head[:2] == holders.BINARY_HEADER:
+            try:
+                inp = KaldiInput(head[2:], True, "matrix header")
+                tok = inp.token("object token")
+                if tok in COMPRESSED_TOKENS:
+                    return int(compressed.parse_header(inp.compressed_header(tok, "matrix")[1])[2])
+                if tok in ("FM", "DM"):
+                    return int(inp.array_header(tok, "matrix")[1][0])
+            except FormatError:
+                pass  # the full read below names the problem
+    return int(read_matrix(rxfilename).shape[0])
 
 
 def read_matrix(rxfilename: str, dtype=None) -> np.ndarray:

@@ -60,6 +60,7 @@ from xvjax.kaldi.holders import FormatError
 from xvjax.kaldi.object_files import (
     check_kind,
     encode_object,
+    matrix_num_rows,
     read_matrix,
     read_object,
     read_value,
@@ -104,6 +105,7 @@ __all__ = [
     "write_dict",
     "read_object",
     "read_matrix",
+    "matrix_num_rows",
     "read_vector",
     "write_object",
     "write_matrix",

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from xvjax.cli import Opt, command
+from xvjax.cli import CLUSTER_OPTS, Opt, command, join_cluster_of
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -108,6 +108,10 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
              "xvjax nnet3-copy --nnet-config=extract.config final.raw - |" \\
              scp:data/test/feats.scp ark,scp:xvectors.ark,xvectors.scp
            (extract.config: output-node name=output input=tdnn6.affine)
+    Several hosts (--coordinator, or a Slurm step / TPU slice): each process takes a share of the
+    utterances balanced by frames, runs its devices and writes its own archive (xvectors.N.ark,
+    xvectors.N.scp, N = process index + 1, or the names given with JOB); process 0 then writes
+    xvectors.scp for all of them, in input order.
     """,
     opts=[
         Opt(
@@ -140,13 +144,17 @@ def flax_to_nnet3_cmd(opts, model_dir: str, nnet_out: str) -> None:
             "Accepted for Kaldi compatibility (extract_xvectors.sh passes "
             "it); no effect: xvjax caches one jit program per batch shape",
         ),
+        *CLUSTER_OPTS,
     ],
     nargs=(3, 3),
 )
 def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str) -> None:
     from pathlib import Path
 
-    from xvjax.kaldi import tables
+    import numpy as np
+
+    from xvjax import distributed
+    from xvjax.kaldi import jobs, tables
     from xvjax.model.checkpoint import load_any
     from xvjax.model.xvector_compute import (
         Extractor,
@@ -155,6 +163,8 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
         extraction_node,
     )
 
+    index, count = join_cluster_of(opts)
+    out_wspec = jobs.job_wspecifier(vec_wspec, index + 1, count)
     spec, variables = load_any(model)
     feats_dir = _data_dir_of(feats_rspec)
     if feats_dir is not None:
@@ -168,43 +178,61 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
     opts.output_node = node
     ex = Extractor(spec, variables, opts.output_node, opts.batch_size, opts.max_batch_frames)
     failed: collections.Counter = collections.Counter()  # Skip.kind -> utterances
-    num_done = 0
-    frames = 0
+    share = jobs.TableShare(feats_rspec, index, count) if count > 1 else None
+    counts = {"done": 0, "frames": 0}
 
     def on_error(utt: str, reason) -> None:
         failed[getattr(reason, "kind", "other")] += 1
         log.warning("utterance %s: %s", utt, reason)
 
     def counted(reader):
-        nonlocal frames
         for utt, mat in reader:
-            frames += len(mat)
+            counts["frames"] += len(mat)
             yield utt, mat
 
+    def extract_share() -> None:
+        with tables.Writer(out_wspec) as writer:
+            for utt, vec in extract_xvectors(
+                spec,
+                variables,
+                counted(share if share is not None else tables.read(feats_rspec)),
+                chunk_size=opts.chunk_size,
+                min_chunk_size=opts.min_chunk_size,
+                pad_input=opts.pad_input,
+                output_node=opts.output_node,
+                extractor=ex,
+                on_error=on_error,
+                progress=True,
+            ):
+                writer[utt] = vec
+                counts["done"] += 1
+
     t0 = time.perf_counter()
-    with tables.Writer(vec_wspec) as writer:
-        for utt, vec in extract_xvectors(
-            spec,
-            variables,
-            counted(tables.read(feats_rspec)),
-            chunk_size=opts.chunk_size,
-            min_chunk_size=opts.min_chunk_size,
-            pad_input=opts.pad_input,
-            output_node=opts.output_node,
-            extractor=ex,
-            on_error=on_error,
-            progress=True,
-        ):
-            writer[utt] = vec
-            num_done += 1
+    distributed.all_succeed(extract_share)
     elapsed = time.perf_counter() - t0
     log.info(
-        "Time taken %.2fs: %.0f frames/s (including compilation of %d jit shapes, batch x frames)",
-        elapsed,
-        frames / max(elapsed, 1e-9),
+        "Time taken %.2fs: %.0f frames/s on %d device(s) (including compilation of %d jit shapes, "
+        "batch x frames)", elapsed, counts["frames"] / max(elapsed, 1e-9), len(ex.devices),
         len(ex.shapes),
-    )
-    log.info("Done %d utterances, failed for %d", num_done, failed.total())
+    )  # fmt: skip
+    num_done, frames, num_failed = counts["done"], counts["frames"], failed.total()
+    if count > 1:
+        log.info("This process: done %d utterances, failed for %d", num_done, num_failed)
+        totals = distributed.allgather_rows(np.array([num_done, num_failed, frames], np.int64))
+        num_done, num_failed, frames = (int(v) for v in totals.sum(axis=0))
+        kinds = distributed.exchange_messages(
+            "\n".join(f"{n}\t{kind}" for kind, n in failed.items())
+        )
+        failed = collections.Counter()
+        for text in kinds:
+            for line in filter(None, text.split("\n")):
+                n, kind = line.split("\t", 1)
+                failed[kind] += int(n)
+    if index == 0:
+        log.info(
+            "Done %d utterances, failed for %d%s; %.0f frames/s overall", num_done, num_failed,
+            f" ({count} processes)" if count > 1 else "", frames / max(elapsed, 1e-9),
+        )  # fmt: skip
     if num_done == 0:
         if not failed:
             raise XvjaxError(f"no x-vectors were extracted: '{feats_rspec}' has no utterances")
@@ -215,6 +243,12 @@ def nnet3_xvector_compute_cmd(opts, model: str, feats_rspec: str, vec_wspec: str
             f"no x-vectors were extracted: all {failed.total()} utterances failed ({why}; "
             "see the warnings above)"
         )
+    order = share.all_keys if share is not None else None
+    merged = distributed.all_succeed(
+        lambda: jobs.merge_job_tables(vec_wspec, count, order) if index == 0 else None
+    )
+    if merged is not None:
+        log.info("Merged the %d jobs' tables into %s", count, merged)
 
 
 @command(

@@ -22,7 +22,9 @@ both.
 Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batches of
 `rows` chunks (a power of two limited by `max_batch_frames`; 1, 4, 16, ... for a partial batch),
 right-padded with zeros and masked exactly (`num_frames`), so the number of jit compilations
-stays small (logged) and padding does not change the result beyond float rounding.
+stays small (logged) and padding does not change the result beyond float rounding. With several
+local devices the batches go to them in turn (each batch whole on one device, so a vector does
+not depend on the number of devices, nor on which other utterances share its batch).
 """
 
 from __future__ import annotations
@@ -180,7 +182,9 @@ class Extractor:
         output_node: str = "tdnn6.affine",
         batch_size: int = 64,
         max_batch_frames: int = 64 * 400,
+        devices=None,
     ):
+        """`devices`: the devices a batch is split over (default: this process's own)."""
         target = spec.resolve(output_node)
         if spec.levels()[target] != "utt":
             raise XvjaxError(
@@ -194,7 +198,9 @@ class Extractor:
         self.max_batch_frames = max_batch_frames
         self.min_frames = spec.min_input_frames(output_node)
         model = XVector(spec)
-        self.variables = jax.device_put(variables)
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        self._copies = [jax.device_put(variables, d) for d in self.devices]
+        self.variables = self._copies[0]
         self._fn = jax.jit(lambda v, x, n: model.apply(v, x, output_node=output_node, num_frames=n))
         self.shapes: set[tuple[int, int]] = set()
 
@@ -225,7 +231,9 @@ class Extractor:
                     nf[r] = len(chunks[i])
                 self.shapes.add((n, length))
                 # Dispatch asynchronously; the host prepares the next batch meanwhile.
-                pending.append((part, self._fn(self.variables, x, nf)))
+                d = len(pending) % len(self.devices)  # batches to the devices in turn
+                x, nf = jax.device_put((x, nf), self.devices[d])
+                pending.append((part, self._fn(self._copies[d], x, nf)))
         for part, y in pending:
             out[part] = np.asarray(y)[: len(part)]
         return out

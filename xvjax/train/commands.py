@@ -9,7 +9,15 @@ from __future__ import annotations
 import logging
 import os
 
-from xvjax.cli import Opt, command, parse_bool, setup_logging
+from xvjax.cli import (
+    CLUSTER_OPTS,
+    Opt,
+    Options,
+    command,
+    join_cluster_of,
+    parse_bool,
+    setup_logging,
+)
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -39,15 +47,16 @@ TRAIN_OPTS = {
     "seed": ("seed", int, "Random seed (data order, init, augmentation)"),
     "dev-data": ("eval.dev_dir", str, "In-domain dev data dir for validation EER"),
     "trials": ("eval.trials", str, "Trials file on --dev-data"),
-    "coordinator": ("dist.coordinator", str, "jax.distributed coordinator HOST:PORT"),
+    "coordinator": (
+        "dist.coordinator",
+        str,
+        "jax.distributed coordinator HOST:PORT, 'auto' "
+        "(Slurm, Cloud TPU, GKE, Open MPI) or 'none'; empty: a multi-task Slurm step",
+    ),
     "num-processes": ("dist.num_processes", int, "Number of processes (hosts)"),
     "process-id": ("dist.process_id", int, "This process's index"),
 }
-ENV = {
-    "coordinator": "XVJAX_COORDINATOR",
-    "num-processes": "XVJAX_NUM_PROCESSES",
-    "process-id": "XVJAX_PROCESS_ID",
-}
+ENV = {o.name: o.env for o in CLUSTER_OPTS}  # the variables every multi-host command reads
 
 
 def _train_usage() -> str:
@@ -136,6 +145,9 @@ def train(argv: list[str]) -> int:
         return 0
     config, workdir, verbose = parse_train_argv(list(argv))
     setup_logging("train", verbose)
+    dist = config.dist
+    join_cluster_of(Options(dict(coordinator=dist.coordinator, num_processes=dist.num_processes,
+                                 process_id=dist.process_id)))  # fmt: skip
     from xvjax.train.train import train_and_evaluate
 
     summary = train_and_evaluate(config, workdir)

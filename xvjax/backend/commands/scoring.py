@@ -16,7 +16,7 @@ from xvjax.backend.vector_tables import (
     read_vectors,
     write_block_rows,
 )
-from xvjax.cli import Opt, command
+from xvjax.cli import CLUSTER_OPTS, Opt, command, join_cluster_of
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import plda_io
 
@@ -44,6 +44,83 @@ def _log_score_stats(scores, num_err) -> None:
     log.info("Processed %d trials, %d had errors.", len(scores), num_err)
 
 
+def _dense_rows_out(opts, wspec: str, e_keys, t_keys, blocks_of, what: str) -> None:
+    """Writes a dense score table (one row vector per enrolment key) from `blocks_of(mesh)`: each
+    process its own rows into its job's archive, then process 0 the merged scp (`kaldi.jobs`)."""
+    import time
+
+    from xvjax import distributed
+    from xvjax.backend import scoring
+    from xvjax.kaldi import jobs
+
+    index, count = join_cluster_of(opts)
+    out = jobs.job_wspecifier(wspec, index + 1, count)
+    mesh = scoring.score_mesh()
+    mine = scoring.process_rows(len(e_keys), mesh)[scoring.mesh_row(mesh)]
+    t0 = time.perf_counter()
+    distributed.all_succeed(lambda: write_block_rows(out, e_keys, blocks_of(mesh), len(t_keys)))
+    elapsed = time.perf_counter() - t0
+    distributed.all_succeed(
+        lambda: jobs.merge_job_tables(wspec, count, e_keys) if index == 0 else None
+    )
+    if opts.test_keys_out and index == 0:
+        score_files.write_lines(opts.test_keys_out, t_keys)
+    if count > 1:
+        log.info("This process: %d rows x %d columns", len(mine), len(t_keys))
+    num = len(e_keys) * len(t_keys)
+    log.info(
+        "%s %d x %d = %d trials on %d devices in %.2fs: %.3g trials/s overall", what,
+        len(e_keys), len(t_keys), num, mesh.size, elapsed, num / max(elapsed, 1e-9),
+    )  # fmt: skip
+
+
+def _skip_empty(score_range):
+    """`score_range` that gives no scores for an empty range without running the kernel."""
+    return lambda lo, hi: score_range(lo, hi) if hi > lo else np.zeros(0)
+
+
+def _trial_scores_out(opts, scores_wx: str, trials, score_range) -> None:
+    """Writes a trial list's scores: with several processes each scores a contiguous range of the
+    trials (`score_range(lo, hi)` -> (hi - lo,) scores) into a part file, and process 0 joins the
+    parts in order into `scores_wx` (a shared file system, as Kaldi's grid jobs need)."""
+    import time
+
+    from xvjax import distributed, fileutil
+    from xvjax.kaldi import jobs
+
+    index, count = join_cluster_of(opts)
+    mine = jobs.split_ranges(len(trials), count)[index]
+    score_range = _skip_empty(score_range)
+    t0 = time.perf_counter()
+    if count == 1:
+        scores = score_range(0, len(trials))
+        score_files.write_scores(scores_wx, trials, scores)
+    else:
+        parts = [jobs.job_filename(scores_wx, j + 1) for j in range(count)]
+        for part in parts:
+            jobs.check_file_output(part, scores_wx)
+
+        def score_mine():
+            s = score_range(mine.start, mine.stop)
+            in_range = np.zeros(len(trials), bool)
+            in_range[mine.start : mine.stop] = True
+            score_files.write_scores(parts[index], trials.subset(in_range), s)
+            return s
+
+        scores = distributed.all_succeed(score_mine)
+        distributed.all_succeed(lambda: jobs.concat_files(parts, scores_wx) if index == 0 else None)
+        fileutil.remove(parts[index])
+    elapsed = time.perf_counter() - t0
+    if count > 1:
+        log.info("This process: trials %d to %d", mine.start + 1, mine.stop)
+    if index == 0:
+        log.info(
+            "Scored %d trials in %.2fs: %.3g trials/s overall (%d processes)", len(trials),
+            elapsed, len(trials) / max(elapsed, 1e-9), count,
+        )  # fmt: skip
+    return scores
+
+
 # ----------------------------------------------------------------------------- trial lists
 @command(
     "ivector-plda-scoring",
@@ -54,7 +131,9 @@ def _log_score_stats(scores, num_err) -> None:
     with a warning). Enrolment vectors are averaged per speaker; --num-utts gives the number of
     utterances per speaker (default 1). Test vectors always count as 1 utterance.
     Usage: xvjax ivector-plda-scoring [options] <plda> <train-ivector-rspecifier> <test-ivector-rspecifier> <trials-rxfilename> <scores-wxfilename>
-    e.g.: xvjax ivector-plda-scoring --num-utts=ark:num_utts.ark plda ark:spk_xvectors.ark ark:xvectors.ark trials scores""",
+    e.g.: xvjax ivector-plda-scoring --num-utts=ark:num_utts.ark plda ark:spk_xvectors.ark ark:xvectors.ark trials scores
+    Several hosts (--coordinator, or a Slurm step / TPU slice): each process scores a contiguous
+    range of the trials on its devices into scores.N; process 0 joins them into scores.""",
     opts=[
         Opt(
             "num-utts",
@@ -62,6 +141,7 @@ def _log_score_stats(scores, num_err) -> None:
             "Table to read the number of utterances per speaker, e.g. ark:num_utts.ark",
         ),
         *PLDA_CONFIG_OPTS,
+        *CLUSTER_OPTS,
     ],
     nargs=(5, 5),
 )
@@ -97,8 +177,10 @@ def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scor
         trials_rx, e_keys, t_keys, "training iVectors", "test iVectors"
     )
     ef = scoring.enroll_features(model, u, counts)
-    scores = scoring.score_pairs(ef, scoring.test_features(v), ie, it) if len(kept) else np.zeros(0)
-    score_files.write_scores(scores_wx, kept, scores)
+    tf = scoring.test_features(v)
+    scores = _trial_scores_out(
+        opts, scores_wx, kept, lambda lo, hi: scoring.score_pairs(ef, tf, ie[lo:hi], it[lo:hi])
+    )
     _log_score_stats(np.float32(scores), num_err)
     return 0 if len(kept) else 1
 
@@ -177,12 +259,16 @@ def _load_dense_inputs(opts, plda_rx, enroll_rspec, test_rspec):
     enrolment key (scores against the test vectors in table order); --test-keys-out writes that
     column order, one key per line.
     Usage: xvjax score-matrix [options] <plda> <enroll-rspecifier> <test-rspecifier> <scores-wspecifier>
-    e.g.: xvjax score-matrix --num-utts=ark:num_utts.ark --test-keys-out=cols.txt plda ark:spk.ark ark:test.ark ark:scores.ark""",
+    e.g.: xvjax score-matrix --num-utts=ark:num_utts.ark --test-keys-out=cols.txt plda ark:spk.ark ark:test.ark ark:scores.ark
+    Several hosts (--coordinator, or a Slurm step / TPU slice): the enrolment rows are split over
+    the processes and each block's test columns over a process's devices; each process writes its
+    rows (ark,scp:scores.ark,scores.scp -> scores.N.ark, scores.N.scp) and process 0 scores.scp.""",
     opts=[
         Opt("num-utts", "", "Table of the number of utterances per enrolment speaker"),
         Opt("test-keys-out", "", "Write the test keys (column order) to this file"),
         *PLDA_CONFIG_OPTS,
         *BLOCK_OPTS,
+        *CLUSTER_OPTS,
     ],
     nargs=(4, 4),
 )
@@ -199,11 +285,13 @@ def score_matrix_cmd(opts, plda_rx, enroll_rspec, test_rspec, scores_wspec):
         model, t_vecs, opts.normalize_length, opts.simple_length_normalization
     )
     dtype = scoring.precision_dtype(opts.precision)
-    blocks = scoring.iter_score_blocks(ef, tf, block_size=opts.block_size, dtype=dtype)
-    write_block_rows(scores_wspec, e_keys, blocks, len(t_keys))
-    if opts.test_keys_out:
-        score_files.write_lines(opts.test_keys_out, t_keys)
-    log.info("Scored %d x %d = %d trials.", len(e_keys), len(t_keys), len(e_keys) * len(t_keys))
+    _dense_rows_out(
+        opts, scores_wspec, e_keys, t_keys,
+        lambda mesh: scoring.iter_score_blocks(
+            ef, tf, block_size=opts.block_size, dtype=dtype, mesh=mesh
+        ),
+        "Scored",
+    )  # fmt: skip
     return 0
 
 
@@ -250,7 +338,11 @@ def _cohort_stats(cohort_rx: str, top_k: int | None) -> dict[str, tuple[float, f
        (one row vector per enrolment key; --test-keys-out writes the column order).
     With a PLDA, cohort statistics are computed once per enrolment model and test segment (the
     test vector taken as a 1-utterance enrolment vs the cohort), blocked and sharded over devices.
-    e.g.: xvjax score-norm --method=asnorm --top-k=300 --num-utts=ark:num_utts.ark plda ark:spk.ark ark:test.ark ark:cohort.ark trials scores_asnorm""",
+    e.g.: xvjax score-norm --method=asnorm --top-k=300 --num-utts=ark:num_utts.ark plda ark:spk.ark ark:test.ark ark:cohort.ark trials scores_asnorm
+    Several hosts (forms 2 and 3; --coordinator, or a Slurm step / TPU slice): top-k cohort
+    statistics are computed with the models split over the processes and the cohort over each
+    process's devices, and shared (never a score matrix); then each process writes its range of
+    the trials (scores.N, joined by process 0) or its rows of the dense matrix (as score-matrix).""",
     opts=[
         Opt("method", "snorm", "snorm, asnorm, znorm or tnorm"),
         Opt("top-k", 0, "Cohort scores used per side for asnorm (0 = the whole cohort)"),
@@ -258,6 +350,7 @@ def _cohort_stats(cohort_rx: str, top_k: int | None) -> dict[str, tuple[float, f
         Opt("test-keys-out", "", "Dense form: write the test keys (column order) to this file"),
         *PLDA_CONFIG_OPTS,
         *BLOCK_OPTS,
+        *CLUSTER_OPTS,
     ],
     nargs=(4, 6),
 )
@@ -281,6 +374,7 @@ def score_norm(opts, *args):
     if len(c_keys) < 2:
         raise XvjaxError(f"the cohort '{args[3]}' needs at least 2 vectors, got {len(c_keys)}")
     dtype = scoring.precision_dtype(opts.precision)
+    join_cluster_of(opts)
     prep = snorm.prepare_norm(
         model,
         e_vecs,
@@ -295,17 +389,20 @@ def score_norm(opts, *args):
         dtype=dtype,
     )
     if len(args) == 5:
-        blocks = snorm.iter_norm_blocks(prep, block_size=opts.block_size, dtype=dtype)
-        write_block_rows(args[4], e_keys, blocks, len(t_keys))
-        if opts.test_keys_out:
-            score_files.write_lines(opts.test_keys_out, t_keys)
-        log.info("Normalised %d x %d scores (%s).", len(e_keys), len(t_keys), opts.method)
+        _dense_rows_out(
+            opts, args[4], e_keys, t_keys,
+            lambda mesh: snorm.iter_norm_blocks(
+                prep, block_size=opts.block_size, dtype=dtype, mesh=mesh
+            ),
+            f"Normalised ({opts.method})",
+        )  # fmt: skip
         return 0
     ie, it, kept, num_err = _index_trials(
         args[4], e_keys, t_keys, "enrolment vectors", "test vectors"
     )
-    normed = snorm.norm_trials(prep, ie, it)[1] if len(kept) else np.zeros(0)
-    score_files.write_scores(args[5], kept, normed)
+    normed = _trial_scores_out(
+        opts, args[5], kept, lambda lo, hi: snorm.norm_trials(prep, ie[lo:hi], it[lo:hi])[1]
+    )
     _log_score_stats(normed, num_err)
     return 0 if len(kept) else 1
 

@@ -15,6 +15,7 @@ Files (all `key value` text, sorted by key in C-locale byte order, as Kaldi's ut
     for utt, samples, sr in d.iter_audio(): ...   # int16-scale float32, segments cut
     write_data_dir("data/new", utt2spk=..., wav_scp=...)
     subset_data_dir("data/train", "data/sub", speakers=[...])
+    split_data_dir("data/train", 4)               # data/train/split4/1..4, as utils/split_data.sh
     combine_data_dirs("data/all", ["data/a", "data/b"])
     fix_data_dir("data/train")                    # like utils/fix_data_dir.sh
 
@@ -22,10 +23,15 @@ Relative paths inside wav.scp/feats.scp are relative to the working directory, a
 
 Modules: `files` (key order, segments lines, spk2utt from utt2spk), `validation` (the checks of
 utils/validate_data_dir.sh), `record` (the loaded `DataDir`, load and write), `edits` (subset,
-combine, fix). Import the names below from the package.
+split, combine, fix). Import the names below from the package.
 """
 
-from xvjax.kaldi.datadir.edits import combine_data_dirs, fix_data_dir, subset_data_dir
+from xvjax.kaldi.datadir.edits import (
+    combine_data_dirs,
+    fix_data_dir,
+    split_data_dir,
+    subset_data_dir,
+)
 from xvjax.kaldi.datadir.files import Segment, utt2spk_to_spk2utt
 from xvjax.kaldi.datadir.record import DataDir, load_data_dir, write_data_dir
 from xvjax.kaldi.datadir.validation import check_data_dir, validate_data_dir
@@ -39,6 +45,7 @@ __all__ = [
     "check_data_dir",
     "validate_data_dir",
     "subset_data_dir",
+    "split_data_dir",
     "combine_data_dirs",
     "fix_data_dir",
 ]

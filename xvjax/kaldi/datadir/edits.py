@@ -45,6 +45,60 @@ def _save_dir(d: DataDir, path: str, utts: list[str], validate: bool = True) -> 
     )
 
 
+def split_data_dir(src: str, num_jobs: int, per_utt: bool = False) -> list[str]:
+    """Like utils/split_data.sh: writes <src>/split<N>/1..N (<src>/split<N>utt with `per_utt`),
+    N contiguous parts of the utterances in order, for `JOB=1:N` jobs; returns their paths.
+
+    The parts have numbers of utterances as equal as whole speakers allow (a speaker is never
+    split unless `per_utt`); more jobs than speakers (or utterances) is an error.
+    """
+    if num_jobs < 1:
+        raise XvjaxError(f"split: the number of jobs must be at least 1, got {num_jobs}")
+    d = load_data_dir(src, validate=False)
+    utts = d.utts
+    # groups that stay together: one per speaker (utterances sorted by speaker, as Kaldi's are)
+    groups: list[list[str]] = []
+    for u in utts:
+        if groups and not per_utt and d.utt2spk[groups[-1][-1]] == d.utt2spk[u]:
+            groups[-1].append(u)
+        else:
+            groups.append([u])
+    what = "utterances" if per_utt else "speakers"
+    if len({d.utt2spk[g[0]] for g in groups}) < len(groups) and not per_utt:
+        raise XvjaxError(
+            f"split: the utterances of a speaker of {src} are not contiguous in sorted order "
+            "(Kaldi wants speaker ids as utterance-id prefixes); use --per-utt"
+        )
+    if num_jobs > len(groups):
+        raise XvjaxError(
+            f"split: {src} has {len(groups)} {what}, fewer than the {num_jobs} jobs asked for"
+        )
+    # cut after the group whose end is nearest to each job's ideal end (split_scp.pl's sizes:
+    # total // N each, the first total % N one more), leaving every job a group
+    ends = [0]
+    total = 0
+    for g in groups:
+        total += len(g)
+        ends.append(total)
+    cuts = [0]
+    for j in range(1, num_jobs):
+        ideal = j * (total // num_jobs) + min(j, total % num_jobs)
+        lo, hi = cuts[-1] + 1, len(groups) - (num_jobs - j)
+        cuts.append(min(range(lo, hi + 1), key=lambda c: (abs(ends[c] - ideal), -c)))
+    cuts.append(len(groups))
+    root = os.path.join(src, f"split{num_jobs}{'utt' if per_utt else ''}")
+    paths = []
+    for j in range(num_jobs):
+        part = [u for g in groups[cuts[j] : cuts[j + 1]] for u in g]
+        paths.append(os.path.join(root, str(j + 1)))
+        _save_dir(d, paths[-1], part, validate=False)
+    log.info("Split %s into %d parts of %d to %d utterances (%s kept whole: %s)", src, num_jobs,
+             min(ends[cuts[j + 1]] - ends[cuts[j]] for j in range(num_jobs)),
+             max(ends[cuts[j + 1]] - ends[cuts[j]] for j in range(num_jobs)),
+             what, root)  # fmt: skip
+    return paths
+
+
 def subset_data_dir(
     src: str,
     dest: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -63,9 +63,10 @@ class DataDir:
         return "scp:" + self.vad_scp
 
     def iter_audio(
-        self, channel: int = -1, skip_errors: bool = False
+        self, channel: int = -1, skip_errors: bool = False, utts: Sequence[str] | None = None
     ) -> Iterator[tuple[str, np.ndarray, int]]:
-        """Yields (utt, samples float32 at int16 scale, sample_rate) in utterance order.
+        """Yields (utt, samples float32 at int16 scale, sample_rate) in utterance order (of `utts`
+        when given: a job's share).
 
         With segments each recording is read once per run of its segments. Bad segments (out of
         range, too short) are skipped with a warning as Kaldi's extract-segments does; unreadable
@@ -74,7 +75,7 @@ class DataDir:
         if self.wav_scp is None:
             raise XvjaxError(f"{self.path}: no wav.scp")
         cache: tuple[str, np.ndarray, int] | None = None
-        for utt in self.utts:
+        for utt in self.utts if utts is None else utts:
             try:
                 if self.segments is None:
                     if utt not in self.wav_scp:
