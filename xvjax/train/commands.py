@@ -20,6 +20,9 @@ xvjax train --config=configs/finetune.py [--config.FIELD=VALUE ...] [options]
          --data=data/tgt_train_no_sil --workdir=checkpoints/finetune --freeze='tdnn[1-5]' \\
          --musan=musan --rirs=RIRS_NOISES --config.train.num_steps=2000
  Re-running the same command resumes from the latest checkpoint in --workdir; Ctrl-C saves one.
+ A resumed run may change the run length, logging, checkpoint cadence and evaluation (and, with a
+ warning, learning rates and change caps), nothing else. One run at a time holds a workdir
+ (train.lock). A nan/inf loss stops the run with an error naming the step.
  Config fields: see xvjax/train/config.py (base_config) and configs/*.py."""
 
 # option -> (config field, type); these override the config file and --config.* values.

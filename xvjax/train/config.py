@@ -1,5 +1,7 @@
-"""The training config: `base_config()` with every field and its default, and the loader for
-`--config=configs/finetune.py[:arg] --config.a.b=value` command lines (ml_collections config_flags).
+"""The training config: `base_config()` with every field and its default, `check_config` (values
+that cannot work, e.g. a negative step count, are refused with the field's name before anything
+runs), and the loader for `--config=configs/finetune.py[:arg] --config.a.b=value` command lines
+(ml_collections config_flags).
 
 Config files in `configs/` define `get_config()` that starts from `base_config()` and changes a few
 fields (flax-examples style).
@@ -107,6 +109,95 @@ def base_config() -> ml_collections.ConfigDict:
         dict(coordinator="", num_processes=1, process_id=0, cpu_collectives="gloo")
     )
     return c
+
+
+CHOICES = {
+    "data.source": ("feats", "audio", "egs", "tfds"),
+    "data.feats_prep": ("raw", "prepared", "auto"),
+    "optim.optimizer": ("sgd", "adam", "adamw"),
+    "optim.schedule": ("exponential", "cosine", "constant"),
+    "train.compute_dtype": ("float32", "bfloat16"),
+}
+# field -> the interval its value must lie in
+INTERVALS = {
+    "seed": "[0, inf)",
+    "output_init.param_stddev": "[0, inf)",
+    "output_init.bias_stddev": "[0, inf)",
+    "model.bn_momentum": "[0, 1)",
+    "data.min_chunk": "[2, inf)",
+    "data.chunk_quantum": "[1, inf)",
+    "data.frames_per_archive": "[1, inf)",
+    "data.num_repeats": "[1, inf)",
+    "data.min_utts_per_spk": "[1, inf)",
+    "data.num_speakers": "[0, inf)",
+    "data.prefetch": "[0, inf)",
+    "data.aug_prob": "[0, 1]",
+    "optim.momentum": "[0, 1)",
+    "optim.initial_lr": "(0, inf)",
+    "optim.final_lr": "[0, inf)",
+    "optim.warmup_steps": "[0, inf)",
+    "optim.weight_decay": "[0, inf)",
+    "optim.b1": "[0, 1)",
+    "optim.b2": "[0, 1)",
+    "optim.max_change": "[0, inf)",
+    "optim.max_param_change": "[0, inf)",
+    "train.num_steps": "[1, inf)",
+    "train.batch_size": "[1, inf)",
+    "train.log_every": "[1, inf)",
+    "train.checkpoint_every": "[0, inf)",
+    "train.keep_checkpoints": "[0, inf)",
+    "eval.every": "[0, inf)",
+    "eval.max_utts": "[0, inf)",
+    "dist.num_processes": "[1, inf)",
+    "dist.process_id": "[0, inf)",
+}
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether `value` lies in `interval`, written "[0, 1)", "(0, inf)", ..."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
+def field_value(config, field: str):
+    """The value of a dotted field (`"optim.natural_gradient.alpha"`) of a ConfigDict."""
+    node = config
+    for part in field.split("."):
+        node = node[part]
+    return node
+
+
+def check_config(config) -> None:
+    """Raises XvjaxError naming the first field whose value cannot work (a negative step count, an
+    empty batch, an unknown optimizer, ...): called before anything is read, written or compiled."""
+    for field, allowed in CHOICES.items():
+        value = field_value(config, field)
+        if value not in allowed:
+            raise XvjaxError(f"config {field}='{value}': choose one of {', '.join(allowed)}")
+    for field, interval in INTERVALS.items():
+        value = field_value(config, field)
+        if not in_interval(value, interval):
+            raise XvjaxError(f"config {field}={value}: must be in {interval}")
+    dims = (*config.model.frame_dims, *config.model.embedding_dims)
+    if any(int(d) < 1 for d in dims):
+        raise XvjaxError(f"config model.frame_dims/embedding_dims {dims}: every width must be >= 1")
+    if config.data.max_chunk < config.data.min_chunk:
+        raise XvjaxError(
+            f"config data.max_chunk={config.data.max_chunk}: must be >= data.min_chunk "
+            f"({config.data.min_chunk})"
+        )
+    if config.optim.schedule == "exponential" and config.optim.final_lr <= 0:
+        raise XvjaxError(
+            f"config optim.final_lr={config.optim.final_lr}: the exponential schedule needs a "
+            "rate > 0 (or set optim.schedule=cosine|constant)"
+        )
+    if config.dist.process_id >= config.dist.num_processes:
+        raise XvjaxError(
+            f"config dist.process_id={config.dist.process_id}: must be < dist.num_processes "
+            f"({config.dist.num_processes})"
+        )
 
 
 def load_config(

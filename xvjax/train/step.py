@@ -100,7 +100,8 @@ def train_step(
 
     Params stay float32; with `compute_dtype=bfloat16` the forward/backward pass runs on bf16 copies
     (the loss, the update and the BatchNorm statistics are float32). BatchNorm layers in `frozen_bn`
-    run in test mode and keep their statistics.
+    run in test mode and keep their statistics. A step whose loss or gradient is not finite changes
+    nothing but the step counter and reports `metrics["finite"] = False` (the loop stops on it).
     """
     feats, labels = batch["feats"], batch["labels"]
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -137,9 +138,20 @@ def train_step(
         if layer in state.batch_stats:
             new_stats[layer] = state.batch_stats[layer]
     accuracy = jnp.mean((jnp.argmax(log_probs, axis=-1) == labels).astype(jnp.float32))
-    metrics = {"loss": loss, "accuracy": accuracy, "update_norm": optax.tree.norm(updates)}
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    metrics = {
+        "loss": loss,
+        "accuracy": accuracy,
+        "update_norm": optax.tree.norm(updates),
+        "finite": finite,
+    }
+    # A nan/inf batch must not reach the weights, the BatchNorm statistics or the optimizer state.
+    keep = lambda new, old: jnp.where(finite, new, old)
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
+        step=state.step + 1,
+        params=jax.tree.map(keep, params, state.params),
+        batch_stats=jax.tree.map(keep, new_stats, dict(state.batch_stats)),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
     )
     return new_state, metrics
 

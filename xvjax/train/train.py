@@ -2,7 +2,8 @@
 
     config = configs/finetune.py:get_config()      (ml_collections ConfigDict, see configs/)
     workdir/
-      config.json            the run's config (written at the start)
+      train.lock             held while a run trains here (a second run is refused)
+      config.json            the run's config (written at the start; "resumes": changes on resume)
       model_spec.json        the network being trained (after the output resize)
       speakers.txt           output index -> speaker id
       checkpoints/<step>/    Orbax: TrainState + data position + metadata (keep-last-N)
@@ -16,6 +17,11 @@ Re-running with the same workdir resumes from the latest checkpoint (parameters,
 BatchNorm statistics, data position, PRNG): the resumed run equals an uninterrupted one bit for bit
 on CPU. SIGINT/SIGTERM stop after the current step and save a checkpoint first.
 
+Nothing is written before the config, the data, the model and (on resume) the config's compatibility
+with the checkpointed run's are checked. A step whose loss or gradient is nan/inf stops the run with
+an error naming the step, and leaves the weights as they were: no checkpoint or model with a
+non-finite value is ever written.
+
 The loop is here; the run directory (resume, run files, final model) is `workdir.Workdir`, the
 metric writing `metric_writers.MetricWriter`, the data `input_pipeline`, the network and the
 TrainState `state`, the jitted step `step`.
@@ -23,9 +29,11 @@ TrainState `state`, the jitted step `step`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import jax
+import numpy as np
 
 from xvjax.distributed import join_cluster, to_host
 from xvjax.errors import XvjaxError
@@ -33,6 +41,7 @@ from xvjax.model.spec import ModelSpec
 from xvjax.model.xvector import XVector, init_variables
 from xvjax.train import optim
 from xvjax.train import step as step_lib
+from xvjax.train.config import check_config
 from xvjax.train.dev_set import DevSet
 from xvjax.train.input_pipeline import build_data
 from xvjax.train.metric_writers import IntervalMetrics, MetricWriter
@@ -58,12 +67,27 @@ def open_dev_set(config, spec: ModelSpec) -> DevSet | None:
     return dev
 
 
+def check_step_finite(step: int, metrics: dict, feats) -> None:
+    """Raises XvjaxError if the step's loss or gradient was nan/inf (the step left the state as it
+    was), saying whether the minibatch `feats` (this process's rows) had non-finite values."""
+    if bool(np.asarray(metrics["finite"].addressable_data(0))):
+        return
+    loss = float(np.asarray(metrics["loss"].addressable_data(0)))
+    cause = (
+        "the minibatch has nan/inf features: check the training data"
+        if not np.isfinite(feats).all()
+        else "the features are finite: training diverged (try a lower learning rate)"
+    )
+    raise XvjaxError(f"step {step}: non-finite loss ({loss}) or gradient; {cause}")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as `config` says, in `workdir` (resuming from its latest checkpoint if any).
 
     Returns a summary dict: {"step", "loss", "accuracy", "dev_eer" (if evaluated), "interrupted",
     "final_model" (path or None), "examples_per_sec"}.
     """
+    check_config(config)
     dist = config.dist
     join_cluster(
         dist.coordinator, dist.num_processes, dist.process_id, dist.get("cpu_collectives", "gloo")
@@ -97,49 +121,56 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     dtype = step_lib.compute_dtype(config.train.compute_dtype)
     dev = open_dev_set(config, spec) if is_main else None
-    if is_main:
-        run.write_run_files(spec, data.speakers, fresh=resume is None)
-    ckpt = run.checkpointer()
+    changes = run.check_resume(resume, data.speakers) if resume is not None else {}
 
-    mesh = step_lib.make_mesh()
-    state = step_lib.replicate(create_train_state(variables, opt.tx, int(config.seed)), mesh)
-    history: list[dict] = []
-    if resume is not None:
-        state, position, meta = ckpt.restore(resume.step, state)
-        data.loader.load_state_dict(position)
-        history = list(meta.get("history", []))
-    train_step = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, frozen_bn, dtype)
-    step = int(jax.device_get(state.step.addressable_data(0)))
-    writer = MetricWriter(
-        run.path,
-        num_steps,
-        step,
-        history,
-        active=is_main,
-        tensorboard=bool(config.train.tensorboard),
-        progress=bool(config.train.progress),
-    )
+    # The workdir lock, checkpoints, data, signal handlers, writer: released however the run ends.
+    with contextlib.ExitStack() as stack:
+        if is_main:
+            stack.enter_context(run.lock(resume))
+            run.write_run_files(spec, data.speakers, resume, changes)
+        ckpt = stack.enter_context(contextlib.closing(run.checkpointer()))
+        stack.callback(data.loader.close)
+        stop = stack.enter_context(StopFlag())
+        mesh = step_lib.make_mesh()
+        state = step_lib.replicate(create_train_state(variables, opt.tx, int(config.seed)), mesh)
+        history: list[dict] = []
+        if resume is not None:
+            state, position, meta = ckpt.restore(resume.step, state)
+            data.loader.load_state_dict(position)
+            history = list(meta.get("history", []))
+        train_step = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, frozen_bn, dtype)
+        step = int(jax.device_get(state.step.addressable_data(0)))
+        writer = MetricWriter(
+            run.path,
+            num_steps,
+            step,
+            history,
+            active=is_main,
+            tensorboard=bool(config.train.tensorboard),
+            progress=bool(config.train.progress),
+        )
+        stack.enter_context(contextlib.closing(writer))
 
-    def evaluate() -> float:
-        eer = dev.eer(spec, to_host(state.variables))
-        writer.write_scalars(step, {"dev_eer": eer})
-        return eer
+        def evaluate() -> float:
+            eer = dev.eer(spec, to_host(state.variables))
+            writer.write_scalars(step, {"dev_eer": eer})
+            return eer
 
-    def save() -> None:
-        ckpt.save(step, state, data.loader.state_dict(), {"history": writer.history})
+        def save() -> None:
+            ckpt.save(step, state, data.loader.state_dict(), {"history": writer.history})
 
-    log_every = max(int(config.train.log_every), 1)
-    ckpt_every, eval_every = int(config.train.checkpoint_every), int(config.eval.every)
-    interval, last, interrupted = IntervalMetrics(), {}, 0
-    if step == 0 and dev is not None and config.eval.at_start:
-        evaluate()
-    with StopFlag() as stop:
+        log_every = int(config.train.log_every)
+        ckpt_every, eval_every = int(config.train.checkpoint_every), int(config.eval.every)
+        interval, last, interrupted = IntervalMetrics(), {}, 0
+        if step == 0 and dev is not None and config.eval.at_start:
+            evaluate()
         while step < num_steps:
             batch = next(data.loader)
             state, metrics = train_step(
                 state, step_lib.shard_batch({"feats": batch.feats, "labels": batch.labels}, mesh)
             )
             step += 1
+            check_step_finite(step, metrics, batch.feats)
             interval.add(metrics, batch_size, batch.feats.shape[1])
             writer.step_done()
             if step % log_every == 0 or step == num_steps:
@@ -152,31 +183,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 break
             if ckpt_every > 0 and step % ckpt_every == 0 and step < num_steps:
                 save()
-    writer.close_progress()
-    data.loader.close()
-    summary = {k: last.get(k) for k in ("loss", "accuracy", "examples_per_sec")}
-    summary.update(step=step, interrupted=bool(interrupted), final_model=None)
-    if not interrupted and dev is not None:
-        summary["dev_eer"] = evaluate()
-    save()
-    ckpt.wait()
-    ckpt.close()
-    if interrupted:
-        writer.close()
-        log.warning(
-            "Interrupted at step %d; checkpoint saved in %s; rerun to resume", step, ckpt.directory
-        )
+        writer.close_progress()
+        summary = {k: last.get(k) for k in ("loss", "accuracy", "examples_per_sec")}
+        summary.update(step=step, interrupted=bool(interrupted), final_model=None)
+        if not interrupted and dev is not None:
+            summary["dev_eer"] = evaluate()
+        save()
+        ckpt.wait()
+        if interrupted:
+            log.warning(
+                "Interrupted at step %d; checkpoint saved in %s; rerun to resume",
+                step,
+                ckpt.directory,
+            )
+            return summary
+        final = run.export_final_model(spec, to_host(state.variables))
+        if is_main:
+            summary["final_model"] = final
+            writer.write_training_curve()
+            log.info(
+                "Trained %d steps (loss %.3f, accuracy %.3f); final model in %s",
+                step,
+                summary["loss"] or float("nan"),
+                summary["accuracy"] or float("nan"),
+                final,
+            )
         return summary
-    final = run.export_final_model(spec, to_host(state.variables))
-    if is_main:
-        summary["final_model"] = final
-        writer.write_training_curve()
-        log.info(
-            "Trained %d steps (loss %.3f, accuracy %.3f); final model in %s",
-            step,
-            summary["loss"] or float("nan"),
-            summary["accuracy"] or float("nan"),
-            final,
-        )
-    writer.close()
-    return summary
