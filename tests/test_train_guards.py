@@ -77,7 +77,9 @@ def test_nan_features_stop_the_run_naming_the_step(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if x.startswith("ERROR (xvjax train): ")]
     assert len(line) == 1, err
-    assert "non-finite loss (nan) or gradient; the minibatch has nan/inf features" in line[0]
+    assert (
+        "non-finite loss (nan), gradient or optimizer state; the minibatch has nan/inf" in line[0]
+    )
     failed_at = int(line[0].split("step ")[1].split(":")[0])
     assert 4 < failed_at <= 12
     assert not os.path.exists(workdir / "final")

@@ -208,3 +208,17 @@ def test_export_refuses_non_finite_variables(tmp_path):
     with pytest.raises(XvjaxError, match="non-finite values in batch_stats/tdnn6/batchnorm/mean"):
         Workdir(tmp_path, base_config()).export_final_model(SPEC, variables)
     assert not os.path.exists(tmp_path / "final")
+
+
+def test_a_workdir_from_before_a_new_config_field_resumes(tmp_path):
+    """config.json of an older xvjax lacks fields added since: they count as their defaults."""
+    path = tmp_path / "run"
+    _checkpointed_run(path)
+    saved = json.loads((path / "config.json").read_text())
+    del saved["optim"]["natural_gradient"], saved["train"]["recompute_bn_batches"]
+    (path / "config.json").write_text(json.dumps(saved))
+    config = base_config()
+    config.train.async_checkpoints = False
+    run = Workdir(path, config)
+    assert run.check_resume(run.resume_point(), None) == {}
+    run.checkpointer().close()

@@ -37,6 +37,17 @@ TRAIN_OPTS = {
     "freeze": ("optim.freeze", str, "Regex(es) of layers to freeze, e.g. 'tdnn[1-5]'"),
     "train-only": ("optim.train_only", str, "Regex(es) of the only layers to train, e.g. output"),
     "lr-mults": ("optim.lr_mults", str, "Per-layer lr multipliers 'pattern:mult,...'"),
+    "optimizer": (
+        "optim.optimizer",
+        str,
+        "sgd (Kaldi momentum) | ngsgd (Kaldi natural-gradient SGD) | adam | adamw",
+    ),
+    "recompute-bn-batches": (
+        "train.recompute_bn_batches",
+        int,
+        "Training minibatches on which the final model's BatchNorm statistics are re-estimated "
+        "(Kaldi's RecomputeStats; 0 = keep the running averages)",
+    ),
     "num-steps": ("train.num_steps", int, "Training steps"),
     "batch-size": ("train.batch_size", int, "Global minibatch size"),
     "seed": ("seed", int, "Random seed (data order, init, augmentation)"),

@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.optim = ml_collections.ConfigDict(
         dict(
-            optimizer="sgd",  # sgd (Kaldi momentum form) | adam | adamw
+            optimizer="sgd",  # sgd (Kaldi momentum form) | ngsgd (Kaldi NG-SGD) | adam | adamw
             momentum=0.5,
             initial_lr=0.01,
             final_lr=0.001,
@@ -80,6 +80,17 @@ def base_config() -> ml_collections.ConfigDict:
             max_change=0.75,  # per-layer cap when the model has none (Kaldi relu-batchnorm default)
             max_change_per_layer="",  # e.g. "output:1.5"
             max_param_change=2.0,  # Kaldi --max-param-change
+            # True: the rates multiply the gradient of the objective summed over the minibatch, as
+            # in nnet3-train, so a Kaldi recipe's --initial/final-effective-lrate carry over;
+            # False: they multiply the gradient of the mean over the minibatch.
+            lr_on_summed_objective=False,
+            # ngsgd: Kaldi's NaturalGradientAffineComponent preconditioner of every trained affine
+            # (ranks are capped at (dim + 1) // 2 as Kaldi's defaults are)
+            natural_gradient=ml_collections.ConfigDict(
+                dict(
+                    rank_in=20, rank_out=80, update_period=4, num_samples_history=2000.0, alpha=4.0
+                )
+            ),
         )
     )
     c.train = ml_collections.ConfigDict(
@@ -93,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
             async_checkpoints=True,
             tensorboard=True,
             progress=True,
+            # BatchNorm statistics of the final model re-estimated on this many training
+            # minibatches with the final weights (Kaldi's RecomputeStats in nnet3-combine; 16 x 64
+            # chunks of 300 frames ~ Kaldi's 3 x 100k combine frames); 0 = keep the running averages
+            recompute_bn_batches=16,
         )
     )
     c.eval = ml_collections.ConfigDict(
@@ -114,7 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
 CHOICES = {
     "data.source": ("feats", "audio", "egs", "tfds"),
     "data.feats_prep": ("raw", "prepared", "auto"),
-    "optim.optimizer": ("sgd", "adam", "adamw"),
+    "optim.optimizer": ("sgd", "ngsgd", "adam", "adamw"),
     "optim.schedule": ("exponential", "cosine", "constant"),
     "train.compute_dtype": ("float32", "bfloat16"),
 }
@@ -141,11 +156,17 @@ INTERVALS = {
     "optim.b2": "[0, 1)",
     "optim.max_change": "[0, inf)",
     "optim.max_param_change": "[0, inf)",
+    "optim.natural_gradient.rank_in": "[1, inf)",
+    "optim.natural_gradient.rank_out": "[1, inf)",
+    "optim.natural_gradient.update_period": "[1, inf)",
+    "optim.natural_gradient.num_samples_history": "(0, 1e6)",
+    "optim.natural_gradient.alpha": "[0, inf)",
     "train.num_steps": "[1, inf)",
     "train.batch_size": "[1, inf)",
     "train.log_every": "[1, inf)",
     "train.checkpoint_every": "[0, inf)",
     "train.keep_checkpoints": "[0, inf)",
+    "train.recompute_bn_batches": "[0, inf)",
     "eval.every": "[0, inf)",
     "eval.max_utts": "[0, inf)",
     "dist.num_processes": "[1, inf)",

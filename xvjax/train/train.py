@@ -11,7 +11,10 @@
       metrics.jsonl          the same, one JSON object per log point
       training_curve.png     loss / accuracy / dev EER against steps
       final/                 the trained model (xvjax model dir: `nnet3-xvector-compute`,
-                             `flax-to-nnet3` read it)
+                             `flax-to-nnet3` read it), its BatchNorm statistics re-estimated on
+                             `train.recompute_bn_batches` training minibatches with the final
+                             weights (Kaldi's RecomputeStats in nnet3-combine; frozen BN layers
+                             keep theirs)
 
 Re-running with the same workdir resumes from the latest checkpoint (parameters, optimizer state,
 BatchNorm statistics, data position, PRNG): the resumed run equals an uninterrupted one bit for bit
@@ -38,8 +41,8 @@ import numpy as np
 from xvjax.distributed import join_cluster, to_host
 from xvjax.errors import XvjaxError
 from xvjax.model.spec import ModelSpec
-from xvjax.model.xvector import XVector, init_variables
-from xvjax.train import optim
+from xvjax.model.xvector import XVector, init_variables, recompute_batch_stats
+from xvjax.train import natural_gradient, optim
 from xvjax.train import step as step_lib
 from xvjax.train.config import check_config
 from xvjax.train.dev_set import DevSet
@@ -68,8 +71,9 @@ def open_dev_set(config, spec: ModelSpec) -> DevSet | None:
 
 
 def check_step_finite(step: int, metrics: dict, feats) -> None:
-    """Raises XvjaxError if the step's loss or gradient was nan/inf (the step left the state as it
-    was), saying whether the minibatch `feats` (this process's rows) had non-finite values."""
+    """Raises XvjaxError if the step's loss, gradient or optimizer state was nan/inf (the step left
+    the state as it was), saying whether the minibatch `feats` (this process's rows) had non-finite
+    values."""
     if bool(np.asarray(metrics["finite"].addressable_data(0))):
         return
     loss = float(np.asarray(metrics["loss"].addressable_data(0)))
@@ -78,7 +82,39 @@ def check_step_finite(step: int, metrics: dict, feats) -> None:
         if not np.isfinite(feats).all()
         else "the features are finite: training diverged (try a lower learning rate)"
     )
-    raise XvjaxError(f"step {step}: non-finite loss ({loss}) or gradient; {cause}")
+    raise XvjaxError(f"step {step}: non-finite loss ({loss}), gradient or optimizer state; {cause}")
+
+
+def recompute_bn_stats(spec, state, data, mesh, frozen_bn, num_batches: int) -> dict:
+    """Host variables of `state` whose BatchNorm statistics are re-estimated with the final weights
+    on the next `num_batches` training minibatches (Kaldi's RecomputeStats at the end of
+    training); BN layers in `frozen_bn` keep theirs."""
+    layers = [
+        n.var_path[0]
+        for n in spec.nodes
+        if n.op == "batchnorm" and n.var_path[0] not in frozen_bn and n.name not in frozen_bn
+    ]
+    variables = to_host(state.variables)
+    if not layers:
+        return variables
+    moments = step_lib.make_batch_moments(spec, mesh, frozen_bn)
+    batches = (
+        step_lib.shard_batch({"feats": next(data.loader).feats}, mesh)["feats"]
+        for _ in range(num_batches)
+    )
+    variables = recompute_batch_stats(
+        spec,
+        variables,
+        batches,
+        frozen_bn,
+        moments_fn=lambda _, feats: to_host(moments(state.variables, feats)),
+    )
+    log.info(
+        "Recomputed the BatchNorm statistics of %s on %d training minibatches",
+        " ".join(layers),
+        num_batches,
+    )
+    return variables
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -111,7 +147,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log.info("Resuming from %s (step %d)", run.checkpointer().directory, resume.step)
     data.check_model(spec)
     opt = optim.make_optimizer(
-        config.optim, variables["params"], num_steps, *optim.model_layer_factors(spec)
+        config.optim,
+        variables["params"],
+        num_steps,
+        *optim.model_layer_factors(spec),
+        natural_gradient_affines=natural_gradient.tapped_affines(spec),
+        batch_size=batch_size,
     )
     frozen_bn = opt.plan.frozen if config.optim.freeze_bn else ()
     log.info(
@@ -138,7 +179,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
             state, position, meta = ckpt.restore(resume.step, state)
             data.loader.load_state_dict(position)
             history = list(meta.get("history", []))
-        train_step = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, frozen_bn, dtype)
+        train_step = step_lib.make_train_step(
+            XVector(spec).apply,
+            opt.tx,
+            mesh,
+            frozen_bn,
+            dtype,
+            tapped_affines=[a.node for a in opt.tapped],
+        )
         step = int(jax.device_get(state.step.addressable_data(0)))
         writer = MetricWriter(
             run.path,
@@ -151,8 +199,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         )
         stack.enter_context(contextlib.closing(writer))
 
-        def evaluate() -> float:
-            eer = dev.eer(spec, to_host(state.variables))
+        def evaluate(variables=None) -> float:
+            eer = dev.eer(spec, variables or to_host(state.variables))
             writer.write_scalars(step, {"dev_eer": eer})
             return eer
 
@@ -186,9 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.close_progress()
         summary = {k: last.get(k) for k in ("loss", "accuracy", "examples_per_sec")}
         summary.update(step=step, interrupted=bool(interrupted), final_model=None)
-        if not interrupted and dev is not None:
-            summary["dev_eer"] = evaluate()
-        save()
+        save()  # the training state: a rerun in this workdir redoes what follows identically
         ckpt.wait()
         if interrupted:
             log.warning(
@@ -197,7 +243,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 ckpt.directory,
             )
             return summary
-        final = run.export_final_model(spec, to_host(state.variables))
+        final_variables = to_host(state.variables)
+        if config.train.recompute_bn_batches > 0:
+            final_variables = recompute_bn_stats(
+                spec, state, data, mesh, frozen_bn, int(config.train.recompute_bn_batches)
+            )
+        if dev is not None:
+            summary["dev_eer"] = evaluate(final_variables)
+        final = run.export_final_model(spec, final_variables)
         if is_main:
             summary["final_model"] = final
             writer.write_training_curve()

@@ -40,6 +40,7 @@ from xvjax.fileutil import atomic_open, write_json
 from xvjax.model.checkpoint import save_model, template_for
 from xvjax.model.spec import ModelSpec
 from xvjax.train.checkpointing import Checkpointer
+from xvjax.train.config import base_config
 
 log = logging.getLogger("xvjax")
 
@@ -47,12 +48,12 @@ LOCK_FILE = "train.lock"
 # Fields a resumed run may change (dotted names; a name ending in "." covers a section).
 RESUMABLE = ("train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
              "train.async_checkpoints", "train.tensorboard", "train.progress",
-             "eval.", "data.prefetch", "data.cache",
+             "train.recompute_bn_batches", "eval.", "data.prefetch", "data.cache",
              "dist.cpu_collectives")  # fmt: skip
 RESUMABLE_WITH_WARNING = ("optim.initial_lr", "optim.final_lr", "optim.schedule",
                           "optim.warmup_steps", "optim.max_change", "optim.max_change_per_layer",
                           "optim.max_param_change", "optim.b1", "optim.b2",
-                          "train.compute_dtype")  # fmt: skip
+                          "optim.lr_on_summed_objective", "train.compute_dtype")  # fmt: skip
 PER_PROCESS = ("dist.coordinator", "dist.process_id")  # differ between the processes of one run
 
 
@@ -76,6 +77,17 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
             out.update(config_changes(a, b, f"{name}."))
         elif a != b:
             out[name] = (a, b)
+    return out
+
+
+def with_defaults(config: dict, defaults: dict) -> dict:
+    """`config` with the fields of `defaults` it lacks added (recursively)."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = with_defaults(out[key], value)
     return out
 
 
@@ -140,13 +152,14 @@ class Workdir:
         return ResumePoint(step, spec)
 
     def saved_config(self) -> dict | None:
-        """The config of the run in this workdir (config.json, without its "resumes"), if any."""
+        """The config of the run in this workdir (config.json, without its "resumes"), if any;
+        fields it lacks (added to xvjax since) have their defaults, as the run had them."""
         if not os.path.isfile(self.file("config.json")):
             return None
         with open(self.file("config.json"), encoding="utf-8") as f:
             saved = json.load(f)
         saved.pop("resumes", None)
-        return saved
+        return with_defaults(saved, json.loads(base_config().to_json_best_effort()))
 
     def check_resume(self, resume: ResumePoint, speakers) -> dict[str, tuple]:
         """Before anything is written: raises XvjaxError if this run's config or training speakers
