@@ -88,10 +88,9 @@ def main():
     import jax
     import jax.numpy as jnp
 
-    from xvjax.features.cmvn import sliding_cmn
+    from xvjax.features.frontend import compute_vad, sliding_cmn
     from xvjax.features.mfcc import compute_mfcc
     from xvjax.features.options import RECIPE_CMN, RECIPE_VAD, VOXCELEB_MFCC
-    from xvjax.features.vad import compute_vad
 
     opts = VOXCELEB_MFCC.__class__(**{**VOXCELEB_MFCC.__dict__, "dither": 0.0})
     waves = synthetic_batch(args.batch, args.seconds)

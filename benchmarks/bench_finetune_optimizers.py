@@ -4,7 +4,7 @@ Setups (`--setups`):
   kaldi  the Kaldi-trained fixture model (fixtures/kaldi/nnet3/small/final.raw: 30-dim 16 kHz MFCCs,
          12 outputs) fine-tuned on the built-in corpus' in-domain telephone training set (upsampled
          to 16 kHz, the voxceleb/v2 front end); dev EER (cosine, Kaldi compute-eer) on the corpus'
-         in-domain enroll/test trials.
+         in-domain dev trials (target_dev_enroll/test; the eval trials are not looked at).
   fake   a small x-vector net trained from scratch (Adam) on feature-level fake speakers of domain 0
          (`xvjax.synthetic.fake_feats`), fine-tuned on domain 1, dev EER on held-out domain-1 speakers.
 
@@ -29,6 +29,7 @@ import os
 import re
 import time
 
+from xvjax.backend.trials import Trials
 from xvjax.kaldi.datadir import combine_data_dirs
 from xvjax.model.checkpoint import load_any
 from xvjax.recipe.config import RecipeConfig, fingerprint
@@ -36,7 +37,6 @@ from xvjax.recipe.datasets import features_for
 from xvjax.recipe.stages import stage_data
 from xvjax.synthetic.fake_feats import write_fake_data_dir, write_trials
 from xvjax.train.config import base_config
-from xvjax.train.dev_set import read_trials
 from xvjax.train.train import train_and_evaluate
 
 FIXTURE = os.path.join(
@@ -86,10 +86,11 @@ def corpus_setup(args) -> tuple[str, str, str]:
     ).resolved()
     data = stage_data(cfg, {})
     fp = fingerprint(cfg, 1)
-    prepared = {n: features_for(cfg, data["sets"][n], fp) for n in ("target_train", "target_enroll", "target_test")}  # fmt: skip
+    sets = ("target_train", "target_dev_enroll", "target_dev_test")
+    prepared = {n: features_for(cfg, data["sets"][n], fp) for n in sets}
     dev = os.path.join(args.workdir, "corpus", "target_dev_no_sil")
-    combine_data_dirs(dev, [prepared["target_enroll"], prepared["target_test"]])
-    with open(data["trials"]["target"], encoding="utf-8") as src:
+    combine_data_dirs(dev, [prepared["target_dev_enroll"], prepared["target_dev_test"]])
+    with open(data["trials"]["dev"], encoding="utf-8") as src:
         with open(os.path.join(dev, "trials"), "w", encoding="utf-8") as dst:
             dst.write(src.read())
     return os.path.abspath(FIXTURE), prepared["target_train"], dev
@@ -165,7 +166,7 @@ def main() -> None:
     p.add_argument(
         "--corpus-options",
         default="min_dur=4,max_dur=6,source_train_spk=4,source_eval_spk=2,target_train_spk=40,"
-        "target_train_utts=8,target_eval_spk=30,test_utts=5,target_adapt_spk=2",
+        "target_train_utts=8,target_dev_spk=30,target_eval_spk=2,test_utts=5,target_adapt_spk=2",
         help="built-in corpus options (the tiny preset with the default preset's in-domain sizes)",
     )
     args = p.parse_args()
@@ -174,10 +175,10 @@ def main() -> None:
     for setup in args.setups.split(","):
         init_from, train_dir, dev_dir = setups[setup](args)
         spec, _ = load_any(init_from)
-        trials = read_trials(os.path.join(dev_dir, "trials"))
+        trials = Trials.read(os.path.join(dev_dir, "trials"), labelled=True)
         print(
             f"\n== {setup}: {init_from} ({spec.input_dim}-dim input) fine-tuned on {train_dir}; "
-            f"dev {len(trials.target)} trials ({int(trials.target.sum())} target); "
+            f"dev {len(trials)} trials ({int(trials.labels.sum())} target); "
             f"freeze {args.freeze or 'none'}; batch {args.batch_size} x {args.chunk} frames; "
             f"lr x{args.lr_scale:g}; final BN statistics "
             + (

@@ -146,3 +146,27 @@ def test_command_help_is_fast_to_start(name):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stderr.strip() == "False"
+
+
+def _class_defs() -> list[tuple[str, ast.ClassDef]]:
+    return [
+        (name, node)
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    ]
+
+
+def test_one_trials_and_one_backend_system():
+    """One `Trials` (the trial list every scorer, the recipe and the trainer read) and one backend
+    system (a class that fits, adapts, projects and scores: mean -> LDA -> length norm -> PLDA)."""
+    classes = _class_defs()
+    trials = [m for m, node in classes if node.name == "Trials"]
+    assert trials == ["xvjax.backend.trials"]
+    system_methods = {"fit", "adapt", "project", "score"}
+    systems = [
+        f"{m}.{node.name}"
+        for m, node in classes
+        if system_methods <= {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+    ]
+    assert systems == ["xvjax.backend.system.PldaBackend"]

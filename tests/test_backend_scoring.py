@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from xvjax.backend import plda as plda_lib
-from xvjax.backend import scoring, snorm
+from xvjax.backend import score_files, scoring, snorm
+from xvjax.backend.trials import Trials
+from xvjax.errors import XvjaxError
 from xvjax.kaldi import plda_io, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -301,7 +303,7 @@ def test_partial_blocks_reuse_one_compiled_kernel():
     N_e, N_t or the number of trials (a new shape per block would recompile on every call)."""
     rng = np.random.default_rng(5)
     dim = 7  # a shape no other test uses, so the counts below are this test's own
-    block, pairs = scoring._jitted("block"), scoring._jitted("pairs")
+    block, pairs = scoring.score_block, scoring._pair_scores
     before = block._cache_size()
     for num_e, num_t in ((37, 53), (33, 50), (21, 17)):
         e, t = rng.normal(size=(num_e, dim)), rng.normal(size=(num_t, dim))
@@ -315,3 +317,37 @@ def test_partial_blocks_reuse_one_compiled_kernel():
         got = scoring.score_pairs(ef, t, ie, it, block_size=64, method="gather")
         np.testing.assert_allclose(got, np.einsum("ij,ij->i", e[ie], t[it]), atol=1e-12)
     assert pairs._cache_size() == before + 1
+
+
+def test_score_list_normalisation_from_score_files(bk, tmp_path):
+    """`score-norm`'s file form as library calls: cohort statistics per key from cohort score
+    files, then S-norm / AS-norm of a score file of any scorer, against the fixture reference."""
+    trials, raw = score_files.read_score_file(str(bk / "scores_plda_adapt_mean_adapt"))
+    e_cohort = score_files.read_score_file(str(bk / "scores_enroll_cohort"))
+    t_cohort = score_files.read_score_file(str(bk / "scores_test_cohort"))
+    for top_k, ref_name in ((None, "scores_snorm"), (20, "scores_asnorm_top20")):
+        e_stats = snorm.cohort_stats_by_key(*e_cohort, top_k)
+        t_stats = snorm.cohort_stats_by_key(*t_cohort, top_k)
+        assert set(e_stats) == set(trials.enroll) and set(t_stats) == set(trials.test)
+        normed = snorm.normalize_score_list(trials, raw, e_stats, t_stats)
+        ref = read_scores(bk / ref_name)
+        pairs = zip(trials.enroll, trials.test, strict=True)
+        assert np.abs(normed - [ref[p] for p in pairs]).max() < 1e-5
+    # Z-norm: the enrolment side alone
+    z = snorm.normalize_score_list(trials, raw, e_stats, None)
+    mean, std = np.array([e_stats[e] for e in trials.enroll]).T
+    np.testing.assert_allclose(z, (raw - mean) / std, atol=1e-12)
+    with pytest.raises(XvjaxError, match="'evl0000' has no cohort scores in cohort.txt"):
+        snorm.normalize_score_list(trials, raw, {}, None, ("cohort.txt", ""))
+    one = Trials(["a", "b", "b"], ["c1", "c1", "c2"])
+    with pytest.raises(XvjaxError, match="x: 'a' has 1 cohort score; need at least 2"):
+        snorm.cohort_stats_by_key(one, np.array([1.0, 2.0, 3.0]), name="x")
+    with pytest.raises(XvjaxError, match="cohort scores of 'b' have zero standard deviation"):
+        snorm.cohort_stats_by_key(one.subset(np.array([False, True, True])), np.array([2.0, 2.0]))
+
+
+def test_precision_dtype():
+    assert scoring.precision_dtype("float32") == np.float32
+    assert scoring.precision_dtype("float64") == np.float64
+    with pytest.raises(XvjaxError, match="--precision must be float32 or float64, got 'float16'"):
+        scoring.precision_dtype("float16")

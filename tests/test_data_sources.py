@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from xvjax.data import chunks, stores
+from xvjax.data import chunks, loaders, stores
 from xvjax.kaldi import tables
 from xvjax.synthetic.fake_feats import write_fake_data_dir
 
@@ -29,7 +29,7 @@ def test_egs_sample_reads_to_its_text_form(kaldi_fixtures):
     egs = kaldi_fixtures / "egs"
     want = parse_egs_text(egs / "egs_sample.txt")
     assert len(want) == 4
-    loader = stores.EgsLoader(str(egs / "egs_sample.ark"), batch_size=1, seed=3)
+    loader = loaders.EgsLoader(str(egs / "egs_sample.ark"), batch_size=1, seed=3)
     assert loader.feat_dim == 30
     got = [next(loader) for _ in range(4)]
     assert loader.position["epoch"] == 0 and next(loader).position["epoch"] == 1
@@ -49,10 +49,10 @@ def test_egs_dir_resume_and_speakers(kaldi_fixtures, tmp_path):
     for n in (1, 2, 3):
         shutil.copy(egs / "egs_sample.ark", tmp_path / f"egs.{n}.ark")
     shutil.copy(egs / "pdf2num", tmp_path / "pdf2num")
-    loader = stores.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    loader = loaders.EgsLoader(str(tmp_path), batch_size=2, seed=0)
     assert loader.num_speakers == 20
     run = [next(loader) for _ in range(8)]
-    again = stores.EgsLoader(str(tmp_path), batch_size=2, seed=0)
+    again = loaders.EgsLoader(str(tmp_path), batch_size=2, seed=0)
     again.load_state_dict(run[2].position)
     for want in run[3:]:
         got = next(again)
@@ -60,7 +60,7 @@ def test_egs_dir_resume_and_speakers(kaldi_fixtures, tmp_path):
         assert got.position == want.position
     # two processes split each minibatch
     halves = [
-        stores.EgsLoader(str(tmp_path), batch_size=2, seed=0, process_index=p, process_count=2)
+        loaders.EgsLoader(str(tmp_path), batch_size=2, seed=0, process_index=p, process_count=2)
         for p in (0, 1)
     ]
     for want in run[:4]:
@@ -97,7 +97,7 @@ def test_chunk_loader_batches_are_chunks_of_utterances(raw_dir):
     cfg = chunks.ChunkConfig(
         min_chunk=30, max_chunk=50, frames_per_archive=800, num_repeats=3, batch_size=4
     )
-    loader = stores.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=2)
+    loader = loaders.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=2)
     ref = chunks.ChunkSampler(table, cfg)
     for _ in range(6):
         b, spec = next(loader), next(ref)
@@ -118,10 +118,10 @@ def test_missing_files_are_clear_errors(tmp_path):
     with pytest.raises(XvjaxError, match="feats.scp"):
         stores.FeatsStore(str(tmp_path))
     with pytest.raises(XvjaxError, match="no egs"):
-        stores.EgsLoader(str(tmp_path), batch_size=2)
+        loaders.EgsLoader(str(tmp_path), batch_size=2)
     os.makedirs(tmp_path / "x")
     with pytest.raises(XvjaxError, match="does not exist"):
-        stores.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
+        loaders.EgsLoader(str(tmp_path / "x" / "egs.1.ark"), batch_size=2)
 
 
 def test_train_data_from_egs_config(kaldi_fixtures, tmp_path):

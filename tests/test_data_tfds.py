@@ -6,10 +6,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (xvjax[tfds])")
 pytest.importorskip("array_record", reason="array_record not installed (xvjax[tfds])")
 
-from xvjax.data import (
-    chunks,  # noqa: E402
-    stores,
-)
+from xvjax.data import chunks, loaders, stores  # noqa: E402
 from xvjax.data.tfds_source import TfdsStore, build_tfds_dataset  # noqa: E402
 from xvjax.errors import XvjaxError  # noqa: E402
 from xvjax.synthetic.fake_feats import write_fake_data_dir  # noqa: E402
@@ -29,8 +26,8 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
     cfg = chunks.ChunkConfig(
         min_chunk=30, max_chunk=40, frames_per_archive=500, num_repeats=2, batch_size=3
     )
-    a = stores.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=0)
-    b = stores.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), prefetch=0)
+    a = loaders.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=0)
+    b = loaders.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), prefetch=0)
     for _ in range(3):
         np.testing.assert_array_equal(next(a).feats, next(b).feats)
     with pytest.raises(XvjaxError, match="already exists"):

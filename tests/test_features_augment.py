@@ -13,7 +13,9 @@ import soundfile
 from xvjax.cli import run
 from xvjax.features import augment, noise_banks
 from xvjax.features.augment import AugmentConfig, Sources, augment_batch
+from xvjax.features.datadir_jobs import augment_data_dir
 from xvjax.features.noise_banks import make_bank
+from xvjax.features.options import AugmentDataDirOptions
 
 RATE = 8000
 N = 6000
@@ -212,6 +214,14 @@ def test_augment_data_dir_cli(tmp_path, speech, capsys):
         assert 4 < _snr(one - noise, noise) < 16
     assert run(["augment-data-dir", str(data), str(tmp_path / "bad")]) == 1
     assert "exactly one of" in capsys.readouterr().err
+    # the library call the command makes
+    opts = AugmentDataDirOptions(
+        bg_noise_dir=str(tmp_path / "musan"), bg_snrs=(15.0, 10.0, 8.0, 5.0), utt_suffix="music"
+    )
+    out = augment_data_dir(str(data), str(tmp_path / "out3"), opts)
+    assert sorted(out.utt2spk) == ["a-music", "b-music"]
+    for name in ("utt2spk", "utt2uniq", "wavs/a-music.wav", "wavs/b-music.wav"):
+        assert (tmp_path / "out3" / name).read_bytes() == (tmp_path / "out1" / name).read_bytes()
 
 
 @pytest.mark.slow

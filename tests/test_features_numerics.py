@@ -12,11 +12,11 @@ import soundfile
 
 from xvjax.errors import XvjaxError
 from xvjax.features import kaldi_fft, reference
-from xvjax.features.cmvn import sliding_cmn, sliding_cmn_numpy
-from xvjax.features.frontend import prepare_feats, select_voiced_frames
+from xvjax.features.cmvn import sliding_cmn_numpy
+from xvjax.features.frontend import compute_vad, prepare_feats, select_voiced_frames, sliding_cmn
 from xvjax.features.mfcc import compute_fbank, compute_mfcc, extract_frames, num_frames
 from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
-from xvjax.features.vad import compute_vad, compute_vad_numpy
+from xvjax.features.vad import compute_vad_numpy
 from xvjax.kaldi import tables
 
 U16 = ["u1_16k", "u2_16k", "u5_16k", "u6_16k_silence", "u7_16k_long"]

@@ -12,6 +12,7 @@ import soundfile
 from xvjax import cli
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import audio, datadir, tables
+from xvjax.kaldi.datadir import files
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,13 @@ def test_unreadable_audio_is_a_clear_error(tmp_path):
     with pytest.raises(XvjaxError, match="exited with status|wrote nothing"):
         audio.read_wav_entry("false |")
     stereo = tmp_path / "st.wav"
-    soundfile.write(stereo, np.zeros((100, 2), dtype=np.int16), 8000, subtype="PCM_16")
-    with pytest.raises(XvjaxError, match="has 2 channels"):
-        audio.read_wav_entry(str(stereo))
-    assert audio.read_wav_entry(str(stereo), channel=1)[0].shape == (100,)
+    left_right = np.stack([np.arange(100), -np.arange(100)], 1).astype(np.int16)
+    soundfile.write(stereo, left_right, 8000, subtype="PCM_16")
+    # as Kaldi: no channel chosen -> channel 0 (with a warning: test_faults); one it lacks: error
+    np.testing.assert_array_equal(audio.read_wav_entry(str(stereo))[0], left_right[:, 0])
+    np.testing.assert_array_equal(audio.read_wav_entry(str(stereo), 1)[0], left_right[:, 1])
+    with pytest.raises(XvjaxError, match="has 2 channels, no channel 2"):
+        audio.read_wav_entry(str(stereo), channel=2)
 
 
 def test_segment_bounds_follow_extract_segments():
@@ -292,3 +296,16 @@ def test_segments_lines_parsed_once_for_load_validate_and_fix(tmp_path, wavs):
     fixed = datadir.fix_data_dir(d.path)
     assert fixed.utts == ["r-a", "r-b"] and fixed.segments["r-a"].channel == 0
     assert datadir.check_data_dir(d.path) == []
+
+
+def test_data_dir_files_share_c_locale_order_and_segment_lines():
+    # C-locale byte order: upper case before lower case, '-' before digits, bytes for non-ASCII.
+    assert files.sorted_keys(["b", "B", "a-1", "a1", "ä", "z"]) == ["B", "a-1", "a1", "b", "z", "ä"]
+    assert files.utt2spk_to_spk2utt({"s2-b": "s2", "s1-a": "s1", "s2-a": "s2"}) == {
+        "s1": ["s1-a"],
+        "s2": ["s2-a", "s2-b"],
+    }
+    for line in ("r 0.5 2", "r 0 -1 1", "r 1.25 3.000000001"):
+        assert files.format_segment(files.parse_segment(line)) == line
+    with pytest.raises(ValueError):
+        files.parse_segment("r 0.5")

@@ -1,4 +1,4 @@
-"""The one primitive codec (`kaldi_io_binary`) and stream helpers (`streams`) shared by tables,
+"""The one primitive codec (`primitives`) and stream helpers (`streams`) shared by tables,
 egs, nnet3 and PLDA I/O."""
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import pytest
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
 from xvjax.kaldi.nnet3 import Nnet
-from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
+from xvjax.model.nnet3_export import flax_to_nnet3
+from xvjax.model.nnet3_import import nnet3_to_flax
 from xvjax.model.xvector import resize_output
 from xvjax.model.xvector_compute import Extractor, extract_with_stats
 

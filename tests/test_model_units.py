@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi.nnet3 import Nnet
-from xvjax.model import layers
+from xvjax.kaldi.nnet3 import Nnet, supported_types
+from xvjax.model import layers, ops
 from xvjax.model.checkpoint import load_any, load_model, save_model
-from xvjax.model.convert import flax_to_nnet3, nnet3_to_flax
+from xvjax.model.nnet3_export import flax_to_nnet3
+from xvjax.model.nnet3_import import nnet3_to_flax
 from xvjax.model.spec import ModelSpec, xvector_1a_spec
 from xvjax.model.xvector import (
     XVector,
@@ -86,6 +87,21 @@ def test_init_is_kaldi_like():
     assert abs(np.asarray(v["params"]["tdnn2"]["affine"]["bias"]).std() - 1) < 0.15
     assert not np.any(np.asarray(v["params"]["output"]["affine"]["kernel"]))
     assert np.all(np.asarray(v["batch_stats"]["tdnn1"]["batchnorm"]["var"]) == 1)
+
+
+def test_op_table_covers_each_kaldi_type_once_and_every_op_exports():
+    """Every nnet3 type the model imports is a Kaldi ComponentType, claimed by one op; every op
+    exports to a type that imports back to it, and has variables iff it writes them back."""
+    claimed = [t for op in ops.OPS.values() for t in op.kaldi_types]
+    assert len(claimed) == len(set(claimed))
+    assert set(claimed) <= set(supported_types())
+    for op in ops.OPS.values():
+        assert op.kaldi_types and op.from_kaldi and op.apply and op.kaldi_config, op.name
+        assert (op.param_shapes is None) == (op.init_params is None), op.name
+        has_variables = op.param_shapes is not None or op.init_stats is not None
+        assert has_variables == (op.to_kaldi is not None), op.name
+    with pytest.raises(XvjaxError, match="unknown op 'gelu'"):
+        ops.op_of(dataclasses.replace(xvector_1a_spec(num_speakers=3).nodes[0], op="gelu"))
 
 
 # ---------------------------------------------------------------------------- layers

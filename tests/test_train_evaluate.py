@@ -1,10 +1,12 @@
-"""Dev-set scoring of `xvjax.train.dev_set`: trials reading and cosine scores of centred x-vectors."""
+"""Dev-set scoring of `xvjax.train.dev_set` (cosine scores of centred x-vectors) and the trial lists
+of `xvjax.backend.trials` it reads."""
 
 import numpy as np
 import pytest
 
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
-from xvjax.train.dev_set import cosine_scores, read_trials
+from xvjax.train.dev_set import cosine_scores
 
 
 def test_cosine_scores_utterance_and_speaker_sides(tmp_path):
@@ -13,7 +15,7 @@ def test_cosine_scores_utterance_and_speaker_sides(tmp_path):
     utt2spk = {f"u{i}": f"s{i % 3}" for i in range(8)}
     path = tmp_path / "trials"
     path.write_text("s0 u1 nontarget\nu3 u0 target\ns2 u5 target\nmissing u2 target\n")
-    trials = read_trials(str(path))
+    trials = Trials.read(str(path), labelled=True)
     scores, labels = cosine_scores(emb, trials, utt2spk)
 
     # Reference written out per trial: centre on the mean x-vector, average a speaker's utterances.
@@ -31,4 +33,4 @@ def test_read_trials_rejects_missing_label(tmp_path):
     path = tmp_path / "trials"
     path.write_text("a b target\nc d\n")
     with pytest.raises(XvjaxError, match="c d"):
-        read_trials(str(path))
+        Trials.read(str(path), labelled=True)

@@ -59,7 +59,7 @@ def test_finetuning_lowers_in_domain_eer(tmp_path):
     })  # fmt: skip
     train_and_evaluate(src, f"{r}/src_run")
     dev_set = DevSet(f"{r}/dev", f"{r}/dev/trials")
-    assert int(dev_set.trials.target.sum()) == 40 * 28
+    assert int(dev_set.trials.labels.sum()) == 40 * 28
     baseline = dev_set.eer(*load_model(f"{r}/src_run/final"))
 
     ft = _config(**{

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi import tables
 
 __all__ = [
     "Calibration",
@@ -106,14 +107,10 @@ def cllr(llrs, labels) -> float:
 
 
 def save_calibration(cal: Calibration, wxfilename: str) -> None:
-    from xvjax.kaldi import tables
-
     tables.write_vector(wxfilename, np.array([cal.scale, cal.offset]), binary=False)
 
 
 def load_calibration(rxfilename: str) -> Calibration:
-    from xvjax.kaldi import tables
-
     v = np.asarray(tables.read_vector(rxfilename, dtype=np.float64))
     if v.shape != (2,):
         raise XvjaxError(f"{rxfilename}: a calibration is a vector [ scale offset ], got {v.shape}")

@@ -6,7 +6,7 @@ M = tau * total + (1 - tau) * within (tau = --total-covariance-factor); eig M = 
 decreasing and floored at covariance_floor * s_max; T = diag(s^-1/2) U^T (so T M T^T = I).
 eig of T between T^T = U2 diag(s2) U2^T sorted decreasing; L = U2[:, :dim]^T T.
 Output: the affine (dim, D+1) matrix [L | -L mu] (projected within-class covariance = I for tau = 0).
-Eigenvector signs are arbitrary (here: numpy/LAPACK's), so rows may differ in sign from Kaldi's.
+Eigenvector signs are Kaldi's (`linalg.sorted_eigh`), so the rows equal Kaldi's, signs included.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xvjax.backend.plda import _check_finite, _fmt, _sorted_eigh, class_means
+from xvjax.backend.linalg import check_finite, class_means, format_vector, sorted_eigh
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -48,7 +48,7 @@ def compute_lda(
         raise XvjaxError(f"--dim={dim} must be between 1 and the vector dimension {feat_dim}")
     if covariance_floor < 0.0:
         raise XvjaxError(f"--covariance-floor must be >= 0, got {covariance_floor}")
-    _check_finite(x)
+    check_finite(x)
     num_spk = len(set(map(str, spk_ids)))
     log.info("Stats have %d speakers, %d utterances.", num_spk, num_utt)
     if num_utt == num_spk:
@@ -76,7 +76,7 @@ def compute_lda(
     between = total - within
     to_normalize = total_covariance_factor * total + (1.0 - total_covariance_factor) * within
 
-    s, u = _sorted_eigh(to_normalize)
+    s, u = sorted_eigh(to_normalize)
     floor = covariance_floor * s[0]
     num_floored = int(np.sum(s < floor))
     if num_floored:
@@ -84,12 +84,12 @@ def compute_lda(
     s = np.maximum(s, floor)
     normalizer = (s**-0.5)[:, None] * u.T
 
-    s2, u2 = _sorted_eigh(normalizer @ between @ normalizer.T)
+    s2, u2 = sorted_eigh(normalizer @ between @ normalizer.T)
     log.info(
         "Singular values of between-class covariance after projecting with interpolated "
         "[total/within] covariance with a weight of %g on the total covariance, are: %s",
         total_covariance_factor,
-        _fmt(s2),
+        format_vector(s2),
     )
     linear = u2[:, :dim].T @ normalizer
     return np.concatenate([linear, (-linear @ mu)[:, None]], axis=1)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from xvjax.backend.linalg import check_finite, class_means, format_vector, sorted_eigh
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -38,6 +39,7 @@ __all__ = [
     "compute_plda_stats",
     "estimate_plda",
     "plda_from_covars",
+    "plda_covars",
 ]
 
 
@@ -145,22 +147,15 @@ def smooth_within_class_covar(plda: Plda, smoothing: float) -> Plda:
         raise XvjaxError(f"--smoothing must be in [0, 1], got {smoothing}")
     psi = np.asarray(plda.psi, dtype=np.float64)
     within = 1.0 + smoothing * psi
-    log.info("Smoothing within-class covariance by %g, Psi is initially: %s", smoothing, _fmt(psi))
+    log.info(
+        "Smoothing within-class covariance by %g, Psi is initially: %s",
+        smoothing,
+        format_vector(psi),
+    )
     new_psi = psi / within
-    log.info("New value of Psi is %s", _fmt(new_psi))
+    log.info("New value of Psi is %s", format_vector(new_psi))
     transform = np.asarray(plda.transform) * (within**-0.5)[:, None]
     return Plda(mean=np.array(plda.mean, dtype=np.float64), transform=transform, psi=new_psi)
-
-
-def _fmt(v: np.ndarray) -> str:
-    return "[ " + " ".join(f"{x:g}" for x in v) + " ]"
-
-
-def _sorted_eigh(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric eigendecomposition, eigenvalues sorted decreasing (Kaldi `Eig` + `SortSvd`)."""
-    s, u = np.linalg.eigh(0.5 * (mat + mat.T))
-    order = np.argsort(-s, kind="stable")
-    return s[order], u[:, order]
 
 
 def _cholesky(mat: np.ndarray, what: str) -> np.ndarray:
@@ -181,7 +176,7 @@ def plda_from_covars(mean: np.ndarray, within: np.ndarray, between: np.ndarray) 
     """
     chol = _cholesky(within, "within-class covariance")
     t1 = np.linalg.inv(chol)
-    s, u = _sorted_eigh(t1 @ between @ t1.T)
+    s, u = sorted_eigh(t1 @ between @ t1.T)
     num_floored = int(np.sum(s < 0.0))
     if num_floored:
         log.warning("Floored %d eigenvalues of between-class variance to zero.", num_floored)
@@ -189,12 +184,17 @@ def plda_from_covars(mean: np.ndarray, within: np.ndarray, between: np.ndarray) 
     return Plda(mean=np.asarray(mean, dtype=np.float64), transform=u.T @ t1, psi=s)
 
 
+def plda_covars(plda: Plda) -> tuple[np.ndarray, np.ndarray]:
+    """(within, between) (D, D) covariances of the model in the input space (the inverse of
+    `plda_from_covars`): W = A^-1 A^-T, B = A^-1 diag(psi) A^-T, as `Plda::ApplyTransform` has it."""
+    a_inv = np.linalg.inv(np.asarray(plda.transform, dtype=np.float64))
+    return a_inv @ a_inv.T, a_inv @ np.diag(np.asarray(plda.psi, dtype=np.float64)) @ a_inv.T
+
+
 def apply_transform(plda: Plda, transform: np.ndarray) -> Plda:
     """Kaldi's `Plda::ApplyTransform`: the PLDA of `transform @ x` (e.g. a PCA, rows <= D)."""
     t = np.asarray(transform, dtype=np.float64)
-    a_inv = np.linalg.inv(np.asarray(plda.transform))
-    within = a_inv @ a_inv.T
-    between = a_inv @ np.diag(plda.psi) @ a_inv.T
+    within, between = plda_covars(plda)
     return plda_from_covars(t @ plda.mean, t @ within @ t.T, t @ between @ t.T)
 
 
@@ -212,23 +212,12 @@ class PldaStats(NamedTuple):
     sum: np.ndarray
 
 
-def class_means(x: np.ndarray, spk_ids: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Per-speaker means of (N, D) float64 rows -> ((S, D) means, (S,) counts), speakers in
-    sorted label order."""
-    _, inverse, counts = np.unique(
-        np.asarray(spk_ids, dtype=object).astype(str), return_inverse=True, return_counts=True
-    )
-    sums = np.zeros((len(counts), x.shape[1]))
-    np.add.at(sums, inverse.reshape(-1), x)
-    return sums / counts[:, None], counts
-
-
 def compute_plda_stats(vectors: np.ndarray, spk_ids: Sequence) -> PldaStats:
     """Accumulates `PldaStats` from (N, D) vectors and their speaker labels (length N)."""
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or len(spk_ids) != x.shape[0]:
         raise XvjaxError(f"need (N, D) vectors and N speaker ids, got {x.shape}, {len(spk_ids)}")
-    _check_finite(x)
+    check_finite(x)
     means, counts = class_means(x, spk_ids)
     scatter = x.T @ x - (means * counts[:, None]).T @ means
     order = np.argsort(counts, kind="stable")
@@ -238,14 +227,6 @@ def compute_plda_stats(vectors: np.ndarray, spk_ids: Sequence) -> PldaStats:
         offset_scatter=0.5 * (scatter + scatter.T),
         sum=means.sum(axis=0),
     )
-
-
-def _check_finite(x: np.ndarray, keys: Sequence[str] | None = None) -> None:
-    bad = ~np.all(np.isfinite(x), axis=1)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        name = f"'{keys[i]}'" if keys is not None else f"row {i}"
-        raise XvjaxError(f"vector {name} contains NaN or infinite values; remove or fix it")
 
 
 def estimate_plda(stats: PldaStats, num_em_iters: int = 10) -> Plda:
@@ -286,7 +267,9 @@ def estimate_plda(stats: PldaStats, num_em_iters: int = 10) -> Plda:
     mean = stats.sum / num_classes
     log.info("Norm of mean of iVector distribution is %g", np.linalg.norm(mean))
     plda = plda_from_covars(mean, within, between)
-    log.info("Diagonal of between-class variance in normalized space is %s", _fmt(plda.psi))
+    log.info(
+        "Diagonal of between-class variance in normalized space is %s", format_vector(plda.psi)
+    )
     return plda
 
 

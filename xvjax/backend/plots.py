@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import norm
 
 from xvjax import metrics
+from xvjax.fileutil import atomic_path
 
 __all__ = ["det_plot"]
 
@@ -30,16 +33,10 @@ def det_plot(
     EER point. Axes span [min_prob, max_prob] on both sides (domain-mismatched systems want
     max_prob up to 0.8); `linestyles` per system; `legend_outside` puts the legend beside the axes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm
-
-    from xvjax.fileutil import atomic_path
-
     eps = 1e-6
-    fig, ax = plt.subplots(figsize=(10, 6) if legend_outside else (6, 6))
+    # A bare Figure renders with Agg without pyplot (no global figure state, no GUI backend).
+    fig = Figure(figsize=(10, 6) if legend_outside else (6, 6))
+    ax = fig.subplots()
     for i, (name, scores, labels) in enumerate(systems):
         fnr, fpr = metrics.det_curve(scores, labels)
         eer, _ = metrics.compute_eer(scores, labels)
@@ -74,4 +71,3 @@ def det_plot(
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -35,7 +35,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from xvjax.backend.plda import Plda, plda_transform
 from xvjax.errors import XvjaxError
@@ -52,6 +56,13 @@ __all__ = [
     "cosine_scores",
     "cosine_matrix",
     "device_mesh",
+    "precision_dtype",
+    "x64_scope",
+    "round_up",
+    "put_enroll_rows",
+    "Split",
+    "split_features",
+    "score_block",
 ]
 
 
@@ -106,20 +117,25 @@ def prepare_test(plda: Plda, x, normalize_length=True, simple_length_norm=False)
 # ----------------------------------------------------------------------------- devices
 def device_mesh(devices=None):
     """1-D mesh ("data",) over `devices` (default: all of jax.devices())."""
-    import jax
-
     devs = list(devices) if devices is not None else jax.devices()
     auto = (jax.sharding.AxisType.Auto,)  # let XLA propagate the row sharding through gathers
     return jax.make_mesh((len(devs),), ("data",), axis_types=auto, devices=devs)
 
 
-def _x64(dtype) -> contextlib.AbstractContextManager:
-    import jax
+def precision_dtype(name: str) -> np.dtype:
+    """The GEMM dtype named by a `--precision` option: float32 or float64."""
+    if name not in ("float32", "float64"):
+        raise XvjaxError(f"--precision must be float32 or float64, got '{name}'")
+    return np.dtype(name)
 
+
+def x64_scope(dtype) -> contextlib.AbstractContextManager:
+    """jax's 64-bit mode for the duration of a float64 computation (a no-op for float32)."""
     return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
-def _round_up(n: int, m: int) -> int:
+def round_up(n: int, m: int) -> int:
+    """n rounded up to a multiple of m (block sizes divisible by the device count)."""
     return -(-n // m) * m
 
 
@@ -130,13 +146,9 @@ def _pad_rows(a: np.ndarray, rows: int, value: float = 0.0) -> np.ndarray:
     return np.pad(a, pad, constant_values=value)
 
 
-def _put_enroll_rows(fe, ce, qi, r0: int, rows: int, mesh, dtype):
+def put_enroll_rows(fe, ce, qi, r0: int, rows: int, mesh, dtype):
     """Enrolment rows r0 .. r0 + rows (zero-padded to `rows`, so every block has one shape) of
     (fe, ce, qi) on the devices, split over the mesh's "data" axis."""
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
     rows2, rows1 = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("data"))
     return (
         jax.device_put(_pad_rows(fe[r0 : r0 + rows], rows).astype(dtype), rows2),
@@ -145,28 +157,23 @@ def _put_enroll_rows(fe, ce, qi, r0: int, rows: int, mesh, dtype):
     )
 
 
-_JIT: dict[str, object] = {}
+@jax.jit
+def score_block(fe, ce, qi, ft, qt):
+    """Scores of an enrolment block against a test block (see `Split`):
+    (be, D), (be,), (be,), (bt, D), (U, bt) -> (be, bt)."""
+    return fe @ ft.T + ce[:, None] + qt[qi]
 
 
-def _jitted(name: str):
-    """Lazily built jitted kernels (keeps `import xvjax.backend.scoring` free of jax)."""
-    if name not in _JIT:
-        import jax
-        import jax.numpy as jnp
+@jax.jit
+def _normalize_block(s, me, se, mt, st, wz, wt):
+    """S-norm (wz = wt = 1/2), Z-norm (1, 0) or T-norm (0, 1) of a score block."""
+    return wz * ((s - me[:, None]) / se[:, None]) + wt * ((s - mt[None, :]) / st[None, :])
 
-        def block(fe, ce, qi, ft, qt):  # (be, D), (be,), (be,), (bt, D), (U, bt) -> (be, bt)
-            return fe @ ft.T + ce[:, None] + qt[qi]
 
-        def normalize(s, me, se, mt, st, wz, wt):  # S-norm (wz=wt=1/2), Z-norm (1, 0), T (0, 1)
-            return wz * ((s - me[:, None]) / se[:, None]) + wt * ((s - mt[None, :]) / st[None, :])
-
-        def pairs(fe, ce, qi, ft, qt, ie, it):  # trial-list scores for index blocks
-            return jnp.sum(fe[ie] * ft[it], axis=1) + ce[ie] + qt[qi[ie], it]
-
-        _JIT["block"] = jax.jit(block)
-        _JIT["pairs"] = jax.jit(pairs)
-        _JIT["normalize"] = jax.jit(normalize)
-    return _JIT[name]
+@jax.jit
+def _pair_scores(fe, ce, qi, ft, qt, ie, it):
+    """Trial-list scores of a block of (ie, it) index pairs."""
+    return jnp.sum(fe[ie] * ft[it], axis=1) + ce[ie] + qt[qi[ie], it]
 
 
 class Split(NamedTuple):
@@ -184,7 +191,8 @@ class Split(NamedTuple):
     qt: np.ndarray
 
 
-def _split_features(ef: EnrollFeatures, tf: np.ndarray) -> Split:
+def split_features(ef: EnrollFeatures, tf: np.ndarray) -> Split:
+    """The scoring operands of enrolment features against (N_t, D) test features."""
     return Split(ef.lin, ef.const, ef.quad_idx, tf, ef.quad @ (tf * tf).T)
 
 
@@ -245,10 +253,6 @@ def score_pairs(
     the trial entries; "auto" uses "dense" when the trials cover more than 2% of the enrolment x
     test pairs (e.g. SRE-style lists, where it is much faster), else "gather". Same numbers.
     """
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
     ie = np.asarray(enroll_idx, dtype=np.int32)
     it = np.asarray(test_idx, dtype=np.int32)
     if ie.shape != it.shape or ie.ndim != 1:
@@ -263,23 +267,22 @@ def score_pairs(
         raise XvjaxError(f"unknown trial scoring method '{method}' (auto, gather or dense)")
     if method == "dense" or (method == "auto" and num > 0.02 * len(ef.const) * tf.shape[0]):
         return _pairs_from_tiles(ef, tf, ie, it, dense_block_size, dtype, devices)
-    sp = _split_features(ef, tf)
+    sp = split_features(ef, tf)
     mesh = device_mesh(devices)
     ndev = mesh.size
-    block = _round_up(min(block_size, _round_up(num, ndev)), ndev)
+    block = round_up(min(block_size, round_up(num, ndev)), ndev)
     out = np.empty(num)
-    with _x64(dtype):
+    with x64_scope(dtype):
         rep = NamedSharding(mesh, P())
         shard = NamedSharding(mesh, P("data"))
         ops = [jax.device_put(a.astype(dtype), rep) for a in (sp.fe, sp.ce)]
         ops.append(jax.device_put(sp.qi, rep))
         ops += [jax.device_put(a.astype(dtype), rep) for a in (sp.ft, sp.qt)]
-        fn = _jitted("pairs")
         for start in range(0, num, block):
             stop = min(start + block, num)
             bi = jax.device_put(_pad_rows(ie[start:stop], block), shard)
             bt = jax.device_put(_pad_rows(it[start:stop], block), shard)
-            out[start:stop] = np.asarray(fn(*ops, bi, bt))[: stop - start]
+            out[start:stop] = np.asarray(_pair_scores(*ops, bi, bt))[: stop - start]
     return out
 
 
@@ -308,7 +311,7 @@ def _pairs_from_tiles(ef, tf, ie, it, block_size, dtype, devices) -> np.ndarray:
 def _block_shape(block_size, num_e: int, num_t: int, ndev: int) -> tuple[int, int]:
     """(rows, cols) of the dense tiles: rows a multiple of the device count."""
     be, bt = (block_size, block_size) if isinstance(block_size, int) else block_size
-    return _round_up(min(be, _round_up(num_e, ndev)), ndev), min(bt, num_t)
+    return round_up(min(be, round_up(num_e, ndev)), ndev), min(bt, num_t)
 
 
 # ----------------------------------------------------------------------------- dense
@@ -334,19 +337,13 @@ def iter_score_blocks(
     tiles: optional sorted tile ids (row_block * num_col_blocks + col_block) to compute; others
     are skipped (used for trial lists).
     """
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    fe, ce, qi, ft, qt = _split_features(ef, tf)
+    fe, ce, qi, ft, qt = split_features(ef, tf)
     num_e, num_t = fe.shape[0], ft.shape[0]
     mesh = device_mesh(devices)
     be, bt = _block_shape(block_size, num_e, num_t, mesh.size)
     num_cb = -(-num_t // bt)
     wanted = None if tiles is None else set(int(t) for t in tiles)
     wanted_rows = None if wanted is None else {t // num_cb for t in wanted}
-    fn = _jitted("block")
-    norm_fn = _jitted("normalize")
     use_norm = enroll_stats is not None or test_stats is not None
     if use_norm:
         zeros_e, ones_e = np.zeros(num_e), np.ones(num_e)
@@ -359,7 +356,7 @@ def iter_score_blocks(
             weights = (0.5, 0.5)
         else:
             weights = (1.0, 0.0) if enroll_stats is not None else (0.0, 1.0)
-    with _x64(dtype):
+    with x64_scope(dtype):
         rows1 = NamedSharding(mesh, P("data"))
         rep = NamedSharding(mesh, P())
         test_blocks = [
@@ -382,7 +379,7 @@ def iter_score_blocks(
             if wanted_rows is not None and e0 // be not in wanted_rows:
                 continue
             ne = min(be, num_e - e0)
-            fe_d, ce_d, qi_d = _put_enroll_rows(fe, ce, qi, e0, be, mesh, dtype)
+            fe_d, ce_d, qi_d = put_enroll_rows(fe, ce, qi, e0, be, mesh, dtype)
             if use_norm:
                 me_d = jax.device_put(_pad_rows(me[e0 : e0 + be], be).astype(dtype), rows1)
                 se_d = jax.device_put(_pad_rows(se[e0 : e0 + be], be, 1.0).astype(dtype), rows1)
@@ -390,9 +387,9 @@ def iter_score_blocks(
                 if wanted is not None and (e0 // be) * num_cb + t0 // bt not in wanted:
                     continue
                 nt = min(bt, num_t - t0)
-                blk = fn(fe_d, ce_d, qi_d, ft_d, qt_d)
+                blk = score_block(fe_d, ce_d, qi_d, ft_d, qt_d)
                 if use_norm:
-                    blk = norm_fn(blk, me_d, se_d, *t_stats[t0], *weights)
+                    blk = _normalize_block(blk, me_d, se_d, *t_stats[t0], *weights)
                 yield e0, t0, np.asarray(blk)[:ne, :nt]
 
 

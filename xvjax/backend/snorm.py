@@ -17,29 +17,38 @@ product of features plus constants (`xvjax.backend.scoring`), so its cohort mean
 closed forms in the cohort feature mean and covariance (float64, O(N D^2)). With top_k the
 enrolment (test) x cohort scores are computed block by block on the devices (a GEMM and a separate
 jitted `lax.top_k` + moments step) and only (N,) means and stds are kept.
+
+Scores of any scorer can be normalised from score lists as well: `cohort_stats_by_key` takes the
+cohort scores of each enrolment model / test segment, `normalize_score_list` the trial scores.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from xvjax.backend.plda import Plda, plda_transform
 from xvjax.backend.scoring import (
     EnrollFeatures,
-    _jitted,
-    _put_enroll_rows,
-    _round_up,
-    _split_features,
-    _x64,
     device_mesh,
     enroll_features,
     iter_score_blocks,
     prepare_enroll,
+    put_enroll_rows,
+    round_up,
+    score_block,
     score_pairs,
+    split_features,
     test_features,
+    x64_scope,
 )
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
 
 __all__ = [
@@ -56,9 +65,13 @@ __all__ = [
     "norm_trials",
     "iter_norm_blocks",
     "norm_trial_scores",
+    "cohort_stats_by_key",
+    "normalize_score_list",
 ]
 
 METHODS = ("snorm", "asnorm", "znorm", "tnorm")
+ENROLL_SIDE = ("snorm", "asnorm", "znorm")  # the methods that use enrolment cohort statistics
+TEST_SIDE = ("snorm", "asnorm", "tnorm")  # ... and test cohort statistics
 
 
 class CohortStats(NamedTuple):
@@ -84,7 +97,7 @@ def cohort_stats_from_scores(scores: np.ndarray, top_k: int | None = None) -> Co
 
 def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats:
     """Whole-cohort mean/std from cohort feature moments, float64, no cohort scores."""
-    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
+    fe, ce, qi, ft, qt = split_features(ef, cohort_tf)
     a = np.concatenate([fe, np.ones((fe.shape[0], 1))], axis=1)  # (N, D+1)
     mean, var = np.empty(fe.shape[0]), np.empty(fe.shape[0])
     for u in range(qt.shape[0]):  # one group per distinct num_utts
@@ -98,22 +111,13 @@ def _closed_form_stats(ef: EnrollFeatures, cohort_tf: np.ndarray) -> CohortStats
     return CohortStats(mean, np.sqrt(np.maximum(var, 0.0)))
 
 
-def _topk_stats_fn(k: int):
-    key = f"topk{k}"
-    from xvjax.backend import scoring
-
-    if key not in scoring._JIT:
-        import jax
-        import jax.numpy as jnp
-
-        def stats(s):
-            top = jax.lax.top_k(s, k)[0]
-            mean = jnp.mean(top, axis=1)
-            std = jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
-            return mean, std
-
-        scoring._JIT[key] = jax.jit(stats)
-    return scoring._JIT[key]
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k_moments(s, k: int):
+    """Mean and population std of the k highest scores of each row of a (rows, C) block."""
+    top = jax.lax.top_k(s, k)[0]
+    mean = jnp.mean(top, axis=1)
+    std = jnp.sqrt(jnp.mean(jnp.square(top - mean[:, None]), axis=1))
+    return mean, std
 
 
 def cohort_stats(
@@ -138,24 +142,19 @@ def cohort_stats(
         return _closed_form_stats(ef, cohort_tf)
     if top_k < 1:
         raise XvjaxError(f"--top-k must be positive, got {top_k}")
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    fe, ce, qi, ft, qt = _split_features(ef, cohort_tf)
+    fe, ce, qi, ft, qt = split_features(ef, cohort_tf)
     num = fe.shape[0]
     mesh = device_mesh(devices)
-    block = _round_up(min(block_size, _round_up(num, mesh.size)), mesh.size)
-    score_fn, stats_fn = _jitted("block"), _topk_stats_fn(top_k)
+    block = round_up(min(block_size, round_up(num, mesh.size)), mesh.size)
     mean, std = np.empty(num), np.empty(num)
-    with _x64(dtype):
+    with x64_scope(dtype):
         rep = NamedSharding(mesh, P())
         ft_d = jax.device_put(ft.astype(dtype), rep)
         qt_d = jax.device_put(qt.astype(dtype), rep)
         for r0 in range(0, num, block):
             n = min(block, num - r0)
-            enroll_d = _put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
-            m, s = stats_fn(score_fn(*enroll_d, ft_d, qt_d))
+            enroll_d = put_enroll_rows(fe, ce, qi, r0, block, mesh, dtype)
+            m, s = _top_k_moments(score_block(*enroll_d, ft_d, qt_d), k=top_k)
             mean[r0 : r0 + n] = np.asarray(m)[:n]
             std[r0 : r0 + n] = np.asarray(s)[:n]
     return CohortStats(mean, std)
@@ -217,6 +216,56 @@ def tnorm(scores, test_stats: CohortStats) -> np.ndarray:
     return normalize_scores(scores, None, test_stats)
 
 
+# ----------------------------------------------------------------------------- score lists
+def cohort_stats_by_key(
+    cohort_trials: Trials,
+    scores: np.ndarray,
+    top_k: int | None = None,
+    name: str = "cohort scores",
+) -> dict[str, tuple[float, float]]:
+    """Cohort (mean, std) per key of the first column of a cohort score list (`<enroll|test key>
+    <cohort key> <score>` lines, `xvjax.backend.score_files.read_score_file`); top_k as in
+    `cohort_stats_from_scores`. Keys need 2 or more scores with a positive std."""
+    groups: dict[str, list[float]] = {}
+    for key, s in zip(cohort_trials.enroll, scores, strict=True):
+        groups.setdefault(key, []).append(s)
+    out = {}
+    for key, vals in groups.items():
+        if len(vals) < 2:
+            raise XvjaxError(f"{name}: '{key}' has {len(vals)} cohort score; need at least 2")
+        st = cohort_stats_from_scores(np.array([vals]), top_k)
+        if st.std[0] <= 0.0:
+            raise XvjaxError(f"{name}: cohort scores of '{key}' have zero standard deviation")
+        out[key] = (float(st.mean[0]), float(st.std[0]))
+    return out
+
+
+def normalize_score_list(
+    trials: Trials,
+    scores: np.ndarray,
+    enroll_stats: dict[str, tuple[float, float]] | None = None,
+    test_stats: dict[str, tuple[float, float]] | None = None,
+    names: tuple[str, str] = ("the enrolment cohort scores", "the test cohort scores"),
+) -> np.ndarray:
+    """S-/Z-/T-norm of the (T,) scores of any scorer, with `cohort_stats_by_key` tables of the
+    enrolment and/or test ids (`names` say where each table came from, for errors)."""
+
+    def per_trial(table, ids, name):
+        if table is None:
+            return None
+        missing = [k for k in ids if k not in table]
+        if missing:
+            raise XvjaxError(f"'{missing[0]}' has no cohort scores in {name}")
+        vals = np.array([table[k] for k in ids])
+        return CohortStats(vals[:, 0], vals[:, 1])
+
+    return normalize_scores(
+        np.array(scores),
+        per_trial(enroll_stats, trials.enroll, names[0]),
+        per_trial(test_stats, trials.test, names[1]),
+    )
+
+
 # ----------------------------------------------------------------------------- end to end
 class SideFeatures(NamedTuple):
     """Everything scoring and normalisation need, computed once from raw vectors.
@@ -261,10 +310,10 @@ def prepare_norm(
     tf, cf = test_features(v), test_features(c)
     kw = dict(block_size=block_size, dtype=dtype, devices=devices)
     e_stats = t_stats = None
-    if method in ("snorm", "asnorm", "znorm"):
+    if method in ENROLL_SIDE:
         e_stats = cohort_stats(ef, cf, top_k, **kw)
         _check_std(e_stats, "enrolment model")
-    if method in ("snorm", "asnorm", "tnorm"):
+    if method in TEST_SIDE:
         t_stats = cohort_stats(enroll_features(plda, v, 1), cf, top_k, **kw)
         _check_std(t_stats, "test segment")
     return SideFeatures(ef, tf, e_stats, t_stats)

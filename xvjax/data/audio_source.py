@@ -7,10 +7,11 @@ VAD -> egs) happens per minibatch here:
    utterance length the chunk allocation sees (`utt2len`), as in `prepare_feats_for_egs.sh`.
 2. For a chunk of voiced frames [off, off + L) the loader cuts the audio of the raw frames they span
    plus `cmn_window` frames of margin on each side, augments it (`features.augment`:
-   reverb / noise / music / babble, one per example with probability `aug_prob`), computes MFCC and
-   sliding CMN on the segment, and keeps the L voiced frames. With that margin every chunk frame has
-   the same CMN window as in the whole utterance, so without augmentation (and dither 0) a chunk
-   equals the same rows of the offline pipeline's output.
+   reverb / noise / music / babble, one per example with probability `aug_prob`), and prepares it
+   with the front end (`features.frontend.prepare_feats`: MFCC, sliding CMN) keeping the L voiced
+   frames of the clean decisions, as Kaldi's recipes reuse the clean vad.scp for augmented copies.
+   With that margin every chunk frame has the same CMN window as in the whole utterance, so without
+   augmentation (and dither 0) a chunk equals the same rows of the offline pipeline's output.
 
 Determinism: augmentation and dither keys are `fold_in(key(seed), archive, batch)`, so a resumed run
 recomputes exactly the same batches. Segment lengths are padded to buckets of `bucket_frames`
@@ -19,21 +20,34 @@ frames to bound jit compilations.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from xvjax.data.stores import ChunkLoader, TrainBatch
+from xvjax.data.loaders import ChunkLoader, TrainBatch
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import tables
+from xvjax.features.augment import AugmentConfig, augment_batch
+from xvjax.features.frontend import compute_vad, prepare_feats
+from xvjax.features.mfcc import compute_mfcc, num_frames
+from xvjax.features.noise_banks import load_sources
+from xvjax.features.options import (
+    RECIPE_CMN,
+    RECIPE_VAD,
+    SRE16_MFCC,
+    VOXCELEB_MFCC,
+    MfccOptions,
+    VadOptions,
+)
+from xvjax.kaldi import audio, tables
 
 log = logging.getLogger("xvjax")
 
 
-def _default_mfcc(sample_rate: int):
-    from xvjax.features.options import SRE16_MFCC, VOXCELEB_MFCC
-
+def _default_mfcc(sample_rate: int) -> MfccOptions:
     if sample_rate == 16000:
         return VOXCELEB_MFCC
     if sample_rate == 8000:
@@ -57,13 +71,6 @@ class AudioStore:
         seed: int = 0,
         bucket_frames: int = 100,
     ):
-        import jax.numpy as jnp
-
-        from xvjax.features.mfcc import compute_mfcc
-        from xvjax.features.options import RECIPE_CMN, RECIPE_VAD
-        from xvjax.features.vad import compute_vad
-        from xvjax.kaldi import audio
-
         wav_scp = os.path.join(data_dir, "wav.scp")
         if not os.path.isfile(wav_scp):
             raise XvjaxError(f"data dir {data_dir}: no wav.scp for on-the-fly features")
@@ -110,13 +117,12 @@ class AudioStore:
                 f"{self.mfcc_opts.sample_frequency:g} Hz"
             )
         self.feat_dim = int(self.mfcc_opts.num_ceps)
-        clean_opts = _no_dither(self.mfcc_opts)
+        self.clean_opts = dataclasses.replace(self.mfcc_opts, dither=0.0)
         for utt, x in self.audio.items():  # clean VAD, one utterance at a time (bucketed shapes)
             n = len(x)
-            pad = self._bucket_samples(n)
-            wav = np.zeros((1, pad), np.float32)
+            wav = np.zeros((1, self.bucket_samples(n)), np.float32)
             wav[0, :n] = x
-            feats, nf = compute_mfcc(jnp.asarray(wav), jnp.asarray([n]), clean_opts)
+            feats, nf = compute_mfcc(jnp.asarray(wav), jnp.asarray([n]), self.clean_opts)
             vad = np.asarray(compute_vad(feats, nf, self.vad_opts))[0, : int(nf[0])]
             self.num_frames[utt] = int(nf[0])
             self.voiced_idx[utt] = np.flatnonzero(vad > 0.5)
@@ -126,18 +132,12 @@ class AudioStore:
     @classmethod
     def from_config(cls, d, seed: int) -> AudioStore:
         """From `config.data` (train_dir, mfcc_config, vad_config, musan, rirs, aug_prob)."""
-        from xvjax.features.options import MfccOptions, VadOptions
-
         mfcc = MfccOptions.from_config_file(d.mfcc_config) if d.mfcc_config else None
         vad = VadOptions.from_config_file(d.vad_config) if d.vad_config else None
         sources = None
         if d.aug_prob > 0 and (d.musan or d.rirs):
-            from xvjax.features.noise_banks import load_sources
-
             rate = int(mfcc.sample_frequency) if mfcc else None
             if rate is None:  # peek at the first utterance's rate
-                from xvjax.kaldi import audio
-
                 first = sorted(
                     tables.read_text_table(os.path.join(d.train_dir, "wav.scp")).items()
                 )[0]
@@ -153,34 +153,38 @@ class AudioStore:
             raise XvjaxError("data.aug_prob > 0 needs --musan and/or --rirs")
         return cls(d.train_dir, mfcc, vad, None, sources, d.aug_prob, seed)
 
-    def _bucket_samples(self, n: int) -> int:
+    def bucket_samples(self, n: int) -> int:
+        """Padded length of an n-sample waveform (multiples of `bucket_frames` frames)."""
         step = self.bucket_frames * self.mfcc_opts.window_shift
         return max(step, -(-n // step) * step)
 
     def load(self, utt: str) -> np.ndarray:
         """Whole-utterance clean prepared features (MFCC -> CMN -> voiced), for dev/inspection."""
-        import jax.numpy as jnp
-
-        from xvjax.features.cmvn import sliding_cmn
-        from xvjax.features.mfcc import compute_mfcc
-
         x = self.audio[utt]
-        wav = np.zeros((1, self._bucket_samples(len(x))), np.float32)
+        wav = np.zeros((1, self.bucket_samples(len(x))), np.float32)
         wav[0, : len(x)] = x
-        feats, nf = compute_mfcc(
-            jnp.asarray(wav), jnp.asarray([len(x)]), _no_dither(self.mfcc_opts)
-        )
-        cmn = np.asarray(sliding_cmn(feats, nf, self.cmn_opts))[0]
-        return cmn[self.voiced_idx[utt]]
+        voiced_idx = self.voiced_idx[utt]
+        feats = self.prepare(wav, np.asarray([len(x)]), [voiced_idx], self.clean_opts)
+        return feats[0, : len(voiced_idx)]
+
+    def prepare(self, wav, lengths: np.ndarray, voiced_idx, mfcc_opts: MfccOptions, key=None):
+        """Prepared features (`prepare_feats`) of padded (rows, samples) waveforms, with row i's
+        frames `voiced_idx[i]` taken as the voiced ones (the clean signal's VAD decisions).
+
+        Returns (rows, frames, dim): row i's selected frames first, in order, then zeros. `key`
+        is the dither key (unused when `mfcc_opts` has no dither).
+        """
+        voiced = np.zeros((len(wav), int(num_frames(wav.shape[1], mfcc_opts))), np.float32)
+        for row, idx in enumerate(voiced_idx):
+            voiced[row, idx] = 1.0
+        feats, _ = prepare_feats(
+            jnp.asarray(wav), jnp.asarray(lengths), mfcc_opts, cmn_opts=self.cmn_opts,
+            key=key if mfcc_opts.dither != 0 else None, voiced=jnp.asarray(voiced),
+        )  # fmt: skip
+        return np.asarray(feats)
 
     def make_loader(self, sampler, prefetch: int = 2) -> AudioChunkLoader:
         return AudioChunkLoader(self, sampler, prefetch)
-
-
-def _no_dither(opts):
-    import dataclasses
-
-    return dataclasses.replace(opts, dither=0.0) if opts.dither != 0 else opts
 
 
 def segment_for_chunk(
@@ -208,20 +212,13 @@ class AudioChunkLoader(ChunkLoader):
     """ChunkLoader whose batches are computed from audio (see the module docstring)."""
 
     def make_batch(self, spec) -> TrainBatch:
-        import jax
-        import jax.numpy as jnp
-
-        from xvjax.features.augment import AugmentConfig, augment_batch
-        from xvjax.features.cmvn import sliding_cmn
-        from xvjax.features.mfcc import compute_mfcc
-
         store, table = self.store, self.sampler.table
         rows = []
         for u, off in zip(spec.utt_idx, spec.offsets, strict=True):
             utt = table.utt_ids[int(u)]
             _, (s0, s1), rel = segment_for_chunk(store, utt, int(off), spec.chunk_len)
             rows.append((store.audio[utt][s0:s1], rel))
-        width = store._bucket_samples(max(len(r[0]) for r in rows))
+        width = store.bucket_samples(max(len(r[0]) for r in rows))
         wav = np.zeros((len(rows), width), np.float32)
         lengths = np.asarray([len(r[0]) for r in rows], np.int32)
         for i, (x, _) in enumerate(rows):
@@ -231,7 +228,6 @@ class AudioChunkLoader(ChunkLoader):
         )
         key = jax.random.fold_in(key, self.sampler.process_index)
         aug_key, dither_key = jax.random.split(key)
-        wav_j = jnp.asarray(wav)
         if store.sources is not None and store.aug_prob > 0:
             p = store.aug_prob
             kinds = [
@@ -246,11 +242,9 @@ class AudioChunkLoader(ChunkLoader):
             cfg = AugmentConfig(
                 probs=probs, sample_frequency=float(store.mfcc_opts.sample_frequency)
             )
-            wav_j, _ = augment_batch(aug_key, wav_j, jnp.asarray(lengths), store.sources, cfg)
-        opts = store.mfcc_opts
-        feats, nf = compute_mfcc(
-            wav_j, jnp.asarray(lengths), opts, dither_key if opts.dither != 0 else None
-        )
-        cmn = np.asarray(sliding_cmn(feats, nf, store.cmn_opts))
-        out = np.stack([cmn[i, rel] for i, (_, rel) in enumerate(rows)]).astype(np.float32)
+            wav, _ = augment_batch(
+                aug_key, jnp.asarray(wav), jnp.asarray(lengths), store.sources, cfg
+            )
+        feats = store.prepare(wav, lengths, [rel for _, rel in rows], store.mfcc_opts, dither_key)
+        out = feats[:, : spec.chunk_len].astype(np.float32)
         return TrainBatch(out, spec.labels.astype(np.int32), spec.next_position)

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from xvjax.data.stores import FeatsStore
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
@@ -28,6 +29,7 @@ DATASET = "xvjax_speech"
 
 
 def _tfds():
+    # An optional extra: imported when a TFDS dataset is built or read, with a hint when missing.
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -92,8 +94,6 @@ def build_tfds_dataset(
     num_shards: int = 4,
 ) -> str:
     """Writes `data_dir`'s prepared features as TFDS ArrayRecord; returns the dataset version dir."""
-    from xvjax.data.stores import FeatsStore
-
     tfds = _tfds()
     store = FeatsStore(data_dir, prep=prep, cache=False)
     cls = _builder_class()

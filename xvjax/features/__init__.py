@@ -1,18 +1,24 @@
-"""Kaldi-compatible front end in jnp: MFCC/fbank, energy VAD, sliding CMN, augmentation.
+"""Kaldi-compatible front end: MFCC/fbank, energy VAD, sliding CMN, augmentation, data-dir jobs.
 
-Public API (all batched over padded arrays with per-utterance lengths, jit-able):
-
+Batched over padded arrays with per-utterance lengths, jit-able (jnp):
 - `options`: `MfccOptions`, `FbankOptions`, `VadOptions`, `CmnOptions` (Kaldi option names,
   `.from_config_file("conf/mfcc.conf")`), recipe presets `VOXCELEB_MFCC`, `SRE16_MFCC`,
-  `RECIPE_VAD`, `RECIPE_CMN`.
+  `RECIPE_VAD`, `RECIPE_CMN`, and `AugmentDataDirOptions`.
 - `mfcc.compute_mfcc(waveforms, lengths, opts, key=None, fft_impl="kaldi") -> (feats, num_frames)`,
   `mfcc.compute_fbank(...)`, `mfcc.num_frames(num_samples, opts)`.
-- `vad.compute_vad(feats, num_frames, opts) -> (batch, frames) 0/1`.
-- `cmvn.sliding_cmn(feats, num_frames, opts) -> feats`.
-- `pipeline.prepare_feats(waveforms, lengths, mfcc_opts, vad_opts=RECIPE_VAD,
-  cmn_opts=RECIPE_CMN, key=None, fft_impl="kaldi") -> (feats, lengths)`: MFCC -> sliding CMN ->
-  voiced frames compacted to the front (what extract_xvectors.sh / prepare_feats_for_egs.sh do).
+- `frontend`: `sliding_cmn`, `compute_vad`, `select_voiced_frames` and their composition
+  `prepare_feats(waveforms, lengths, mfcc_opts, vad_opts=RECIPE_VAD, cmn_opts=RECIPE_CMN, key=None,
+  fft_impl="kaldi") -> (feats, lengths)`: MFCC -> sliding CMN -> voiced frames compacted to the
+  front (what extract_xvectors.sh / prepare_feats_for_egs.sh do).
 - `augment.augment_batch(key, waveforms, lengths, sources, config) -> (waveforms, kinds)` with
-  `sources.load_sources(rirs=..., noise=..., music=..., speech=...)` and `augment.AugmentConfig`.
-- `extract.extract_features(utterances, opts, ...)`: the batched engine of the CLI commands.
+  `noise_banks.load_sources(rirs=..., noise=..., music=..., speech=...)` and `augment.AugmentConfig`.
+- `stream.extract_features(utterances, opts, ...)`: batched MFCC/fbank of a stream of utterances.
+
+One utterance on the host (numpy, no JAX import): `cmvn.sliding_cmn_numpy`,
+`vad.compute_vad_numpy`, `frontend_numpy.prepare_feats_numpy(mfcc, voiced)`; `reference`: a float64
+MFCC reference; `cmvn_stats` (compute-cmvn-stats, apply-cmvn); `reverberate` (wav-reverberate, and
+the formulas `augment` shares); `resample.kaldi_resample` (--allow-downsample/upsample).
+
+Whole data dirs (`datadir_jobs`): `make_features` (make_mfcc.sh + compute_vad_decision.sh, optionally
+the prepared `_no_sil` copy), `import_features`, `augment_data_dir`. `commands` holds the CLI.
 """

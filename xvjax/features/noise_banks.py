@@ -1,16 +1,16 @@
-"""Loading augmentation sources from the layouts users have, into padded `SourceBank`s.
+"""Noise and RIR sources for augmentation, from the layouts users have, packed into `SourceBank`s.
 
-- MUSAN (`musan/noise`, `musan/music`, `musan/speech`, wavs in any sub-folder): `load_musan`.
+- MUSAN (`musan/noise`, `musan/music`, `musan/speech`, wavs in any sub-folder): `list_musan`.
 - RIRS_NOISES (`RIRS_NOISES/simulated_rirs/{small,medium,large}room/rir_list`, lines
   `--rir-id ... --room-id ... <path/to/rir.wav>`, paths relative to the folder holding
-  RIRS_NOISES; `real_rirs_isotropic_noises/rir_list` too): `load_rir_list`.
-- A Kaldi data dir of noises or RIRs (`wav.scp`, e.g. the recipes' data/musan_noise): `load_data_dir`.
-- `load_sources` turns "kind=path" specs into the `Sources` tuple used by `augment_batch`.
+  RIRS_NOISES; `real_rirs_isotropic_noises/rir_list` too): `list_rir_list`.
+- A Kaldi data dir of noises or RIRs (`wav.scp`, e.g. the recipes' data/musan_noise): `list_data_dir`.
+- `resolve` picks the layout of a path, `load_specs` reads the files into a bank (`make_bank`), and
+  `load_sources` turns paths per kind into the `Sources` tuple used by `augment_batch`.
 
 Audio is read at Kaldi's scale (int16 values as floats, `xvjax.kaldi.audio`). RIRs are scaled by
-1/2^15 as wav-reverberate does. Files at another sample rate are resampled with
-scipy.signal.resample_poly (Kaldi's recipes use sox, so resampled sources are close to, not
-bit-identical with, Kaldi's). `max_seconds` keeps the first seconds of each source (background
+1/2^15 as wav-reverberate does. Files at another sample rate are resampled
+(`xvjax.features.resample`). `max_seconds` keeps the first seconds of each source (background
 noises only ever use the first utterance-length of a file, so this is exact for them when it is
 at least the longest utterance).
 """
@@ -21,39 +21,27 @@ import glob
 import logging
 import math
 import os
-from fractions import Fraction
 
+import jax.numpy as jnp
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.features.augment import SourceBank, Sources
+from xvjax.features.resample import resample
+from xvjax.kaldi import audio, tables
 
 log = logging.getLogger("xvjax")
 
 
-def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return x
-    from scipy.signal import resample_poly
-
-    frac = Fraction(int(target), int(rate))
-    return resample_poly(x.astype(np.float64), frac.numerator, frac.denominator).astype(np.float32)
-
-
 def _read(spec: str, target_rate: int) -> np.ndarray:
-    from xvjax.kaldi import audio
-
     samples, rate = audio.read_wav_entry(spec)
     if samples.ndim > 1:
         samples = samples[:, 0] if samples.shape[1] < samples.shape[0] else samples[0]
-    return _resample(np.asarray(samples, np.float32), int(rate), int(target_rate))
+    return resample(np.asarray(samples, np.float32), int(rate), int(target_rate))
 
 
 def make_bank(signals: list[np.ndarray], max_samples: int | None = None, scale: float = 1.0):
     """Packs 1-D signals (first `max_samples` of each) back to back into a `SourceBank`."""
-    import jax.numpy as jnp
-
-    from xvjax.features.augment import SourceBank
-
     if not signals:
         raise XvjaxError("no source signals to build a bank from")
     parts = [np.asarray(s[:max_samples] if max_samples else s, np.float32) * np.float32(scale)
@@ -103,8 +91,6 @@ def list_rir_list(path: str) -> list[str]:
 
 def list_data_dir(path: str) -> list[str]:
     """wav.scp values of a Kaldi data dir (paths or `cmd |` pipes), in key order."""
-    from xvjax.kaldi import tables
-
     scp = os.path.join(path, "wav.scp")
     if not os.path.exists(scp):
         raise XvjaxError(f"{path}: no wav.scp")
@@ -152,7 +138,6 @@ def load_sources(
     max_seconds: float | None = 60.0,
 ):
     """`Sources` for `augment_batch` from paths (each kind: list of MUSAN roots, rir_lists, dirs)."""
-    from xvjax.features.augment import Sources
 
     def bank(paths, kind, scale=1.0, cap=max_seconds):
         if not paths:

@@ -1,8 +1,10 @@
-"""Option structs of Kaldi's feature binaries, with Kaldi's option names (`-` -> `_`).
+"""Option structs of Kaldi's feature binaries and scripts, with Kaldi's option names (`-` -> `_`).
 
 `MfccOptions` mirrors `compute-mfcc-feats` (`FrameExtractionOptions` + `MelBanksOptions` +
-`MfccOptions`), `FbankOptions` mirrors `compute-fbank-feats`, `VadOptions` `compute-vad` and
-`CmnOptions` `apply-cmvn-sliding`. Defaults are Kaldi's, so a recipe's `conf/mfcc.conf` maps 1:1:
+`MfccOptions`), `FbankOptions` mirrors `compute-fbank-feats`, `VadOptions` `compute-vad`,
+`CmnOptions` `apply-cmvn-sliding` and `AugmentDataDirOptions` steps/data/augment_data_dir.py (with
+reverberate_data_dir.py's `--rir-lists`). Defaults are Kaldi's, so a recipe's `conf/mfcc.conf`
+maps 1:1:
 
     opts = MfccOptions.from_config_file("conf/mfcc.conf")
     opts = MfccOptions(sample_frequency=8000, snip_edges=False, dither=0.0)
@@ -13,9 +15,13 @@ All option structs are frozen dataclasses (hashable), so they can be static argu
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
+import numpy as np
+
 from xvjax.errors import XvjaxError
+from xvjax.fileutil import atomic_open
 from xvjax.kaldi.config_files import parse_bool, read_config_file
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman", "sine")
@@ -35,6 +41,8 @@ class FrameOptions:
     round_to_power_of_two: bool = True
     blackman_coeff: float = 0.42
     snip_edges: bool = True
+    allow_downsample: bool = False
+    allow_upsample: bool = False
 
     # Kaldi computes these in double from the float option values and truncates to int.
     @property
@@ -190,6 +198,47 @@ class CmnOptions:
     from_config_file = classmethod(FrameOptions.from_config_file.__func__)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentDataDirOptions:
+    """Options of one augmented copy of a data dir (`xvjax.features.datadir_jobs.augment_data_dir`).
+
+    One kind per call, as Kaldi's x-vector recipes make them: reverberation (`rir_lists`: RIRS_NOISES
+    rir_list files, folders or data dirs of RIRs), foreground noises (`fg_noise_dir`, back to back
+    `fg_interval` seconds apart, each at one of `fg_snrs` dB) or background noises (`bg_noise_dir`,
+    one of `num_bg_noises` tracks at once, each at one of `bg_snrs` dB). Augmented ids are
+    `<utt>-<utt_suffix>` (or `<utt_prefix>-<utt>`); the same `random_seed` gives the same output.
+    `max_source_seconds` keeps the first seconds of each noise file (0: all of it).
+    """
+
+    rir_lists: tuple[str, ...] = ()
+    fg_noise_dir: str = ""
+    bg_noise_dir: str = ""
+    fg_snrs: tuple[float, ...] = (20.0, 10.0, 0.0)
+    bg_snrs: tuple[float, ...] = (20.0, 10.0, 0.0)
+    num_bg_noises: tuple[int, ...] = (1,)
+    fg_interval: float = 0.0
+    utt_suffix: str = ""
+    utt_prefix: str = ""
+    modify_spk_id: bool = False
+    random_seed: int = 123
+    max_source_seconds: float = 60.0
+
+    def check(self) -> None:
+        if sum(bool(k) for k in (self.rir_lists, self.fg_noise_dir, self.bg_noise_dir)) != 1:
+            raise XvjaxError("give exactly one of --rir-lists, --fg-noise-dir, --bg-noise-dir")
+        if not self.utt_suffix and not self.utt_prefix:
+            raise XvjaxError(
+                "give --utt-suffix or --utt-prefix so augmented ids differ from the input"
+            )
+        for name in ("fg_snrs", "bg_snrs", "num_bg_noises"):
+            if not getattr(self, name):
+                raise XvjaxError(f"--{name.replace('_', '-')}: empty list")
+
+    def new_id(self, key: str) -> str:
+        """The augmented copy's id of an utterance (or speaker) id."""
+        return f"{self.utt_prefix}-{key}" if self.utt_prefix else f"{key}-{self.utt_suffix}"
+
+
 # The x-vector recipes' settings (egs/voxceleb/v2/conf/*.conf, egs/sre16/v2/conf/*.conf).
 VOXCELEB_MFCC = MfccOptions(
     sample_frequency=16000, frame_length=25, low_freq=20, high_freq=7600, num_mel_bins=30,
@@ -207,8 +256,6 @@ RECIPE_CMN = CmnOptions(cmn_window=300, center=True, norm_vars=False)
 
 
 def _f32(x: float):
-    import numpy as np
-
     return np.float32(x)
 
 
@@ -227,3 +274,62 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
         raise XvjaxError(
             f"option --{field.name.replace('_', '-')}: invalid {kind.__name__} value '{value}'"
         ) from None
+
+
+# ----------------------------------------------------------------------------- front-end records
+# What features were made with, kept beside them (a data dir's conf/, as Kaldi recipes keep their
+# conf/) and in every model xvjax trains (`ModelSpec.frontend`), so extraction can say when the
+# features given to a model are not the ones it was trained on.
+
+FRONTEND_FILES = {"mfcc": "mfcc.conf", "vad": "vad.conf", "cmn": "cmvn.conf"}
+FRONTEND_KINDS = {"mfcc": MfccOptions, "vad": VadOptions, "cmn": CmnOptions}
+
+
+def kaldi_values(opts) -> dict[str, str]:
+    """Every field of an options struct as Kaldi spells it on a command line: {"num-ceps": "30"}."""
+    out = {}
+    for f in dataclasses.fields(opts):
+        v = getattr(opts, f.name)
+        out[f.name.replace("_", "-")] = (
+            str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+        )
+    return out
+
+
+def frontend_record(
+    mfcc: MfccOptions, vad: VadOptions | None = None, cmn: CmnOptions | None = None
+) -> dict[str, dict[str, str]]:
+    """{"mfcc": {...}, "vad": {...}, "cmn": {...}} (Kaldi option names and values)."""
+    parts = {"mfcc": mfcc, "vad": vad, "cmn": cmn}
+    return {k: kaldi_values(v) for k, v in parts.items() if v is not None}
+
+
+def write_frontend_conf(data_dir: str, record: dict[str, dict[str, str]]) -> None:
+    """<data_dir>/conf/{mfcc,vad,cmvn}.conf, one `--name=value` a line (Kaldi config files)."""
+    for kind, values in record.items():
+        path = os.path.join(data_dir, "conf", FRONTEND_FILES[kind])
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"--{k}={v}\n" for k, v in values.items())
+
+
+def read_frontend_conf(data_dir: str) -> dict[str, dict[str, str]] | None:
+    """The front end recorded in <data_dir>/conf/ (None when there is none), normalised through
+    the option structs so that omitted defaults and spellings compare equal."""
+    record = {}
+    for kind, name in FRONTEND_FILES.items():
+        path = os.path.join(data_dir, "conf", name)
+        if os.path.isfile(path):
+            record[kind] = kaldi_values(FRONTEND_KINDS[kind].from_config_file(path, strict=False))
+    return record or None
+
+
+def frontend_differences(trained: dict, used: dict) -> list[str]:
+    """Options on which two front-end records differ: ["mfcc --num-ceps: 30 vs 23", ...] (kinds
+    recorded on one side only are not compared)."""
+    out = []
+    for kind in sorted(set(trained) & set(used)):
+        a, b = trained[kind], used[kind]
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                out.append(f"{kind} --{name}: {a.get(name)} vs {b.get(name)}")
+    return out

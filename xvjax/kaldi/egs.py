@@ -39,7 +39,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.kaldi import tables
+from xvjax.kaldi import compressed, tables
 from xvjax.kaldi.primitives import KaldiInput, KaldiOutput, format_float, read_from_stream
 
 
@@ -295,8 +295,6 @@ def xvector_example(
     (0, 0, 0) with a 1 x num_pdfs sparse one-hot row. compress=True (get_egs.sh's default)
     stores the input as Kaldi's automatic CompressedMatrix (CM for more than 8 rows).
     """
-    from xvjax.kaldi import compressed
-
     feats = np.asarray(feats, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[0] == 0:
         raise XvjaxError(

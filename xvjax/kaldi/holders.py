@@ -2,7 +2,7 @@
 
 The objects a table holds, read from a stream (kind checks, binary/text auto-detection) and
 encoded for writing. The primitives (tokens, int32/float, FM/DM/FV/DV layouts, text arrays and
-Kaldi's text floats, `FormatError`) are `kaldi_io_binary`'s; this module adds what is particular to
+Kaldi's text floats, `FormatError`) are `primitives`'; this module adds what is particular to
 holders: streaming reads (array data read straight into numpy), BasicVectorHolder int32 vectors,
 scalars and compression on write.
 
@@ -38,7 +38,7 @@ from xvjax.kaldi.primitives import (
     FormatError,
     KaldiInput,
     KaldiOutput,
-    _is_number,
+    is_number,
     parse_text_array,
 )
 
@@ -207,7 +207,7 @@ def _parse_text_basic(text: str, kind: str):
         values = [int(t) for t in tokens]  # auto: integers only
         return values[0] if len(values) == 1 else np.array(values, dtype=np.int32)
     except ValueError:
-        if kind == "auto" and len(tokens) == 1 and _is_number(tokens[0]):
+        if kind == "auto" and len(tokens) == 1 and is_number(tokens[0]):
             return float(tokens[0])
         want = {"auto": "integers"}.get(kind, kind.replace("_", " "))
         raise FormatError(f"expected {want}, got '{text.strip()[:40]}'") from None

@@ -10,7 +10,7 @@ The text form is `<Plda>  [ m0 m1 ... ]\\n [\\n  a00 a01 ... \\n  ... aDD ]\\n [
 with numbers printed like C++ `ostream << x` at precision 7 (`%.7g`). Reading accepts float (`FV`,
 `FM`, `CM`) as well as double objects, as Kaldi does; `read_plda(write_plda(p))` is exact in binary mode,
 and writing a PLDA that was read from a Kaldi binary file reproduces the file byte for byte. The
-primitives (tokens, DV/DM, text floats) are `kaldi_io_binary`'s `KaldiInput` / `KaldiOutput`.
+primitives (tokens, DV/DM, text floats) are `primitives`' `KaldiInput` / `KaldiOutput`.
 
 File names are Kaldi rxfilenames/wxfilenames (`xvjax.kaldi.streams`): a path, `-` (stdin/stdout),
 `command |` (read from a pipe) or `| command` (write to a pipe). Writes to files are atomic.
@@ -21,27 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from xvjax.backend.plda import Plda
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import streams
 from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
-__all__ = [
-    "read_plda",
-    "write_plda",
-    "plda_to_bytes",
-    "parse_plda",
-    "read_rxfilename",
-    "write_wxfilename",
-]
+__all__ = ["read_plda", "write_plda", "plda_to_bytes", "parse_plda"]
 
 
-# ----------------------------------------------------------------------------- rx/wx filenames
-read_rxfilename = streams.read_all  # kept for callers of plda_io
-write_wxfilename = streams.write_all
-
-
-# ----------------------------------------------------------------------------- PLDA
-def plda_to_bytes(plda, binary: bool = True) -> bytes:
+def plda_to_bytes(plda: Plda, binary: bool = True) -> bytes:
     """The bytes Kaldi's `Plda::Write` (through `WriteKaldiObject`) produces for `plda`."""
     out = KaldiOutput(binary)
     if binary:
@@ -54,10 +42,8 @@ def plda_to_bytes(plda, binary: bool = True) -> bytes:
     return out.getvalue()
 
 
-def parse_plda(data: bytes, name: str = "<plda>"):
+def parse_plda(data: bytes, name: str = "<plda>") -> Plda:
     """Parses Kaldi PLDA bytes (binary or text) into a `Plda` (float64 arrays)."""
-    from xvjax.backend.plda import Plda
-
     binary = data[:2] == b"\0B"
     r = KaldiInput(data, binary, name, 2 if binary else 0)
     r.expect("<Plda>")
@@ -71,14 +57,16 @@ def parse_plda(data: bytes, name: str = "<plda>"):
             f"{name}: inconsistent PLDA dimensions: mean {mean.shape}, transform "
             f"{transform.shape}, psi {psi.shape}"
         )
+    if not all(np.isfinite(a).all() for a in (mean, transform, psi)):
+        raise XvjaxError(f"{name}: the PLDA model has NaN or infinite values")
     return Plda(mean=mean, transform=transform, psi=psi)
 
 
-def read_plda(rxfilename: str):
+def read_plda(rxfilename: str) -> Plda:
     """Reads a Kaldi PLDA file (binary or text; path, `-` or `command |`) into a `Plda`."""
-    return parse_plda(read_rxfilename(rxfilename), rxfilename)
+    return parse_plda(streams.read_all(rxfilename), rxfilename)
 
 
-def write_plda(plda, wxfilename: str, binary: bool = True) -> None:
+def write_plda(plda: Plda, wxfilename: str, binary: bool = True) -> None:
     """Writes `plda` in Kaldi's layout (atomically for files)."""
-    write_wxfilename(wxfilename, plda_to_bytes(plda, binary))
+    streams.write_all(wxfilename, plda_to_bytes(plda, binary))

@@ -14,7 +14,7 @@ The nnet3 model and egs readers/writers are built from these, in both of Kaldi's
   `[ 1 2 3 ]\\n`.
 
 This is xvjax's one codec of Kaldi primitives: nnet3 models, egs, PLDA files and the table holders
-(`matrix_io`) all use it. `KaldiInput` is a cursor over the bytes of an object (a whole file, or a
+(`holders`) all use it. `KaldiInput` is a cursor over the bytes of an object (a whole file, or a
 window on a stream through `read_from_stream`; arrays are decoded with `np.frombuffer`, never
 element by element). `KaldiOutput` collects the bytes of an object (`matrix`/`vector` write float
 or, with double=True, double objects). `format_float(s)` print numbers as Kaldi's text mode;
@@ -352,13 +352,14 @@ def _parse_numbers(tokens: list, dtype, what: str) -> np.ndarray:
         with np.errstate(over="ignore"):  # 3.402824e+38 is past float32's max: inf, as strtof
             return np.array(tokens, dtype=np.float64).astype(dtype, copy=False)
     except ValueError:
-        bad = next((t for t in tokens if not _is_number(t)), tokens[0] if tokens else "")
+        bad = next((t for t in tokens if not is_number(t)), tokens[0] if tokens else "")
         if isinstance(bad, bytes):
             bad = bad.decode("utf-8", "replace")
         raise FormatError(f"bad number '{bad[:30]}' in text {what}") from None
 
 
-def _is_number(token) -> bool:
+def is_number(token) -> bool:
+    """Whether a text token (str or bytes) parses as a number (`float()`'s spellings)."""
     try:
         float(token)
         return True

@@ -42,9 +42,8 @@ it), but its compressed matrices are not Kaldi's numbers (decoding CM/CM2/CM3 di
 copy-feats' output by up to 4e-3 for method 4, and its compressed writes differ from Kaldi's bytes
 for methods 1-4, 6, 7), and it lacks the s/cs/o/p/bg options, `scp:` wspecifiers, int32/float
 holders, atomic writes, permissive reading and errors naming file and key. So the formats live in
-`kaldi_io_binary.py` (primitives), `matrix_io.py` (holders) and `compressed.py`, the streams in
-`streams.py`, single rx/wxfilename objects in `objects.py` (re-exported here); kaldiio is only a
-test oracle.
+`primitives.py`, `holders.py` and `compressed.py`, the streams in `streams.py`, single
+rx/wxfilename objects in `object_files.py` (re-exported here); kaldiio is only a test oracle.
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ from xvjax.kaldi.object_files import (
     read_matrix,
     read_object,
     read_value,
+    read_value_at,
     read_vector,
     write_matrix,
     write_object,
@@ -241,7 +241,7 @@ class _ObjectReader:
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
             with streams.input_stream(target) as f:
-                return apply_range(read_value(f, self.kind, self.dtype), rng, rx)
+                return apply_range(read_value_at(f, self.kind, self.dtype, offset), rng, rx)
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
@@ -254,7 +254,7 @@ class _ObjectReader:
         if offset >= self._size and os.path.isfile(path):
             raise XvjaxError(f"offset {offset} is past the end of '{path}' ({self._size} bytes)")
         self._file.seek(offset)
-        return apply_range(read_value(self._file, self.kind, self.dtype), rng, rx)
+        return apply_range(read_value_at(self._file, self.kind, self.dtype, offset), rng, rx)
 
     def close(self) -> None:
         if self._file is not None:
@@ -290,7 +290,7 @@ def _iter_script(spec: RSpecifier, kind, dtype, label: str):
 def read(rspec: str, kind="auto", dtype=None) -> Iterator[tuple[str, object]]:
     """Yields (key, object) in table order. `dtype` casts float arrays (e.g. np.float64).
 
-    `kind`: one of `matrix_io.KINDS`, or a codec (see the module docstring).
+    `kind`: one of `holders.KINDS`, or a codec (see the module docstring).
     """
     check_kind(kind)
     spec = parse_rspecifier(rspec)

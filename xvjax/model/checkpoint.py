@@ -7,20 +7,26 @@ Layout of `checkpoints/NAME/`:
   write the weights back into it and keep every other Kaldi token unchanged.
 
 The directory is written under a temporary name and renamed into place, so a failed save never
-leaves a half-written model.
+leaves a half-written model; it gets the permissions of the user's umask, like every other output
+(not the owner-only 0700 of a temp directory), so a shared model is readable by colleagues.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.nnet3 import Nnet
+from xvjax.model.nnet3_import import nnet3_to_flax
 from xvjax.model.spec import ModelSpec
+from xvjax.model.xvector import variable_shapes
 
 SPEC_FILE = "model.json"
 VARS_DIR = "variables"
@@ -28,8 +34,6 @@ TEMPLATE_FILE = "template.raw"
 
 
 def _to_numpy(tree):
-    import jax
-
     return jax.tree.map(lambda a: np.asarray(a), tree)
 
 
@@ -46,11 +50,8 @@ def save_model(
     where only some processes write (e.g. `primary_host=0, active_processes={0}`); None = Orbax's
     default (all processes take part in its barriers).
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(fileutil.mkdtemp_beside(path))  # the umask's permissions, not mkdtemp's 0700
     try:
         (tmp / SPEC_FILE).write_text(spec.to_json() + "\n", encoding="utf-8")
         tree = {
@@ -67,13 +68,7 @@ def save_model(
             src = Path(nnet_template_path)
             if src.resolve() != (tmp / TEMPLATE_FILE).resolve():
                 shutil.copyfile(src, tmp / TEMPLATE_FILE)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        fileutil.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -85,17 +80,21 @@ def is_model_dir(path: str | os.PathLike) -> bool:
 
 def load_model(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
     """(spec, variables) from an xvjax model directory; arrays are numpy float32."""
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     if not is_model_dir(path):
         raise XvjaxError(f"{path}: not an xvjax model directory (no {SPEC_FILE})")
     try:
         spec = ModelSpec.from_json((path / SPEC_FILE).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise XvjaxError(f"cannot read {path / SPEC_FILE}: {e.strerror}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise XvjaxError(f"{path / SPEC_FILE}: invalid model spec ({e})") from None
-    with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(path / VARS_DIR)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.restore(path / VARS_DIR)
+    except Exception as e:  # Orbax/TensorStore raise their own types for unreadable checkpoints
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XvjaxError(f"cannot read the variables in {path / VARS_DIR}: {first}") from None
     variables = {
         "params": _to_numpy(tree.get("params", {})),
         "batch_stats": _to_numpy(tree.get("batch_stats", {})),
@@ -120,10 +119,6 @@ def template_for(path: str | os.PathLike) -> Path | None:
 
 def check_variables(spec: ModelSpec, variables: dict, where: str) -> None:
     """Raises XvjaxError if the variables do not have the shapes `spec` implies."""
-    import jax
-
-    from xvjax.model.xvector import variable_shapes
-
     is_shape = lambda t: isinstance(t, tuple)
     want_shapes = jax.tree.map(lambda t: t, variable_shapes(spec), is_leaf=is_shape)
     got_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
@@ -138,7 +133,4 @@ def load_any(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
         return load_model(p)
     if not p.exists() and not str(path).endswith("|"):
         raise XvjaxError(f"{path}: no such file or model directory")
-    from xvjax.kaldi import nnet3
-    from xvjax.model.convert import nnet3_to_flax
-
-    return nnet3_to_flax(nnet3.Nnet.read(str(path)))
+    return nnet3_to_flax(Nnet.read(str(path)))

@@ -8,14 +8,14 @@ is one nnet3 component-node:
   where `name == f"{layer}.{sub}"` (a name without a dot uses `(name, op)`).
 - `op`: `affine` (kernel + bias), `linear` (kernel only), `relu`, `batchnorm`, `log_softmax`,
   `softmax`, `noop` (NoOp/Dropout at test time), `scale_offset`, `sum_group`, `stats_extraction`,
-  `stats_pooling`.
+  `stats_pooling`; what each op computes, imports from and exports to is its entry in `ops.py`.
 - `inputs`: the node's input descriptor as a list of `(source, time_offset)` spliced in order
   (Kaldi's `Append(Offset(src, o), ...)`); `source == "input"` is the feature input.
 - `dim`: output dimension; `attrs`: op settings (epsilon, target_rms, periods, contexts, ...);
   `kaldi`: the component's other Kaldi tokens (max-change, learning-rate, ...) kept for export.
 
 Frame-level nodes produce one output per frame; every node after `stats_pooling` is
-utterance-level (one output at t=0, as `nnet3-xvector-compute` requests it).
+utterance-level (one output at t=0, as `nnet3-xvector-compute` requests it): `node_level`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ import json
 from typing import Any
 
 from xvjax.errors import XvjaxError
-
-FRAME_OPS = ("affine", "linear", "relu", "batchnorm", "log_softmax", "softmax", "noop")
-OPS = FRAME_OPS + ("scale_offset", "sum_group", "stats_extraction", "stats_pooling")
-PARAM_OPS = ("affine", "linear", "scale_offset")
+from xvjax.model.layers import pooling_frame_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +65,13 @@ class NodeSpec:
         )
 
 
+def node_level(node: NodeSpec, input_levels) -> str:
+    """'utt' for statistics pooling and every node reading an utterance-level node, else 'frame'."""
+    if node.op == "stats_pooling":
+        return "utt"
+    return "utt" if "utt" in input_levels else "frame"
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputSpec:
     name: str  # nnet3 output-node name ("output")
@@ -88,16 +92,22 @@ class ModelSpec:
     nodes: tuple[NodeSpec, ...]
     outputs: tuple[OutputSpec, ...]
     bn_momentum: float = 0.99
+    # The front end the network was trained on (`xvjax.features.options.frontend_record`: Kaldi
+    # MFCC / VAD / CMN option values), or None when unknown (e.g. an imported Kaldi model).
+    frontend: dict | None = None
 
     # ---- identity / serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": "xvjax-model-spec-1",
             "input_dim": self.input_dim,
             "bn_momentum": self.bn_momentum,
             "nodes": [n.to_dict() for n in self.nodes],
             "outputs": [dataclasses.asdict(o) for o in self.outputs],
         }
+        if self.frontend is not None:
+            d["frontend"] = self.frontend
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
@@ -111,6 +121,7 @@ class ModelSpec:
             nodes=tuple(NodeSpec.from_dict(n) for n in d["nodes"]),
             outputs=tuple(OutputSpec(**o) for o in d["outputs"]),
             bn_momentum=float(d.get("bn_momentum", 0.99)),
+            frontend=d.get("frontend"),
         )
         spec.validate()
         return spec
@@ -154,11 +165,7 @@ class ModelSpec:
         """'frame' or 'utt' for every node (utterance-level after statistics pooling)."""
         level = {"input": "frame"}
         for n in self.nodes:
-            srcs = {level[s] for s, _ in n.inputs}
-            if n.op == "stats_pooling":
-                level[n.name] = "utt"
-            else:
-                level[n.name] = "utt" if "utt" in srcs else "frame"
+            level[n.name] = node_level(n, [level[s] for s, _ in n.inputs])
         return level
 
     def contexts(self) -> dict[str, tuple[int, int]]:
@@ -181,13 +188,8 @@ class ModelSpec:
                 need.update(s for s, _ in n.inputs)
         return [n for n in self.nodes if n.name in need]
 
-    def param_layers(self) -> list[str]:
-        return sorted({n.var_path[0] for n in self.nodes if n.op in PARAM_OPS})
-
     def min_input_frames(self, output_node: str = "output", limit: int = 100000) -> int:
         """The fewest input frames for which `output_node` (at t=0) is computable."""
-        from xvjax.model.layers import pooling_frame_weights  # numpy only
-
         target = self.resolve(output_node)
         lev = self.levels()
         if lev[target] == "frame":
@@ -213,8 +215,6 @@ class ModelSpec:
         seen = {"input"}
         names = set()
         for n in self.nodes:
-            if n.op not in OPS:
-                raise XvjaxError(f"node {n.name}: unknown op '{n.op}'")
             if n.name in names or n.name == "input":
                 raise XvjaxError(f"node {n.name}: duplicate node name")
             names.add(n.name)

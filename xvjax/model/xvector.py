@@ -34,13 +34,17 @@ Model contract (used by the trainer, the extractor and the converter):
   `bias-stddev = 1`, or the values in the node's Kaldi config; zero output layer), BN mean 0, var 1.
 - `resize_output(spec, variables, num_outputs, key, param_stddev=0.0, bias_stddev=0.0)`:
   `nnet3-copy --nnet-config=resize.config` (new output affine with `num_outputs` rows).
+
+`forward` walks the graph: it keeps frame-level values with their time origin (`frames.py`),
+hands each node its input (unspliced at frame level) and lets the node's op entry (`ops.py`)
+compute it; the variables' layout and initial values come from the same entries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,47 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from xvjax.errors import XvjaxError
-from xvjax.model import layers
+from xvjax.model import ops
+from xvjax.model.frames import FrameInputs, Frames
 from xvjax.model.spec import ModelSpec, NodeSpec
 
 Variables = dict[str, Any]
-
-
-class Frames(NamedTuple):
-    """A frame-level activation: `x[:, j]` is time `start + j`; valid while `time + rc <= n-1`."""
-
-    x: jax.Array  # (B, T, D)
-    start: int
-    rc: int
-
-
-def _frame_mask(v: Frames, num_frames: jax.Array | None) -> jax.Array | None:
-    """(B, T) bool: frame j is computable from the real (unpadded) input of each row."""
-    if num_frames is None:
-        return None
-    t = v.start + jnp.arange(v.x.shape[1])
-    return t[None, :] + v.rc <= num_frames[:, None] - 1
-
-
-def _gather_frames(vals: dict[str, Any], inputs: Sequence[tuple[str, int]]) -> Frames:
-    """Splices frame-level inputs `Append(Offset(src_i, o_i), ...)` aligned on time."""
-    parts = [(vals[s], o) for s, o in inputs]
-    if len({s for s, _ in inputs}) == 1:
-        v = parts[0][0]
-        if len(parts) == 1:
-            o = parts[0][1]
-            return Frames(v.x, v.start - o, v.rc + o)
-        sp = layers.splice([(v.x, o) for _, o in parts])
-        lo = min(o for _, o in parts)
-        hi = max(o for _, o in parts)
-        return Frames(sp, v.start - lo, v.rc + hi)
-    start = max(v.start - o for v, o in parts)
-    end = min(v.start + v.x.shape[1] - 1 - o for v, o in parts)
-    length = end - start + 1
-    if length <= 0:
-        raise XvjaxError("input too short for the network's context")
-    xs = [v.x[:, start + o - v.start : start + o - v.start + length] for v, o in parts]
-    return Frames(jnp.concatenate(xs, -1), start, max(v.rc + o for v, o in parts))
 
 
 class AffineTaps:
@@ -106,18 +74,19 @@ class AffineTaps:
         self.inputs: dict[str, jax.Array] = {}
         self.output_shapes: dict[str, tuple[int, ...]] = {}
 
-    def __call__(self, node: str, rows, y: jax.Array) -> jax.Array:
-        """`rows()` gives the input rows of `node` (called only for a tapped node); returns y."""
+    def __call__(self, node: str, x, y):
+        """The output `y` of `node` (Frames or (B, D)) computed from its input `x` (FrameInputs or
+        (B, D)), perturbed when the node is tapped."""
         if node not in self.nodes:
             return y
-        self.inputs[node] = rows()
-        self.output_shapes[node] = tuple(y.shape)
-        return y if self.perturbations is None else y + self.perturbations[node]
-
-
-def _is_frozen(node: NodeSpec, frozen_bn: Sequence[str]) -> bool:
-    layer = node.var_path[0]
-    return node.name in frozen_bn or layer in frozen_bn
+        rows = x.spliced().x if isinstance(x, FrameInputs) else x
+        self.inputs[node] = rows.reshape(-1, rows.shape[-1])
+        out = y.x if isinstance(y, Frames) else y
+        self.output_shapes[node] = tuple(out.shape)
+        if self.perturbations is None:
+            return y
+        out = out + self.perturbations[node]
+        return y._replace(x=out) if isinstance(y, Frames) else out
 
 
 def forward(
@@ -138,84 +107,24 @@ def forward(
         raise XvjaxError(
             f"features have shape {tuple(feats.shape)}; the model wants (batch, frames, {spec.input_dim})"
         )
+    run = ops.Run(spec, train, tuple(frozen_bn), num_frames)
     vals: dict[str, Any] = {"input": Frames(feats, 0, 0)}
     new_stats = jax.tree.map(lambda a: a, batch_stats)
-    momentum = spec.bn_momentum
     for node in spec.required_nodes(target):
-        op = node.op
         layer, sub = node.var_path
-        frame_level = isinstance(vals[node.inputs[0][0]], Frames)
-        if op == "stats_extraction":
-            vals[node.name] = _gather_frames(vals, node.inputs)
-            continue
-        if op == "stats_pooling":
-            ext_node = spec.node(node.inputs[0][0])
-            v = vals[ext_node.name]
-            w = jnp.asarray(
-                layers.pooling_frame_weights(ext_node.attrs, node.attrs, v.start, v.x.shape[1])
-            )
-            mask = _frame_mask(v, num_frames)
-            w = jnp.broadcast_to(w, v.x.shape[:2]) if mask is None else w * mask
-            vals[node.name] = layers.stats_pool(v.x, w, ext_node.attrs, node.attrs)
-            continue
-        if frame_level:
-            if op in ("affine", "linear") and len({s for s, _ in node.inputs}) == 1:
-                v = vals[node.inputs[0][0]]
-                offs = tuple(o for _, o in node.inputs)
-                p = params[layer][sub]
-                y = layers.tdnn_affine(v.x, p["kernel"], p.get("bias"), offs)
-                if affine_taps is not None:
-
-                    def rows(v=v, offs=offs):
-                        spliced = layers.splice([(v.x, o) for o in offs])
-                        return spliced.reshape(-1, spliced.shape[-1])
-
-                    y = affine_taps(node.name, rows, y)
-                vals[node.name] = Frames(y, v.start - min(offs), v.rc + max(offs))
-                continue
-            v = _gather_frames(vals, node.inputs)
-            x = v.x
+        srcs = [vals[s] for s, _ in node.inputs]
+        if isinstance(srcs[0], Frames):
+            x = FrameInputs(tuple((v, o) for v, (_, o) in zip(srcs, node.inputs, strict=True)))
         else:
-            x = jnp.concatenate([vals[s] for s, _ in node.inputs], -1)
-        if op in ("affine", "linear"):
-            p = params[layer][sub]
-            y = x @ p["kernel"]
-            if "bias" in p:
-                y = y + p["bias"]
-            if affine_taps is not None:
-                y = affine_taps(node.name, lambda x=x: x.reshape(-1, x.shape[-1]), y)
-        elif op == "relu":
-            y = jax.nn.relu(x)
-        elif op == "batchnorm":
-            st = batch_stats[layer][sub]
-            eps, rms = float(node.attrs["epsilon"]), float(node.attrs["target_rms"])
-            if train and not _is_frozen(node, frozen_bn):
-                mask = _frame_mask(v, num_frames) if frame_level else None
-                y, mean, var, count = layers.batchnorm_train(
-                    x, mask, int(node.attrs.get("block_dim", node.dim)), eps, rms
-                )
-                mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
-                new_stats[layer][sub] = {
-                    "mean": momentum * st["mean"] + (1.0 - momentum) * mean,
-                    "var": momentum * st["var"] + (1.0 - momentum) * var,
-                    "count": st["count"] + jax.lax.stop_gradient(count),
-                }
-            else:
-                y = layers.batchnorm_test(x, st["mean"], st["var"], eps, rms)
-        elif op == "log_softmax":
-            y = jax.nn.log_softmax(x, axis=-1)
-        elif op == "softmax":
-            y = jax.nn.softmax(x, axis=-1)
-        elif op == "noop":  # NoOp; Dropout at test time (identity or keep-probability scale)
-            y = x * node.attrs["scale"] if "scale" in node.attrs else x
-        elif op == "scale_offset":
-            p = params[layer][sub]
-            y = layers.scale_offset(x, p["scales"], p.get("offsets"))
-        elif op == "sum_group":
-            y = layers.sum_group(x, tuple(node.attrs["sizes"]))
-        else:
-            raise XvjaxError(f"node {node.name}: unsupported op {op}")
-        vals[node.name] = Frames(y, v.start, v.rc) if frame_level else y
+            x = jnp.concatenate(srcs, -1)
+        p = params.get(layer, {}).get(sub)
+        st = batch_stats.get(layer, {}).get(sub)
+        y, stats = ops.op_of(node).apply(node, x, p, st, run)
+        if affine_taps is not None and node.op == "affine":
+            y = affine_taps(node.name, x, y)
+        vals[node.name] = y
+        if stats is not None:
+            new_stats[layer][sub] = stats
     out = vals[target]
     return (out.x if isinstance(out, Frames) else out), new_stats
 
@@ -224,77 +133,31 @@ def forward(
 # Initialisation
 
 
-def _affine_in_dim(spec: ModelSpec, node: NodeSpec) -> int:
-    dims = spec.dims()
-    return sum(dims[s] for s, _ in node.inputs)
-
-
-def _gaussian(key, shape: tuple[int, ...], stddev: float):
-    """N(0, stddev^2) float32; exactly +0.0 when stddev is 0 (as Kaldi writes it).
-
-    `key` is a jax PRNG key (traced under `model.init`) or a `np.random.Generator` (the fast
-    eager path of `init_variables`, which avoids one XLA compile per parameter shape).
-    """
-    if isinstance(key, np.random.Generator):
-        if stddev == 0.0:
-            return np.zeros(shape, np.float32)
-        return (key.standard_normal(shape, dtype=np.float32) * np.float32(stddev)).astype(
-            np.float32
-        )
-    if stddev == 0.0:
-        return jnp.zeros(shape, jnp.float32)
-    return stddev * jax.random.normal(key, shape, jnp.float32)
-
-
-def _split(key, n: int):
-    if isinstance(key, np.random.Generator):
-        return key.spawn(n)
-    return list(jax.random.split(key, n))
-
-
-def init_node_params(spec: ModelSpec, node: NodeSpec, key) -> dict:
-    """Kaldi-like initial parameters of one node (`key`: jax key or numpy Generator)."""
-    if node.op in ("affine", "linear"):
-        in_dim = _affine_in_dim(spec, node)
-        pstd = float(node.kaldi.get("param-stddev", 1.0 / np.sqrt(in_dim)))
-        bstd = float(node.kaldi.get("bias-stddev", 1.0))
-        k1, k2 = _split(key, 2)
-        out = {"kernel": _gaussian(k1, (in_dim, node.dim), pstd)}
-        if node.op == "affine":
-            out["bias"] = _gaussian(k2, (node.dim,), bstd)
-        return out
-    if node.op == "scale_offset":
-        d = int(node.attrs.get("block_dim", node.dim))
-        out = {"scales": np.ones((d,), np.float32)}
-        if node.attrs.get("use_offsets", True):
-            out["offsets"] = np.zeros((d,), np.float32)
-        return out
-    raise ValueError(node.op)
-
-
-def init_node_stats(node: NodeSpec) -> dict:
-    d = int(node.attrs.get("block_dim", node.dim))
-    return {
-        "mean": np.zeros((d,), np.float32),
-        "var": np.ones((d,), np.float32),
-        "count": np.zeros((), np.float32),
-    }
-
-
 def _layer_groups(spec: ModelSpec) -> tuple[dict[str, list[NodeSpec]], dict[str, list[NodeSpec]]]:
+    """Nodes with params and nodes with statistics, by layer (the variables' first key)."""
     pgroups: dict[str, list[NodeSpec]] = {}
     sgroups: dict[str, list[NodeSpec]] = {}
     for n in spec.nodes:
-        if n.op in ("affine", "linear", "scale_offset"):
+        op = ops.op_of(n)
+        if op.param_shapes is not None:
             pgroups.setdefault(n.var_path[0], []).append(n)
-        elif n.op == "batchnorm":
+        if op.init_stats is not None:
             sgroups.setdefault(n.var_path[0], []).append(n)
     return pgroups, sgroups
 
 
+def _init_node_params(spec: ModelSpec, node: NodeSpec, key) -> dict:
+    """Kaldi-like initial parameters of one node (`key`: jax key or numpy Generator)."""
+    return ops.op_of(node).init_params(node, ops.input_dim(spec, node), key)
+
+
 def _init_layer_params(spec: ModelSpec, nodes: list[NodeSpec], key) -> dict:
-    keys = _split(key, len(nodes))
-    return {n.var_path[1]: init_node_params(spec, n, k) for n, k in zip(nodes, keys, strict=True)}
+    keys = ops.split_key(key, len(nodes))
+    return {n.var_path[1]: _init_node_params(spec, n, k) for n, k in zip(nodes, keys, strict=True)}
+
+
+def _init_node_stats(node: NodeSpec) -> dict:
+    return ops.op_of(node).init_stats(node)
 
 
 def _numpy_rng(key: jax.Array) -> np.random.Generator:
@@ -306,27 +169,16 @@ def variable_shapes(spec: ModelSpec) -> Variables:
     """The shapes of `init_variables(spec, key)` (a tree of tuples), without sampling."""
     dims = spec.dims()
     pgroups, sgroups = _layer_groups(spec)
-    params: dict = {}
-    for layer, nodes in pgroups.items():
-        params[layer] = {}
-        for n in nodes:
-            if n.op in ("affine", "linear"):
-                p = {"kernel": (sum(dims[s] for s, _ in n.inputs), n.dim)}
-                if n.op == "affine":
-                    p["bias"] = (n.dim,)
-            else:
-                d = int(n.attrs.get("block_dim", n.dim))
-                p = {"scales": (d,)}
-                if n.attrs.get("use_offsets", True):
-                    p["offsets"] = (d,)
-            params[layer][n.var_path[1]] = p
+    params = {
+        layer: {
+            n.var_path[1]: ops.op_of(n).param_shapes(n, sum(dims[s] for s, _ in n.inputs))
+            for n in nodes
+        }
+        for layer, nodes in pgroups.items()
+    }
     stats = {
         layer: {
-            n.var_path[1]: {
-                "mean": (int(n.attrs.get("block_dim", n.dim)),),
-                "var": (int(n.attrs.get("block_dim", n.dim)),),
-                "count": (),
-            }
+            n.var_path[1]: {k: tuple(np.shape(v)) for k, v in _init_node_stats(n).items()}
             for n in nodes
         }
         for layer, nodes in sgroups.items()
@@ -345,7 +197,7 @@ def init_variables(spec: ModelSpec, key: jax.Array) -> Variables:
         rng = _numpy_rng(jax.random.fold_in(key, i))
         params[layer] = _init_layer_params(spec, nodes, rng)
     stats = {
-        layer: {n.var_path[1]: jax.tree.map(np.asarray, init_node_stats(n)) for n in nodes}
+        layer: {n.var_path[1]: jax.tree.map(np.asarray, _init_node_stats(n)) for n in nodes}
         for layer, nodes in sorted(sgroups.items())
     }
     return {"params": params, "batch_stats": stats}
@@ -380,7 +232,7 @@ class XVector(nn.Module):
             layer: self.variable(
                 "batch_stats",
                 layer,
-                lambda nodes=nodes: {n.var_path[1]: init_node_stats(n) for n in nodes},
+                lambda nodes=nodes: {n.var_path[1]: _init_node_stats(n) for n in nodes},
             )
             for layer, nodes in sorted(sgroups.items())
         }
@@ -434,9 +286,7 @@ def resize_output(
     for n in spec.nodes:
         if n.name == output_affine:
             n = dataclasses.replace(n, dim=num_outputs, kaldi=kaldi)
-        elif n.op in ("log_softmax", "softmax", "noop", "relu") and any(
-            s in resized for s, _ in n.inputs
-        ):
+        elif ops.op_of(n).resizes_with_input and any(s in resized for s, _ in n.inputs):
             n = dataclasses.replace(n, dim=num_outputs)
             resized.add(n.name)
         nodes.append(n)
@@ -445,7 +295,7 @@ def resize_output(
     layer, sub = node.var_path
     params = jax.tree.map(lambda a: a, dict(variables["params"]))
     params[layer] = dict(params[layer])
-    params[layer][sub] = init_node_params(new_spec, new_spec.node(output_affine), _numpy_rng(key))
+    params[layer][sub] = _init_node_params(new_spec, new_spec.node(output_affine), _numpy_rng(key))
     out = dict(variables)
     out["params"] = params
     return new_spec, out
@@ -466,8 +316,8 @@ def batch_moments(
     _, new = forward(spec0, variables["params"], stats, feats, train=True, frozen_bn=frozen_bn)
     out: dict = {}
     for node in spec.nodes:
-        if node.op == "batchnorm" and not _is_frozen(node, frozen_bn):
-            layer, sub = node.var_path
+        layer, sub = node.var_path
+        if node.op == "batchnorm" and not (node.name in frozen_bn or layer in frozen_bn):
             st = new[layer][sub]
             count = st["count"] - stats[layer][sub]["count"]
             out.setdefault(layer, {})[sub] = {"mean": st["mean"], "var": st["var"], "count": count}

@@ -1,56 +1,35 @@
 """Validation during training: x-vectors of an in-domain dev set, cosine scoring, Kaldi EER.
 
-Trials are Kaldi's `<enroll> <test> target|nontarget` lines. An id that is an utterance of the dev
+Trials are Kaldi's `<enroll> <test> target|nontarget` lines (`xvjax.backend.trials.Trials`). An id that is an utterance of the dev
 set uses its x-vector; an id that is a speaker of the dev set (sre16-style enrollment) uses the mean
 x-vector of that speaker's utterances. Scores are cosines of x-vectors centred on the dev-set mean.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
+import jax
 import numpy as np
 
+from xvjax.backend import scoring
+from xvjax.backend.trials import Trials
+from xvjax.data.stores import FeatsStore
 from xvjax.errors import XvjaxError
+from xvjax.metrics import compute_eer
+from xvjax.model.xvector_compute import Extractor, check_frontend, extract_xvectors
 
 log = logging.getLogger("xvjax")
-
-
-@dataclasses.dataclass(frozen=True)
-class Trials:
-    enroll: tuple[str, ...]
-    test: tuple[str, ...]
-    target: np.ndarray  # (num_trials,) bool
-
-
-def read_trials(path: str) -> Trials:
-    """Kaldi trials `<enroll> <test> target|nontarget` (read via `xvjax.kaldi.tables.read_trials`)."""
-    from xvjax.kaldi import tables
-
-    rows = tables.read_trials(path)
-    bad = [r for r in rows if r[2] not in ("target", "nontarget")]
-    if bad:
-        raise XvjaxError(f"{path}: trial '{bad[0][0]} {bad[0][1]}' has no target|nontarget label")
-    if not rows:
-        raise XvjaxError(f"trials file {path} is empty")
-    return Trials(
-        tuple(r[0] for r in rows),
-        tuple(r[1] for r in rows),
-        np.array([r[2] == "target" for r in rows]),
-    )
 
 
 def cosine_scores(
     embeddings: dict[str, np.ndarray], trials: Trials, utt2spk: dict[str, str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, labels) of the trials whose two sides have x-vectors (others are skipped).
+    """(scores, labels) of the labelled trials whose two sides have x-vectors (others are skipped).
 
     A side is an utterance's centred x-vector or a speaker's mean of them; the cosines are
     `xvjax.backend.scoring.cosine_scores` over the kept trials (one batched expression).
     """
-    from xvjax.backend import scoring
-
     keys = sorted(embeddings)
     if not keys:
         raise XvjaxError("no dev x-vectors to score")
@@ -67,18 +46,15 @@ def cosine_scores(
         if spks
         else mat
     )
-    row.update({s: len(keys) + i for i, s in enumerate(spks)})
-    ie = np.array([row.get(e, -1) for e in trials.enroll])
-    it = np.array([row.get(t, -1) for t in trials.test])
-    kept = (ie >= 0) & (it >= 0)
+    ie, it, kept = trials.index(keys + spks, keys + spks)
     if not kept.all():
         log.warning(
             "%d of %d dev trials have no x-vector on one side and were skipped",
             int((~kept).sum()),
-            len(trials.target),
+            len(trials),
         )
     scores = scoring.cosine_scores(sides, sides, ie[kept], it[kept])
-    return scores, np.asarray(trials.target[kept], bool)
+    return scores, np.asarray(trials.labels[kept], bool)
 
 
 class DevSet:
@@ -87,10 +63,11 @@ class DevSet:
     def __init__(
         self, data_dir: str, trials_path: str, output_node: str = "tdnn6.affine", max_utts: int = 0
     ):
-        from xvjax.data.stores import FeatsStore
-
+        self.data_dir = data_dir
         self.store = FeatsStore(data_dir, prep="auto", cache=True)
-        self.trials = read_trials(trials_path)
+        self.trials = Trials.read(trials_path, labelled=True)
+        if not len(self.trials):
+            raise XvjaxError(f"trials file {trials_path} is empty")
         self.output_node = output_node
         needed = set(self.trials.enroll) | set(self.trials.test)
         utts = [u for u in self.store.utt2len if u in needed or self.store.utt2spk.get(u) in needed]
@@ -104,11 +81,8 @@ class DevSet:
 
     def embeddings(self, spec, variables) -> dict[str, np.ndarray]:
         """x-vectors of the dev utterances; `variables` are host (numpy) arrays."""
-        import jax
-
-        from xvjax.model.xvector_compute import Extractor, extract_xvectors
-
         if self._extractor is None or self._extractor.spec != spec:
+            check_frontend(spec, self.data_dir)
             self._extractor = Extractor(spec, variables, self.output_node, 64, 64 * 400)
         else:  # same jitted function, new weights
             self._extractor.variables = jax.device_put(variables)
@@ -124,8 +98,6 @@ class DevSet:
         return dict(out)
 
     def eer(self, spec, variables) -> float:
-        from xvjax.metrics import compute_eer
-
         emb = self.embeddings(spec, variables)
         scores, labels = cosine_scores(emb, self.trials, self.store.utt2spk)
         if labels.all() or not labels.any():

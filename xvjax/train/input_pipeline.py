@@ -3,7 +3,7 @@ written, no network compute).
 
     data = build_data(config, jax.process_index(), jax.process_count())
     data.check_model(spec)                 # the network takes these features, one output a speaker
-    batch = next(data.loader)              # stores.TrainBatch: feats (batch, frames, dim), labels
+    batch = next(data.loader)              # loaders.TrainBatch: feats (batch, frames, dim), labels
     data.loader.load_state_dict(position)  # the data position saved with a checkpoint
 
 Sources (`config.data.source`): `feats` (a Kaldi data dir's feats.scp), `audio` (wav.scp, features
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from xvjax.data import chunks, stores
+from xvjax.data import chunks, loaders, stores
 from xvjax.data.audio_source import AudioStore
 from xvjax.data.tfds_source import TfdsStore
 from xvjax.errors import XvjaxError
@@ -24,7 +24,7 @@ from xvjax.errors import XvjaxError
 
 @dataclasses.dataclass
 class TrainData:
-    loader: Any  # iterator of stores.TrainBatch with state_dict/load_state_dict/close
+    loader: Any  # iterator of loaders.TrainBatch with state_dict/load_state_dict/close
     num_speakers: int
     feat_dim: int
     speakers: tuple[str, ...] | None  # output index -> speaker id (None for egs)
@@ -56,7 +56,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     if d.source == "egs":
         if not d.egs_dir:
             raise XvjaxError("data.source=egs needs data.egs_dir (Kaldi exp/.../egs)")
-        loader = stores.EgsLoader(
+        loader = loaders.EgsLoader(
             d.egs_dir, batch, seed, process_index, process_count, d.get("num_speakers") or None
         )
         if not loader.num_speakers:
@@ -93,5 +93,5 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     if hasattr(store, "make_loader"):
         loader = store.make_loader(sampler, prefetch=int(d.prefetch))
     else:
-        loader = stores.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
+        loader = loaders.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
     return TrainData(loader, table.num_speakers, store.feat_dim, table.speakers, where)

@@ -15,6 +15,7 @@
                              `train.recompute_bn_batches` training minibatches with the final
                              weights (Kaldi's RecomputeStats in nnet3-combine; frozen BN layers
                              keep theirs)
+      best/, best.json       with eval.keep_best: the model of the dev-best evaluated step
 
 Re-running with the same workdir resumes from the latest checkpoint (parameters, optimizer state,
 BatchNorm statistics, data position, PRNG): the resumed run equals an uninterrupted one bit for bit
@@ -163,6 +164,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     dtype = step_lib.compute_dtype(config.train.compute_dtype)
     dev = open_dev_set(config, spec) if is_main else None
     changes = run.check_resume(resume, data.speakers) if resume is not None else {}
+    keep_best = bool(config.eval.get("keep_best")) and dev is not None
+    if keep_best and jax.process_count() > 1:
+        raise XvjaxError("eval.keep_best needs a single-process run")
+    best = run.best_dev() if keep_best and resume is not None else None
 
     # The workdir lock, checkpoints, data, signal handlers, writer: released however the run ends.
     with contextlib.ExitStack() as stack:
@@ -200,8 +205,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         stack.enter_context(contextlib.closing(writer))
 
         def evaluate(variables=None) -> float:
-            eer = dev.eer(spec, variables or to_host(state.variables))
+            nonlocal best
+            variables = to_host(state.variables) if variables is None else variables
+            eer = dev.eer(spec, variables)
             writer.write_scalars(step, {"dev_eer": eer})
+            if keep_best and (best is None or eer < best[1]):
+                best = (step, eer)
+                run.export_best_model(spec, variables, step, eer)
             return eer
 
         def save() -> None:
@@ -253,6 +263,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         final = run.export_final_model(spec, final_variables)
         if is_main:
             summary["final_model"] = final
+            if best is not None:
+                summary.update(best_model=run.file("best"), best_step=best[0], best_dev_eer=best[1])
+                log.info(
+                    "Dev-best step %d (dev EER %.2f%%): %s",
+                    best[0],
+                    100 * best[1],
+                    run.file("best"),
+                )
             writer.write_training_curve()
             log.info(
                 "Trained %d steps (loss %.3f, accuracy %.3f); final model in %s",

@@ -12,7 +12,8 @@ it, its final model.
 Files (the layout is in `xvjax.train.train`): `train.lock` (held by the running process: `fcntl`
 lock, dropped by the OS when it exits, however it exits), `model_spec.json` (the network being
 trained), `config.json` (the run's config; `"resumes"` lists the steps it was resumed at and the
-fields changed then), `speakers.txt` (output index -> speaker id), `checkpoints/`, `final/`.
+fields changed then), `speakers.txt` (output index -> speaker id), `checkpoints/`, `final/`, and
+with `eval.keep_best` `best/` + `best.json` (the dev-best evaluated step).
 
 A run resumes when `checkpoints/` has a step and `model_spec.json` exists. Resuming may change the
 fields of `RESUMABLE` (length of the run, logging, checkpoint cadence, evaluation) and, with a warning
@@ -220,6 +221,8 @@ class Workdir:
         if resume is None:
             with atomic_open(self.file("model_spec.json"), "w", encoding="utf-8") as f:
                 f.write(spec.to_json() + "\n")
+            if os.path.exists(self.file("best.json")):  # a previous run's, in an old workdir
+                os.remove(self.file("best.json"))
             if speakers is not None:
                 with atomic_open(self.file("speakers.txt"), "w", encoding="utf-8") as f:
                     f.writelines(f"{i} {s}\n" for i, s in enumerate(speakers))
@@ -243,8 +246,23 @@ class Workdir:
             )
         write_json(self.file("config.json"), {**new_cfg, "resumes": resumes})
 
-    def export_final_model(self, spec: ModelSpec, variables) -> str:
-        """Writes `final/`, an xvjax model dir (`xvjax.model.checkpoint.save_model` layout), from
+    def best_dev(self) -> tuple[int, float] | None:
+        """(step, dev EER) of the dev-best model exported so far (`best.json`), or None."""
+        try:
+            with open(self.file("best.json"), encoding="utf-8") as f:
+                best = json.load(f)
+            return int(best["step"]), float(best["dev_eer"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def export_best_model(self, spec: ModelSpec, variables, step: int, dev_eer: float) -> str:
+        """`best/`: the model of the dev-best step so far, and `best.json` saying which step."""
+        path = self.export_final_model(spec, variables, "best")
+        write_json(self.file("best.json"), {"step": step, "dev_eer": dev_eer})
+        return path
+
+    def export_final_model(self, spec: ModelSpec, variables, name: str = "final") -> str:
+        """Writes `final/` (or `name/`), an xvjax model dir (`xvjax.model.checkpoint.save_model` layout), from
         host (numpy) `variables`; returns its path. Call it on every process.
 
         A run started from a Kaldi model keeps that model as export template, so `flax-to-nnet3`
@@ -252,14 +270,16 @@ class Workdir:
         writes (Orbax multiprocessing options whose barriers involve process 0 alone), then all
         processes meet at a barrier.
         """
-        path = self.file("final")
+        path = self.file(name)
         bad = [
             "/".join(str(getattr(k, "key", k)) for k in keys)
             for keys, x in jax.tree_util.tree_flatten_with_path(variables)[0]
             if not np.isfinite(x).all()
         ]
         if bad:
-            raise XvjaxError(f"refusing to write a final model with non-finite values in {bad[0]}")
+            raise XvjaxError(
+                f"refusing to write the {name} model with non-finite values in {bad[0]}"
+            )
         init_from = self.config.get("init_from")
         template = template_for(init_from) if init_from else None
         opts = None

@@ -1,10 +1,27 @@
-"""nnet3 components: on-disk token layouts (Read/Write); InitFromConfig is in config.py.
+"""nnet3 component types: what xvjax knows about each, in one `ComponentType` entry per type.
 
-Each supported type has a `Spec`: the ordered fields Kaldi's `Write` emits (token, meaning name,
-value kind, and the condition under which Kaldi writes an optional token), plus back-compatibility
-tokens its `Read` accepts. Reading is token driven, so optional tokens in any position are kept;
-writing is canonical (exactly Kaldi's `Write`), so an unmodified model is written byte for byte as
-Kaldi writes it (checked against `nnet3-copy` output in the tests).
+An entry (`COMPONENT_TYPES[type_name]`) holds everything about one Kaldi component type:
+
+- `fields`: the ordered tokens Kaldi's `Write` emits (token, meaning name, value kind, and the
+  condition under which Kaldi writes an optional token), plus `legacy` tokens its `Read` accepts;
+- `input_dim` / `output_dim`: the dims as functions of the component;
+- `init`: `InitFromConfig`, the values a config line (`nnet3-init`, `nnet3-copy --nnet-config`)
+  gives, with Kaldi's defaults for every value the line omits (learning-rate 0.001, param-stddev
+  1/sqrt(input-dim), bias-stddev 1, rank-in min(20, (in+1)/2), rank-out min(80, (out+1)/2),
+  alpha 4, num-samples-history 2000, update-period 4, BatchNorm epsilon 1e-3 / target-rms 1, ...);
+- `roundtrip`: what Kaldi's Read + Write do to stored statistics (kept as double sums in memory);
+- `input_frames`: for components that mix time (Tdnn, statistics), which input frames an output
+  frame needs (`IsComputable`), for the context computation in `context.py`;
+- `info`: the component's `Info()` text after `type=` in `nnet3-info` (formats in `info.py`);
+  None: Kaldi's default `Type, input-dim=I, output-dim=O`.
+
+So a new type is one entry here (and one in `xvjax.model.ops` for the Flax model to run it).
+`read_component`, `write_component` and `init_component` are the same code for every type:
+reading is token driven, so optional tokens in any position are kept; writing is canonical
+(exactly Kaldi's `Write`), so an unmodified model is written byte for byte as Kaldi writes it
+(checked against `nnet3-copy` output in the tests). Unused config keys are an error, as in Kaldi.
+Random initial values come from numpy's generator `rng` (Kaldi's RNG cannot be reproduced); a
+zero stddev gives exact zeros, as Kaldi writes them.
 
 Numeric arrays go to `Component.params` by meaning (`linear` (out, in), `bias`, `stats_mean`,
 `stats_var`, `value_avg`, `deriv_avg`, `oderiv_rms`, `scales`, `offsets`), float32; every other
@@ -20,11 +37,16 @@ of the fixtures' f4007661, where NonlinearComponent also writes `<OderivRms>`/`<
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.kaldi import tables
+from xvjax.kaldi.nnet3 import info as I
+from xvjax.kaldi.nnet3.config_line import ConfigLine
 from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
 UNSET_THRESHOLD = -1000.0  # Kaldi's kUnsetThreshold for self-repair thresholds
@@ -41,22 +63,22 @@ class Component:
 
     @property
     def input_dim(self) -> int:
-        return _spec(self.type, self.name).input_dim(self)
+        return component_type(self.type, self.name).input_dim(self)
 
     @property
     def output_dim(self) -> int:
-        return _spec(self.type, self.name).output_dim(self)
+        return component_type(self.type, self.name).output_dim(self)
 
     @property
     def updatable(self) -> bool:
-        return _spec(self.type, self.name).updatable
+        return component_type(self.type, self.name).updatable
 
     def num_parameters(self) -> int:
         """Kaldi's NumParameters (0 for non-updatable components)."""
-        spec = _spec(self.type, self.name)
-        if not spec.updatable:
+        ctype = component_type(self.type, self.name)
+        if not ctype.updatable:
             return 0
-        return int(sum(np.asarray(self.params[k]).size for k in spec.param_keys))
+        return int(sum(np.asarray(self.params[k]).size for k in ctype.param_keys))
 
     def copy(self) -> Component:
         return Component(
@@ -91,7 +113,7 @@ def _copy_value(v):
     return v
 
 
-# ---------------------------------------------------------------------------- specs
+# ---------------------------------------------------------------------------- the entries
 
 # Value kinds: int, float (BaseFloat), double, bool, flag (token alone), fmat, fvec, ivec,
 # int2 / float2 (two values after one token; key is a pair of names).
@@ -107,28 +129,70 @@ class Field:
     default: object = None  # None: required (unless write_if makes it optional)
 
 
+# (input frames that output frame t needs, whether it needs all of them (else any one)).
+InputFrames = tuple[Sequence[int], bool]
+
+
 @dataclasses.dataclass
-class Spec:
+class ComponentType:
+    """Everything about one nnet3 component type (see the module docstring)."""
+
     type: str
     fields: list[Field]
     input_dim: Callable[[Component], int]
     output_dim: Callable[[Component], int]
+    # InitFromConfig: config line -> values by meaning name (before Kaldi's write order is applied).
+    init: Callable[[ConfigLine, np.random.Generator], dict]
     updatable: bool = False
     legacy: dict[str, tuple[str | None, str]] = dataclasses.field(default_factory=dict)
     param_keys: tuple[str, ...] = ()
     opening_terminates: bool = False  # Read accepts <Type> instead of </Type> at the end
     # What Kaldi's Read + Write do to stored statistics (kept as double sums in memory).
     roundtrip: Callable[[Component], Component] | None = None
+    # IsComputable of time-mixing components: attrs, output frame t -> the input frames it needs.
+    # None: output frame t needs input frame t.
+    input_frames: Callable[[dict, int], InputFrames] | None = None
+    # Info(): the text after `type=` in nnet3-info (None: type, input-dim, output-dim).
+    info: Callable[[Component], str] | None = None
 
     def __post_init__(self):
         self.by_token = {f.token: f for f in self.fields}
+
+
+COMPONENT_TYPES: dict[str, ComponentType] = {}
+
+
+def _register(ctype: ComponentType) -> None:
+    COMPONENT_TYPES[ctype.type] = ctype
 
 
 def _ne(key, value):
     return lambda a: a[key] != value
 
 
-_UC = [
+def _rows(key):
+    return lambda c: int(np.shape(c.params[key])[0])
+
+
+def _cols(key):
+    return lambda c: int(np.shape(c.params[key])[1])
+
+
+def _attr(key):
+    return lambda c: int(c.attrs[key])
+
+
+def _randn(rng: np.random.Generator, shape, stddev: float, mean: float = 0.0) -> np.ndarray:
+    """SetRandn() * stddev (+ mean) in float32; exactly 0 when stddev is 0 (as Kaldi writes it)."""
+    if stddev == 0.0:
+        return np.full(shape, np.float32(mean) + np.float32(0.0), dtype=np.float32)
+    x = rng.standard_normal(shape, dtype=np.float32) * np.float32(stddev)
+    return (x + np.float32(mean)).astype(np.float32)
+
+
+# ---- UpdatableComponent: the options every trainable type reads and writes first
+
+_UPDATABLE_FIELDS = [
     Field(
         "<LearningRateFactor>",
         "learning_rate_factor",
@@ -147,28 +211,145 @@ _ORTHO = Field(
 )  # fmt: skip
 
 
-def _rows(key):
-    return lambda c: int(np.shape(c.params[key])[0])
+def _updatable_info(c: Component) -> str:
+    """UpdatableComponent::Info: type, dims, learning rate and the non-default options."""
+    a = c.attrs
+    text = (
+        f"{c.type}, input-dim={c.input_dim}, output-dim={c.output_dim}, "
+        f"learning-rate={I.cpp_float(a['learning_rate'])}"
+    )
+    if a["is_gradient"]:
+        text += ", is-gradient=true"
+    if a["l2_regularize"] != 0.0:
+        text += f", l2-regularize={I.cpp_float(a['l2_regularize'])}"
+    if a["learning_rate_factor"] != 1.0:
+        text += f", learning-rate-factor={I.cpp_float(a['learning_rate_factor'])}"
+    if a["max_change"] > 0.0:
+        text += f", max-change={I.cpp_float(a['max_change'])}"
+    return text
 
 
-def _cols(key):
-    return lambda c: int(np.shape(c.params[key])[1])
+def _orthonormal_info(c: Component) -> str:
+    value = c.attrs.get("orthonormal_constraint", 0.0)
+    return f", orthonormal-constraint={I.cpp_float(value)}" if value != 0.0 else ""
 
 
-def _attr(key):
-    return lambda c: int(c.attrs[key])
+def _natural_gradient_info(c: Component) -> str:
+    a = c.attrs
+    return (
+        f", rank-in={a['rank_in']}, rank-out={a['rank_out']}, "
+        f"num-samples-history={I.cpp_float(a['num_samples_history'])}, "
+        f"update-period={a['update_period']}, alpha={I.cpp_float(a['alpha'])}"
+    )
 
 
-SPECS: dict[str, Spec] = {}
+def _affine_info(c: Component) -> str:
+    """AffineComponent::Info (NaturalGradientAffineComponent adds its preconditioner)."""
+    text = _updatable_info(c) + _orthonormal_info(c)
+    text += I.matrix_stats("linear-params", c.params["linear"], row_norms=True, col_norms=True)
+    text += I.vector_stats("bias", c.params["bias"], include_mean=True)
+    if c.type == "NaturalGradientAffineComponent":
+        text += _natural_gradient_info(c)
+    return text
 
 
-def _register(spec: Spec) -> None:
-    SPECS[spec.type] = spec
+def _linear_info(c: Component) -> str:
+    text = _updatable_info(c)
+    text += I.matrix_stats("params", c.params["linear"], row_norms=True, col_norms=True)
+    text += _orthonormal_info(c)
+    text += f", use-natural-gradient={I.cpp_bool(c.attrs['use_natural_gradient'])}"
+    return text + _natural_gradient_info(c)
 
 
-_register(Spec(
+def _fixed_affine_info(c: Component) -> str:
+    text = f"{c.type}, input-dim={c.input_dim}, output-dim={c.output_dim}"
+    text += I.matrix_stats("linear-params", c.params["linear"])
+    return text + I.vector_stats("bias", c.params["bias"], include_mean=True)
+
+
+def _updatable_config(cfg: ConfigLine) -> dict:
+    vals = {
+        "learning_rate": cfg.float("learning-rate", 0.001),
+        "learning_rate_factor": cfg.float("learning-rate-factor", 1.0),
+        "max_change": cfg.float("max-change", 0.0),
+        "l2_regularize": cfg.float("l2-regularize", 0.0),
+        "is_gradient": False,
+    }
+    if (
+        min(
+            vals["learning_rate"],
+            vals["learning_rate_factor"],
+            vals["max_change"],
+            vals["l2_regularize"],
+        )
+        < 0
+    ):
+        raise XvjaxError(f"{cfg.where}: bad initializer '{cfg.whole_line}'")
+    return vals
+
+
+# ---- affine types: NaturalGradientAffine, Affine, Linear, FixedAffine
+
+
+def _affine_from_matrix(cfg: ConfigLine) -> tuple[np.ndarray, np.ndarray] | None:
+    """`matrix=FILE`: linear params and bias (the last column) from a Kaldi matrix file."""
+    path = cfg.str("matrix")
+    if path is None:
+        return None
+    mat = tables.read_matrix(path, np.float32)
+    if mat.shape[1] < 2:
+        raise XvjaxError(f"{cfg.where}: matrix {path} needs at least 2 columns")
+    linear, bias = mat[:, :-1].copy(), mat[:, -1].copy()
+    in_dim, out_dim = cfg.int("input-dim"), cfg.int("output-dim")
+    if (in_dim is not None and in_dim != linear.shape[1]) or (
+        out_dim is not None and out_dim != linear.shape[0]
+    ):
+        raise XvjaxError(f"{cfg.where}: input-dim/output-dim do not match matrix {path}")
+    return linear, bias
+
+
+def _init_affine(type_name: str, cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    """InitFromConfig of NaturalGradientAffine/Affine/LinearComponent: parameters from `matrix=`
+    (LinearComponent: no bias column) or random; then the natural-gradient options (not Affine)."""
+    t = type_name
+    v = _updatable_config(cfg)
+    loaded = None if t == "LinearComponent" else _affine_from_matrix(cfg)
+    if t == "LinearComponent" and cfg.has("matrix"):
+        v["linear"] = tables.read_matrix(cfg.str("matrix"), np.float32)
+    elif loaded is not None:
+        v["linear"], v["bias"] = loaded
+    else:
+        in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+        out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+        if in_dim <= 0 or out_dim <= 0:
+            raise XvjaxError(f"{cfg.where}: bad dimensions in '{cfg.whole_line}'")
+        param_stddev = cfg.float("param-stddev", float(np.float32(1.0 / math.sqrt(in_dim))))
+        if param_stddev < 0:
+            raise XvjaxError(f"{cfg.where}: param-stddev must be >= 0")
+        v["linear"] = _randn(rng, (out_dim, in_dim), param_stddev)
+        if t != "LinearComponent":
+            bias_stddev = cfg.float("bias-stddev", 1.0)
+            bias_mean = (
+                cfg.float("bias-mean", 0.0) if t == "NaturalGradientAffineComponent" else 0.0
+            )
+            v["bias"] = _randn(rng, (out_dim,), bias_stddev, bias_mean)
+    v["orthonormal_constraint"] = cfg.float("orthonormal-constraint", 0.0)
+    if t != "AffineComponent":
+        out_dim, in_dim = v["linear"].shape
+        rank_in, rank_out = cfg.int("rank-in", -1), cfg.int("rank-out", -1)
+        v["rank_in"] = rank_in if rank_in >= 0 else min(20, (in_dim + 1) // 2)
+        v["rank_out"] = rank_out if rank_out >= 0 else min(80, (out_dim + 1) // 2)
+        v["update_period"] = cfg.int("update-period", 4)
+        v["num_samples_history"] = cfg.float("num-samples-history", 2000.0)
+        v["alpha"] = cfg.float("alpha", 4.0)
+        if t == "LinearComponent":
+            v["use_natural_gradient"] = cfg.bool("use-natural-gradient", True)
+    return v
+
+
+_register(ComponentType(
     "NaturalGradientAffineComponent",
-    _UC + [
+    _UPDATABLE_FIELDS + [
         Field("<LinearParams>", "linear", "fmat"),
         Field("<BiasParams>", "bias", "fvec"),
         Field("<RankIn>", "rank_in", "int"),
@@ -178,7 +359,9 @@ _register(Spec(
         Field("<NumSamplesHistory>", "num_samples_history", "float"),
         Field("<Alpha>", "alpha", "float"),
     ],
-    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear", "bias"),
+    _cols("linear"), _rows("linear"),
+    init=functools.partial(_init_affine, "NaturalGradientAffineComponent"),
+    updatable=True, param_keys=("linear", "bias"), info=_affine_info,
     legacy={
         "<MaxChangePerSample>": (None, "float"),
         "<UpdateCount>": (None, "double"),
@@ -187,14 +370,18 @@ _register(Spec(
     },
     opening_terminates=True,
 ))  # fmt: skip
-_register(Spec(
+_register(ComponentType(
     "AffineComponent",
-    _UC + [Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec"), _ORTHO],
-    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear", "bias"),
+    _UPDATABLE_FIELDS + [
+        Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec"), _ORTHO,
+    ],
+    _cols("linear"), _rows("linear"),
+    init=functools.partial(_init_affine, "AffineComponent"),
+    updatable=True, param_keys=("linear", "bias"), info=_affine_info,
 ))  # fmt: skip
-_register(Spec(
+_register(ComponentType(
     "LinearComponent",
-    _UC + [
+    _UPDATABLE_FIELDS + [
         Field("<Params>", "linear", "fmat"),
         _ORTHO,
         Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
@@ -203,13 +390,107 @@ _register(Spec(
         Field("<NumSamplesHistory>", "num_samples_history", "float"),
         Field("<UpdatePeriod>", "update_period", "int"),
     ],
-    _cols("linear"), _rows("linear"), updatable=True, param_keys=("linear",),
+    _cols("linear"), _rows("linear"),
+    init=functools.partial(_init_affine, "LinearComponent"),
+    updatable=True, param_keys=("linear",), info=_linear_info,
 ))  # fmt: skip
-_register(Spec(
+
+
+def _init_fixed_affine(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    loaded = _affine_from_matrix(cfg)
+    if loaded is None:
+        in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+        out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+        mat = _randn(rng, (out_dim, in_dim + 1), 1.0)
+        loaded = mat[:, :-1].copy(), mat[:, -1].copy()
+    return {"linear": loaded[0], "bias": loaded[1]}
+
+
+_register(ComponentType(
     "FixedAffineComponent",
     [Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec")],
-    _cols("linear"), _rows("linear"),
+    _cols("linear"), _rows("linear"), init=_init_fixed_affine, info=_fixed_affine_info,
 ))  # fmt: skip
+
+
+# ---- TdnnComponent: the spliced affine with its time offsets inside the component
+
+
+def _init_tdnn(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    v = _updatable_config(cfg)
+    offsets = cfg.require(cfg.ints("time-offsets"), "time-offsets")
+    in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+    out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+    if len(set(offsets)) != len(offsets):
+        raise XvjaxError(f"{cfg.where}: repeated time-offsets in '{cfg.whole_line}'")
+    spliced = in_dim * len(offsets)
+    param_stddev = cfg.float("param-stddev", -1.0)
+    if param_stddev < 0:
+        param_stddev = float(np.float32(1.0 / math.sqrt(spliced)))
+    bias_stddev, bias_mean = cfg.float("bias-stddev", 1.0), cfg.float("bias-mean", 0.0)
+    use_bias = cfg.bool("use-bias", True)
+    v["time_offsets"] = offsets
+    v["orthonormal_constraint"] = cfg.float("orthonormal-constraint", 0.0)
+    v["linear"] = _randn(rng, (out_dim, spliced), param_stddev)
+    v["bias"] = (
+        _randn(rng, (out_dim,), bias_stddev, bias_mean) if use_bias else np.zeros(0, np.float32)
+    )
+    rank_in, rank_out = cfg.int("rank-in", -1), cfg.int("rank-out", -1)
+    v.update(
+        use_natural_gradient=cfg.bool("use-natural-gradient", True),
+        rank_in=rank_in if rank_in >= 0 else min(20, (spliced + 1) // 2),
+        rank_out=rank_out if rank_out >= 0 else min(80, (out_dim + 1) // 2),
+        alpha_in=cfg.float("alpha-in", 4.0), alpha_out=cfg.float("alpha-out", 4.0),
+        num_samples_history=cfg.float("num-samples-history", 2000.0),
+    )  # fmt: skip
+    return v
+
+
+def _tdnn_info(c: Component) -> str:
+    a = c.attrs
+    text = _updatable_info(c) + _orthonormal_info(c)
+    text += ", time-offsets=" + ",".join(str(int(o)) for o in a["time_offsets"])
+    text += I.matrix_stats("linear-params", c.params["linear"], row_norms=True, col_norms=True)
+    if np.size(c.params["bias"]) == 0:
+        text += ", has-bias=false"
+    else:
+        text += I.vector_stats("bias", c.params["bias"], include_mean=True)
+    if not a["use_natural_gradient"]:
+        return text + ", use-natural-gradient=false"
+    return text + (
+        f", rank-in={a['rank_in']}, rank-out={a['rank_out']}, "
+        f"num-samples-history={I.cpp_float(a['num_samples_history'])}, update-period=4, "
+        f"alpha-in={I.cpp_float(a['alpha_in'])}, alpha-out={I.cpp_float(a['alpha_out'])}"
+    )
+
+
+def _tdnn_input_frames(a: dict, t: int) -> InputFrames:
+    return [t + o for o in a["time_offsets"]], True
+
+
+_register(ComponentType(
+    "TdnnComponent",
+    _UPDATABLE_FIELDS + [
+        Field("<TimeOffsets>", "time_offsets", "ivec"),
+        Field("<LinearParams>", "linear", "fmat"),
+        Field("<BiasParams>", "bias", "fvec"),
+        Field("<OrthonormalConstraint>", "orthonormal_constraint", "float"),
+        Field("<JointL2RegularizeProportion>", "joint_l2_regularize_proportion", "float",
+              _ne("joint_l2_regularize_proportion", 0.0), 0.0),
+        Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
+        Field("<NumSamplesHistory>", "num_samples_history", "float"),
+        Field("<AlphaInOut>", ("alpha_in", "alpha_out"), "float2"),
+        Field("<RankInOut>", ("rank_in", "rank_out"), "int2"),
+    ],
+    lambda c: int(np.shape(c.params["linear"])[1]) // max(1, len(c.attrs["time_offsets"])),
+    _rows("linear"), init=_init_tdnn,
+    updatable=True, param_keys=("linear", "bias"),
+    legacy={"<Alpha>": ("alpha_in+out", "float")},
+    input_frames=_tdnn_input_frames, info=_tdnn_info,
+))  # fmt: skip
+
+
+# ---- nonlinearities (NonlinearComponent): ReLU, (log-)softmax, sigmoid, tanh
 
 _NONLINEAR_FIELDS = [
     Field("<Dim>", "dim", "int"),
@@ -249,6 +530,66 @@ def _nonlinear_roundtrip(c: Component) -> Component:
     return out
 
 
+def _nonlinear_info(c: Component) -> str:
+    """NonlinearComponent::Info: options, then the stored averages when there are any."""
+    a, p = c.attrs, c.params
+    dim = int(a["dim"])
+    text = f"{c.type}, dim={dim}"
+    if a["block_dim"] != dim:
+        text += f", block-dim={a['block_dim']}"
+    for key in ("self_repair_lower_threshold", "self_repair_upper_threshold"):
+        if _F32(a[key]) != _F32(UNSET_THRESHOLD):
+            text += f", {key.replace('_', '-')}={I.cpp_float(a[key])}"
+    if a["self_repair_scale"] != 0.0:
+        text += f", self-repair-scale={I.cpp_float(a['self_repair_scale'])}"
+    count, ocount = float(a["count"]), float(a["oderiv_count"])
+    if count > 0 and np.size(p["value_avg"]) == dim:
+        processed = float(a["num_dims_processed"])
+        proportion = float(a["num_dims_self_repaired"]) / processed if processed > 0 else 0
+        text += f", count={I.cpp_float(count, 3)}"
+        text += f", self-repaired-proportion={I.cpp_float(proportion)}"
+        # Kaldi holds double sums: value-avg is float(sum) * float(1/count), deriv-avg in double.
+        text += f", value-avg={I.summarize_vector(_avg_roundtrip(p['value_avg'], count))}"
+        if np.size(p["deriv_avg"]) == dim:
+            deriv = np.asarray(p["deriv_avg"], _F64) * _F64(count) * (1.0 / count)
+            text += f", deriv-avg={I.summarize_vector(deriv.astype(_F32))}"
+    if ocount > 0 and np.size(p["oderiv_rms"]) == dim:
+        msq = np.square(np.asarray(p["oderiv_rms"], _F64)) * _F64(ocount) * (1.0 / ocount)
+        rms = np.sqrt(np.maximum(msq, 0.0)).astype(_F32)
+        text += f", oderiv-rms={I.summarize_vector(rms)}, oderiv-count={I.cpp_float(ocount)}"
+    return text
+
+
+def _init_nonlinear(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    dim = cfg.require(cfg.int("dim"), "dim")
+    v = dict(
+        dim=dim,
+        block_dim=cfg.int("block-dim", dim),
+        value_avg=np.zeros(0, np.float32),
+        deriv_avg=np.zeros(0, np.float32),
+        count=0.0,
+        self_repair_lower_threshold=cfg.float("self-repair-lower-threshold", UNSET_THRESHOLD),
+        self_repair_upper_threshold=cfg.float("self-repair-upper-threshold", UNSET_THRESHOLD),
+        self_repair_scale=cfg.float("self-repair-scale", 0.0),
+    )
+    if dim <= 0 or v["block_dim"] <= 0 or dim % v["block_dim"]:
+        raise XvjaxError(f"{cfg.where}: invalid dim/block-dim in '{cfg.whole_line}'")
+    return v
+
+
+for _type in (
+    "RectifiedLinearComponent", "LogSoftmaxComponent", "SoftmaxComponent", "SigmoidComponent",
+    "TanhComponent",
+):  # fmt: skip
+    _register(ComponentType(
+        _type, list(_NONLINEAR_FIELDS), _attr("dim"), _attr("dim"), init=_init_nonlinear,
+        roundtrip=_nonlinear_roundtrip, info=_nonlinear_info,
+    ))  # fmt: skip
+
+
+# ---- BatchNormComponent
+
+
 def _batchnorm_roundtrip(c: Component) -> Component:
     out = c.copy()
     count = float(c.attrs["count"])
@@ -264,18 +605,40 @@ def _batchnorm_roundtrip(c: Component) -> Component:
     return out
 
 
-NONLINEAR_TYPES = (
-    "RectifiedLinearComponent", "LogSoftmaxComponent", "SoftmaxComponent", "SigmoidComponent",
-    "TanhComponent",
-)  # fmt: skip
-for _t in NONLINEAR_TYPES:
-    _register(
-        Spec(
-            _t, list(_NONLINEAR_FIELDS), _attr("dim"), _attr("dim"), roundtrip=_nonlinear_roundtrip
-        )
+def _batchnorm_info(c: Component) -> str:
+    a = c.attrs
+    count = float(a["count"])
+    text = (
+        f"{c.type}, dim={a['dim']}, block-dim={a['block_dim']}, "
+        f"epsilon={I.cpp_float(a['epsilon'])}, target-rms={I.cpp_float(a['target_rms'])}, "
+        f"count={I.cpp_float(count)}, test-mode={I.cpp_bool(a['test_mode'])}"
     )
+    if count > 0:
+        # Kaldi's float mean and E[x^2] - mean^2 from its double sums: what its Write stores.
+        stats = _batchnorm_roundtrip(c).params
+        stddev = np.sqrt(np.maximum(stats["stats_var"], _F32(0))).astype(_F32)
+        text += f", data-mean={I.summarize_vector(stats['stats_mean'])}"
+        text += f", data-stddev={I.summarize_vector(stddev)}"
+    return text
 
-_register(Spec(
+
+def _init_batchnorm(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    dim = cfg.require(cfg.int("dim"), "dim")
+    block_dim = cfg.int("block-dim", -1)
+    block_dim = dim if block_dim == -1 else block_dim
+    v = dict(
+        dim=dim, block_dim=block_dim, epsilon=cfg.float("epsilon", 1e-3),
+        target_rms=cfg.float("target-rms", 1.0), test_mode=cfg.bool("test-mode", False),
+        count=0.0,
+    )  # fmt: skip
+    if dim <= 0 or block_dim <= 0 or dim % block_dim or v["epsilon"] <= 0 or v["target_rms"] <= 0:
+        raise XvjaxError(f"{cfg.where}: invalid BatchNormComponent config '{cfg.whole_line}'")
+    v["stats_mean"] = np.zeros(block_dim, np.float32)
+    v["stats_var"] = np.zeros(block_dim, np.float32)
+    return v
+
+
+_register(ComponentType(
     "BatchNormComponent",
     [
         Field("<Dim>", "dim", "int"),
@@ -287,9 +650,34 @@ _register(Spec(
         Field("<StatsMean>", "stats_mean", "fvec"),
         Field("<StatsVar>", "stats_var", "fvec"),
     ],
-    _attr("dim"), _attr("dim"), roundtrip=_batchnorm_roundtrip,
+    _attr("dim"), _attr("dim"), init=_init_batchnorm, roundtrip=_batchnorm_roundtrip,
+    info=_batchnorm_info,
 ))  # fmt: skip
-_register(Spec(
+
+
+# ---- statistics extraction and pooling (the x-vector's frame -> utterance step)
+
+
+def _init_stats_extraction(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    v = dict(
+        input_dim=cfg.require(cfg.int("input-dim"), "input-dim"),
+        input_period=cfg.int("input-period", 1),
+        output_period=cfg.int("output-period", 1),
+        include_variance=cfg.bool("include-variance", True),
+    )
+    if v["input_dim"] <= 0 or v["input_period"] <= 0 or v["output_period"] % v["input_period"]:
+        raise XvjaxError(f"{cfg.where}: invalid StatisticsExtractionComponent '{cfg.whole_line}'")
+    return v
+
+
+def _stats_extraction_input_frames(a: dict, t: int) -> InputFrames:
+    """Any input frame of the output period's block that starts at or before t."""
+    op, ip = int(a["output_period"]), int(a["input_period"])
+    t0 = op * (t // op)
+    return range(t0, t0 + op, ip), False
+
+
+_register(ComponentType(
     "StatisticsExtractionComponent",
     [
         Field("<InputDim>", "input_dim", "int"),
@@ -299,8 +687,33 @@ _register(Spec(
     ],
     _attr("input_dim"),
     lambda c: 1 + int(c.attrs["input_dim"]) * (2 if c.attrs["include_variance"] else 1),
+    init=_init_stats_extraction, input_frames=_stats_extraction_input_frames,
 ))  # fmt: skip
-_register(Spec(
+
+
+def _init_stats_pooling(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    v = dict(
+        input_dim=cfg.require(cfg.int("input-dim"), "input-dim"),
+        input_period=cfg.int("input-period", 1),
+        left_context=cfg.int("left-context", -1),
+        right_context=cfg.int("right-context", -1),
+        num_log_count_features=cfg.int("num-log-count-features", 0),
+        output_stddevs=cfg.bool("output-stddevs", False),
+        variance_floor=cfg.float("variance-floor", float(np.float32(1e-10))),
+    )
+    lc, rc, ip = v["left_context"], v["right_context"], v["input_period"]
+    if v["input_dim"] <= 0 or lc < 0 or rc < 0 or lc + rc <= 0 or lc % ip or rc % ip:
+        raise XvjaxError(f"{cfg.where}: invalid StatisticsPoolingComponent '{cfg.whole_line}'")
+    return v
+
+
+def _stats_pooling_input_frames(a: dict, t: int) -> InputFrames:
+    """Any frame of the pooling window [t - left_context, t + right_context]."""
+    ip = int(a["input_period"])
+    return range(t - int(a["left_context"]), t + int(a["right_context"]) + 1, ip), False
+
+
+_register(ComponentType(
     "StatisticsPoolingComponent",
     [
         Field("<InputDim>", "input_dim", "int"),
@@ -313,18 +726,69 @@ _register(Spec(
     ],
     _attr("input_dim"),
     lambda c: int(c.attrs["input_dim"]) - 1 + int(c.attrs["num_log_count_features"]),
+    init=_init_stats_pooling, input_frames=_stats_pooling_input_frames,
 ))  # fmt: skip
-_register(Spec(
+
+
+# ---- pass-through types: NoOp, Dropout, GeneralDropout
+
+
+def _init_noop(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    return dict(
+        dim=cfg.require(cfg.int("dim"), "dim"), backprop_scale=cfg.float("backprop-scale", 1.0)
+    )
+
+
+def _noop_info(c: Component) -> str:
+    scale = c.attrs["backprop_scale"]
+    return f"{c.type}, dim={c.attrs['dim']}" + (
+        f", backprop-scale={I.cpp_float(scale)}" if scale != 1.0 else ""
+    )
+
+
+def _dropout_info(c: Component) -> str:
+    a = c.attrs
+    return (
+        f"{c.type}, dim={a['dim']}, dropout-proportion={I.cpp_float(a['dropout_proportion'])}, "
+        f"dropout-per-frame={I.cpp_bool(a['dropout_per_frame'])}"
+    )
+
+
+def _general_dropout_info(c: Component) -> str:
+    a = c.attrs
+    text = (
+        f"{c.type}, dim={a['dim']}, block-dim={a['block_dim']}, "
+        f"dropout-proportion={I.cpp_float(a['dropout_proportion'])}"
+    )
+    if a["continuous"]:
+        text += ", continuous=true"
+    if a["time_period"] > 0:
+        text += f", time-period={a['time_period']}"
+    return text
+
+
+_register(ComponentType(
     "NoOpComponent",
     [Field("<Dim>", "dim", "int"), Field("<BackpropScale>", "backprop_scale", "float", None, 1.0)],
-    _attr("dim"), _attr("dim"),
+    _attr("dim"), _attr("dim"), init=_init_noop, info=_noop_info,
     legacy={
         "<ValueAvg>": (None, "fvec"), "<DerivAvg>": (None, "fvec"), "<Count>": (None, "real"),
         "<OderivRms>": (None, "fvec"), "<OderivCount>": (None, "real"),
         "<NumDimsSelfRepaired>": (None, "real"), "<NumDimsProcessed>": (None, "real"),
     },
 ))  # fmt: skip
-_register(Spec(
+
+
+def _init_dropout(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    return dict(
+        dim=cfg.require(cfg.int("dim"), "dim"),
+        dropout_proportion=cfg.require(cfg.float("dropout-proportion"), "dropout-proportion"),
+        dropout_per_frame=cfg.bool("dropout-per-frame", False),
+        test_mode=cfg.bool("test-mode", False),
+    )
+
+
+_register(ComponentType(
     "DropoutComponent",
     [
         Field("<Dim>", "dim", "int"),
@@ -332,9 +796,20 @@ _register(Spec(
         Field("<DropoutPerFrame>", "dropout_per_frame", "bool", None, False),
         Field("<TestMode>", "test_mode", "bool", None, False),
     ],
-    _attr("dim"), _attr("dim"),
+    _attr("dim"), _attr("dim"), init=_init_dropout, info=_dropout_info,
 ))  # fmt: skip
-_register(Spec(
+
+
+def _init_general_dropout(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    dim = cfg.require(cfg.int("dim"), "dim")
+    return dict(
+        dim=dim, block_dim=cfg.int("block-dim", dim), time_period=cfg.int("time-period", 0),
+        dropout_proportion=cfg.float("dropout-proportion", 0.5),
+        continuous=cfg.bool("continuous", False), test_mode=cfg.bool("test-mode", False),
+    )  # fmt: skip
+
+
+_register(ComponentType(
     "GeneralDropoutComponent",
     [
         Field("<Dim>", "dim", "int"),
@@ -344,61 +819,93 @@ _register(Spec(
         Field("<TestMode>", "test_mode", "flag", lambda a: bool(a["test_mode"]), False),
         Field("<Continuous>", "continuous", "flag", lambda a: bool(a["continuous"]), False),
     ],
-    _attr("dim"), _attr("dim"),
+    _attr("dim"), _attr("dim"), init=_init_general_dropout, info=_general_dropout_info,
 ))  # fmt: skip
-_register(Spec(
-    "TdnnComponent",
-    _UC + [
-        Field("<TimeOffsets>", "time_offsets", "ivec"),
-        Field("<LinearParams>", "linear", "fmat"),
-        Field("<BiasParams>", "bias", "fvec"),
-        Field("<OrthonormalConstraint>", "orthonormal_constraint", "float"),
-        Field("<JointL2RegularizeProportion>", "joint_l2_regularize_proportion", "float",
-              _ne("joint_l2_regularize_proportion", 0.0), 0.0),
-        Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
-        Field("<NumSamplesHistory>", "num_samples_history", "float"),
-        Field("<AlphaInOut>", ("alpha_in", "alpha_out"), "float2"),
-        Field("<RankInOut>", ("rank_in", "rank_out"), "int2"),
-    ],
-    lambda c: int(np.shape(c.params["linear"])[1]) // max(1, len(c.attrs["time_offsets"])),
-    _rows("linear"), updatable=True, param_keys=("linear", "bias"),
-    legacy={"<Alpha>": ("alpha_in+out", "float")},
-))  # fmt: skip
-_register(Spec(
+
+
+# ---- ScaleAndOffsetComponent, SumGroupComponent
+
+
+def _init_scale_and_offset(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    v = _updatable_config(cfg)
+    dim = cfg.require(cfg.int("dim"), "dim")
+    block_dim = cfg.int("block-dim", dim)
+    if dim <= 0 or block_dim <= 0 or dim % block_dim:
+        raise XvjaxError(f"{cfg.where}: invalid dim/block-dim in '{cfg.whole_line}'")
+    v.update(
+        dim=dim, use_natural_gradient=cfg.bool("use-natural-gradient", True),
+        rank=cfg.int("rank", 20), scales=np.ones(block_dim, np.float32),
+        offsets=np.zeros(block_dim, np.float32),
+    )  # fmt: skip
+    return v
+
+
+def _scale_and_offset_info(c: Component) -> str:
+    text = _updatable_info(c) + f", rank={c.attrs['rank']}"
+    if c.attrs["dim"] != np.size(c.params["scales"]):
+        text += f", block-size={np.size(c.params['scales'])}"
+    text += I.vector_stats("scales", c.params["scales"], include_mean=True)
+    return text + I.vector_stats("offsets", c.params["offsets"], include_mean=True)
+
+
+_register(ComponentType(
     "ScaleAndOffsetComponent",
-    _UC + [
+    _UPDATABLE_FIELDS + [
         Field("<Dim>", "dim", "int"),
         Field("<Scales>", "scales", "fvec"),
         Field("<Offsets>", "offsets", "fvec"),
         Field("<UseNaturalGradient>", "use_natural_gradient", "bool"),
         Field("<Rank>", "rank", "int"),
     ],
-    _attr("dim"), _attr("dim"), updatable=True, param_keys=("scales", "offsets"),
+    _attr("dim"), _attr("dim"), init=_init_scale_and_offset,
+    updatable=True, param_keys=("scales", "offsets"), info=_scale_and_offset_info,
 ))  # fmt: skip
-_register(Spec(
+
+
+def _init_sum_group(cfg: ConfigLine, rng: np.random.Generator) -> dict:
+    sizes = cfg.ints("sizes")
+    if sizes is None:
+        in_dim = cfg.require(cfg.int("input-dim"), "input-dim")
+        out_dim = cfg.require(cfg.int("output-dim"), "output-dim")
+        if out_dim <= 0 or in_dim % out_dim:
+            raise XvjaxError(f"{cfg.where}: input-dim must be a multiple of output-dim")
+        sizes = [in_dim // out_dim] * out_dim
+    return {"sizes": sizes}
+
+
+_register(ComponentType(
     "SumGroupComponent",
     [Field("<Sizes>", "sizes", "ivec")],
     lambda c: int(np.sum(c.attrs["sizes"])), lambda c: len(c.attrs["sizes"]),
-    opening_terminates=True,
+    init=_init_sum_group, opening_terminates=True,
 ))  # fmt: skip
 
 
+def component_info(comp: Component) -> str:
+    """The component's `Info()` as nnet3-info prints it after `type=`."""
+    ctype = component_type(comp.type, comp.name)
+    if ctype.info is not None:
+        return ctype.info(comp)
+    return f"{comp.type}, input-dim={comp.input_dim}, output-dim={comp.output_dim}"
+
+
 def supported_types() -> list[str]:
-    return sorted(SPECS)
+    return sorted(COMPONENT_TYPES)
 
 
-def _spec(type_name: str, comp_name: str = "") -> Spec:
-    spec = SPECS.get(type_name)
-    if spec is None:
+def component_type(type_name: str, comp_name: str = "") -> ComponentType:
+    """The entry of a type name (`TdnnComponent`); XvjaxError naming the supported ones if none."""
+    ctype = COMPONENT_TYPES.get(type_name)
+    if ctype is None:
         who = f" (component '{comp_name}')" if comp_name else ""
         raise XvjaxError(
             f"unsupported nnet3 component type {type_name}{who}; supported: "
             + ", ".join(supported_types())
         )
-    return spec
+    return ctype
 
 
-# ---------------------------------------------------------------------------- read / write
+# ---------------------------------------------------------------------------- read / write / init
 
 
 def _read_value(inp: KaldiInput, kind: str, what: str):
@@ -432,7 +939,7 @@ def read_component(inp: KaldiInput, type_token: str, name: str) -> Component:
             f"expected a component type token for component '{name}', got '{type_token}'"
         )
     type_name = type_token[1:-1]
-    spec = _spec(type_name, name)
+    ctype = component_type(type_name, name)
     close, opening = f"</{type_name}>", f"<{type_name}>"
     values: dict = {}
     first = True
@@ -444,13 +951,13 @@ def read_component(inp: KaldiInput, type_token: str, name: str) -> Component:
             if first:
                 first = False
                 continue
-            if spec.opening_terminates:
+            if ctype.opening_terminates:
                 break
         first = False
-        field = spec.by_token.get(tok)
+        field = ctype.by_token.get(tok)
         what = f"{tok} of component '{name}'"
         if field is None:
-            legacy = spec.legacy.get(tok)
+            legacy = ctype.legacy.get(tok)
             if legacy is None:
                 raise inp.error(f"unexpected token '{tok}' in {type_name} '{name}'")
             key, kind = legacy
@@ -463,14 +970,14 @@ def read_component(inp: KaldiInput, type_token: str, name: str) -> Component:
             values[field.key[0]], values[field.key[1]] = value
         else:
             values[field.key] = value
-    return _assemble(spec, name, values, f"{inp.source}: component '{name}'")
+    return _assemble(ctype, name, values, f"{inp.source}: component '{name}'")
 
 
-def _assemble(spec: Spec, name: str, values: dict, where: str) -> Component:
+def _assemble(ctype: ComponentType, name: str, values: dict, where: str) -> Component:
     """Orders values as Kaldi writes them and fills Kaldi's defaults for omitted tokens."""
     params: dict[str, np.ndarray] = {}
     attrs: dict[str, object] = {}
-    for f in spec.fields:
+    for f in ctype.fields:
         keys = f.key if isinstance(f.key, tuple) else (f.key,)
         for key in keys:
             if key in values:
@@ -480,7 +987,7 @@ def _assemble(spec: Spec, name: str, values: dict, where: str) -> Component:
             elif key == "block_dim" and "dim" in values:
                 value = values["dim"]
             else:
-                raise XvjaxError(f"{where}: {spec.type} has no {f.token}")
+                raise XvjaxError(f"{where}: {ctype.type} has no {f.token}")
             if f.kind in ARRAY_KINDS:
                 params[key] = np.asarray(value, dtype=np.float32)
             elif f.kind in ("float", "float2"):
@@ -491,7 +998,18 @@ def _assemble(spec: Spec, name: str, values: dict, where: str) -> Component:
                 attrs[key] = [int(v) for v in np.asarray(value).tolist()]
             else:
                 attrs[key] = value
-    return Component(name, spec.type, params, attrs)
+    return Component(name, ctype.type, params, attrs)
+
+
+def init_component(
+    name: str, type_name: str, cfg: ConfigLine, rng: np.random.Generator
+) -> Component:
+    """Component::InitFromConfig: the type's `init` (Kaldi's defaults for every value the line
+    omits); keys the line has but the type does not read are an error."""
+    ctype = component_type(type_name, name)
+    values = ctype.init(cfg, rng)
+    cfg.check_unused()
+    return _assemble(ctype, name, values, cfg.where)
 
 
 def write_component(out: KaldiOutput, comp: Component, kaldi_roundtrip: bool = True) -> None:
@@ -502,11 +1020,11 @@ def write_component(out: KaldiOutput, comp: Component, kaldi_roundtrip: bool = T
     by the count in float on writing, which can move the last bit), so the output equals Kaldi's
     `nnet3-copy` output; without it the stored values are written verbatim.
     """
-    spec = _spec(comp.type, comp.name)
-    if kaldi_roundtrip and spec.roundtrip is not None:
-        comp = spec.roundtrip(comp)
+    ctype = component_type(comp.type, comp.name)
+    if kaldi_roundtrip and ctype.roundtrip is not None:
+        comp = ctype.roundtrip(comp)
     out.token(f"<{comp.type}>")
-    for f in spec.fields:
+    for f in ctype.fields:
         if f.write_if is not None and not f.write_if(comp.attrs):
             continue
         out.token(f.token)

@@ -4,10 +4,11 @@ For each shift s = 0..modulus, frames t in [s, s + 150) of `input` are given and
 of `output` requested; the context is (first computable output - s, window end - first
 non-computable output after it), maximised over shifts. Computability follows each piece's
 IsComputable: Append and Sum need every part, Failover either, IfDefined and Const always,
-Offset/Round/ReplaceIndex/Switch map t; TdnnComponent needs every time offset,
+Offset/Round/ReplaceIndex/Switch map t; a component needs its input at t, or the frames its
+type's `input_frames` names (`components.py`: TdnnComponent every time offset,
 StatisticsExtraction any frame of its output period, StatisticsPooling any frame of its
-[t - left, t + right] window (searched within 200 frames of the input window, far more than
-any frame-level context).
+[t - left, t + right] window). Frames a component may use "any one of" are searched within 200
+frames of the input window, far more than any frame-level context.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.nnet3 import descriptors as D
+from xvjax.kaldi.nnet3.components import component_type
 
 WINDOW = 150
 _MARGIN = 200
@@ -57,21 +59,13 @@ def _context_for_shift(nnet, nodes, input_name, output_name, start):
         if node.kind == "output":
             return desc_ok(node.input, t)
         comp = nnet.components[node.component]
-        a = comp.attrs
-        if comp.type == "TdnnComponent":
-            return all(desc_ok(node.input, t + o) for o in a["time_offsets"])
-        if comp.type == "StatisticsExtractionComponent":
-            op, ip = int(a["output_period"]), int(a["input_period"])
-            t0 = op * (t // op)
-            return any(desc_ok(node.input, u) for u in range(t0, t0 + op, ip))
-        if comp.type == "StatisticsPoolingComponent":
-            ip = int(a["input_period"])
-            first, last = t - int(a["left_context"]), t + int(a["right_context"])
-            skip = max(0, -((first - lo) // ip))  # whole periods below the searched range
-            return any(
-                desc_ok(node.input, u) for u in range(first + skip * ip, min(last, hi) + 1, ip)
-            )
-        return desc_ok(node.input, t)
+        input_frames = component_type(comp.type, comp.name).input_frames
+        if input_frames is None:
+            return desc_ok(node.input, t)
+        frames, need_all = input_frames(comp.attrs, t)
+        if need_all:
+            return all(desc_ok(node.input, u) for u in frames)
+        return any(desc_ok(node.input, u) for u in _within(frames, lo, hi))
 
     def desc_ok(d: D.Descriptor, t: int) -> bool:
         if isinstance(d, D.NodeRef):
@@ -104,3 +98,12 @@ def _context_for_shift(nnet, nodes, input_name, output_name, start):
     first_ok = ok.index(True)
     first_not_ok = ok.index(False, first_ok) if False in ok[first_ok:] else WINDOW
     return first_ok, WINDOW - first_not_ok
+
+
+def _within(frames, lo: int, hi: int):
+    """The frames in [lo, hi]; a range (a pooling window of 10000 frames) stays a range."""
+    if not isinstance(frames, range):
+        return [u for u in frames if lo <= u <= hi]
+    step = frames.step
+    first = frames.start + max(0, -((frames.start - lo) // step)) * step  # whole steps below lo
+    return range(first, min(frames.stop, hi + 1), step)

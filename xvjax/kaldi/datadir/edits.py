@@ -9,14 +9,8 @@ from collections.abc import Iterable
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
-from xvjax.kaldi.datadir_core import (
-    DataDir,
-    Segment,
-    _sorted,
-    load_data_dir,
-    parse_segment,
-    write_data_dir,
-)
+from xvjax.kaldi.datadir.files import Segment, parse_segment, sorted_keys
+from xvjax.kaldi.datadir.record import DataDir, load_data_dir, write_data_dir
 from xvjax.kaldi.text_tables import rx_lines
 
 log = logging.getLogger("xvjax")
@@ -84,7 +78,7 @@ def subset_data_dir(
             raise XvjaxError(
                 f"subset: utterance '{unknown[0]}' is not in {src}/utt2spk ({len(unknown)} unknown)"
             )
-        keep = _sorted(set(want))
+        keep = sorted_keys(set(want))
     elif speakers is not None:
         spks = list(speakers)
         unknown = [s for s in spks if s not in d.spk2utt]
@@ -92,7 +86,7 @@ def subset_data_dir(
             raise XvjaxError(
                 f"subset: speaker '{unknown[0]}' is not in {src}/spk2utt ({len(unknown)} unknown)"
             )
-        keep = _sorted(u for s in set(spks) for u in d.spk2utt[s])
+        keep = sorted_keys(u for s in set(spks) for u in d.spk2utt[s])
     elif num_utts is not None:
         if not 0 < num_utts <= len(all_utts):
             raise XvjaxError(f"subset: asked for {num_utts} utterances, {src} has {len(all_utts)}")

@@ -19,17 +19,16 @@ Files (all `key value` text, sorted by key in C-locale byte order, as Kaldi's ut
     fix_data_dir("data/train")                    # like utils/fix_data_dir.sh
 
 Relative paths inside wav.scp/feats.scp are relative to the working directory, as in Kaldi.
+
+Modules: `files` (key order, segments lines, spk2utt from utt2spk), `validation` (the checks of
+utils/validate_data_dir.sh), `record` (the loaded `DataDir`, load and write), `edits` (subset,
+combine, fix). Import the names below from the package.
 """
 
-from xvjax.kaldi.datadir_core import (
-    DataDir,
-    Segment,
-    load_data_dir,
-    utt2spk_to_spk2utt,
-    write_data_dir,
-)
-from xvjax.kaldi.datadir_edit import combine_data_dirs, fix_data_dir, subset_data_dir
-from xvjax.kaldi.datadir_validate import check_data_dir, validate_data_dir
+from xvjax.kaldi.datadir.edits import combine_data_dirs, fix_data_dir, subset_data_dir
+from xvjax.kaldi.datadir.files import Segment, utt2spk_to_spk2utt
+from xvjax.kaldi.datadir.record import DataDir, load_data_dir, write_data_dir
+from xvjax.kaldi.datadir.validation import check_data_dir, validate_data_dir
 
 __all__ = [
     "DataDir",

@@ -1,39 +1,32 @@
-"""Data-directory core: the DataDir record, loading, writing and utt2spk/spk2utt (see datadir.py)."""
+"""The `DataDir` record: a data directory loaded into memory; `load_data_dir`, `write_data_dir`.
+
+Loading validates first (`validation.validate_data_dir`) unless told not to; writing writes every
+file sorted and atomically, derives spk2utt, removes the files not given and loads the result.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import audio, specifiers, tables
+from xvjax.kaldi.datadir.files import (
+    Segment,
+    format_seconds,
+    format_segment,
+    parse_segment,
+    sorted_keys,
+    utt2spk_to_spk2utt,
+)
+from xvjax.kaldi.datadir.validation import validate_data_dir
 
 log = logging.getLogger("xvjax")
-
-# Files keyed by utterance, by recording and by speaker.
-UTT_FILES = ("utt2spk", "feats.scp", "vad.scp", "utt2num_frames", "utt2dur", "segments", "text")
-REC_FILES = ("wav.scp", "reco2dur", "reco2file_and_channel")
-SPK_FILES = ("spk2utt", "spk2gender", "cmvn.scp")
-
-
-def _ckey(key: str) -> bytes:
-    return key.encode("utf-8")
-
-
-def _sorted(keys: Iterable[str]) -> list[str]:
-    return sorted(keys, key=_ckey)
-
-
-@dataclasses.dataclass
-class Segment:
-    recording: str
-    start: float
-    end: float
-    channel: int = -1
 
 
 @dataclasses.dataclass
@@ -53,11 +46,11 @@ class DataDir:
 
     @property
     def utts(self) -> list[str]:
-        return _sorted(self.utt2spk)
+        return sorted_keys(self.utt2spk)
 
     @property
     def speakers(self) -> list[str]:
-        return _sorted(self.spk2utt)
+        return sorted_keys(self.spk2utt)
 
     def feats_rspecifier(self) -> str:
         if self.feats_scp is None:
@@ -117,15 +110,6 @@ class DataDir:
 # ------------------------------------------------------------------------------ reading
 
 
-def parse_segment(rest: str) -> Segment:
-    """A segments line after the utterance id: `recording start end [channel]`; ValueError if not."""
-    fields = rest.split()
-    if len(fields) not in (3, 4):
-        raise ValueError(f"expected 3 or 4 fields, got {len(fields)}")
-    channel = int(fields[3]) if len(fields) == 4 else -1
-    return Segment(fields[0], float(fields[1]), float(fields[2]), channel)
-
-
 def _read_segments(path: str) -> dict[str, Segment]:
     out: dict[str, Segment] = {}
     for utt, rest in tables.read_text_table(path).items():
@@ -156,8 +140,6 @@ def load_data_dir(path: str, validate: bool = True, check_files: bool = True) ->
     if not os.path.isdir(path):
         raise XvjaxError(f"data directory '{path}' does not exist")
     if validate:
-        from xvjax.kaldi.datadir_validate import validate_data_dir
-
         validate_data_dir(path, check_files=check_files)
 
     def have(name: str) -> str | None:
@@ -181,14 +163,6 @@ def load_data_dir(path: str, validate: bool = True, check_files: bool = True) ->
     if have("spk2gender"):
         d.spk2gender = tables.read_text_table(have("spk2gender"))
     return d
-
-
-def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
-    """spk -> sorted utterances, speakers sorted (utils/utt2spk_to_spk2utt.pl on a sorted file)."""
-    out: dict[str, list[str]] = {}
-    for utt in _sorted(utt2spk):
-        out.setdefault(utt2spk[utt], []).append(utt)
-    return {spk: out[spk] for spk in _sorted(out)}
 
 
 # ------------------------------------------------------------------------------ writing
@@ -221,7 +195,7 @@ def write_data_dir(
     `vad_scp` are {utt: rxfilename} (or the path of an scp to copy). Files not given are removed,
     so the directory describes exactly what was passed.
     """
-    os.makedirs(path, exist_ok=True)
+    fileutil.makedirs(path)
     for key in utt2spk:
         specifiers.check_key(key, os.path.join(path, "utt2spk"))
     files: dict[str, dict | None] = {
@@ -234,25 +208,18 @@ def write_data_dir(
         "utt2num_frames": {k: str(int(v)) for k, v in utt2num_frames.items()}
         if utt2num_frames
         else None,
-        "utt2dur": {k: _fmt_seconds(v) for k, v in utt2dur.items()} if utt2dur else None,
+        "utt2dur": {k: format_seconds(v) for k, v in utt2dur.items()} if utt2dur else None,
         "spk2gender": dict(spk2gender) if spk2gender else None,
     }
     if segments is not None:
-        segs = {}
-        for utt, seg in segments.items():
-            seg = seg if isinstance(seg, Segment) else Segment(*seg)
-            ch = f" {seg.channel}" if seg.channel >= 0 else ""
-            segs[utt] = f"{seg.recording} {_fmt_seconds(seg.start)} {_fmt_seconds(seg.end)}{ch}"
-        files["segments"] = segs
+        files["segments"] = {
+            utt: format_segment(seg if isinstance(seg, Segment) else Segment(*seg))
+            for utt, seg in segments.items()
+        }
     for name, table in files.items():
         target = os.path.join(path, name)
         if table is None:
-            if os.path.exists(target):
-                os.unlink(target)
+            fileutil.remove(target)
             continue
         tables.write_text_table(target, table)
     return load_data_dir(path, validate=validate)
-
-
-def _fmt_seconds(x: float) -> str:
-    return f"{float(x):.10g}"
