@@ -25,7 +25,10 @@ def _restore_logging():
     root.setLevel(level)
 
 
-def test_finetune_kaldi_model_on_kaldi_egs_and_export(kaldi_fixtures, tmp_path):
+@pytest.mark.parametrize(
+    "optimizer", [[], ["--optimizer=ngsgd", "--config.optim.lr_on_summed_objective=True"]]
+)
+def test_finetune_kaldi_model_on_kaldi_egs_and_export(kaldi_fixtures, tmp_path, optimizer):
     small = kaldi_fixtures / "nnet3" / "small"
     egs_dir = tmp_path / "egs"
     os.makedirs(egs_dir)
@@ -43,6 +46,7 @@ def test_finetune_kaldi_model_on_kaldi_egs_and_export(kaldi_fixtures, tmp_path):
         "--config.data.num_speakers=12",
         "--config.train.progress=False",
         "--config.train.tensorboard=False",
+        *optimizer,  # Kaldi's momentum SGD, or its NG-SGD with its learning-rate convention
     ]
     assert cli.run(argv) == 0
     spec0, v0 = load_any(str(small / "final.raw"))

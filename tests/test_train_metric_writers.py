@@ -40,8 +40,12 @@ def test_active_writer_writes_jsonl_tensorboard_console_and_curve(tmp_path, capl
     writer.write_training_curve()
     writer.close()
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert rows == [{"step": 4, **_train_point(2.0)}, {"step": 4, "dev_eer": 0.125}]
-    assert history[1:] == rows
+    # one line per step: the dev EER of a log step joins its line; the file holds the history
+    assert rows == [
+        {"step": 2, **_train_point(3.0)},
+        {"step": 4, **_train_point(2.0), "dev_eer": 0.125},
+    ]
+    assert history == rows
     assert "Step 4/10: loss 2.0000, accuracy 0.500, lr 0.01, 100.0 examples/s" in caplog.text
     assert "Step 4: dev EER 12.50% (cosine)" in caplog.text
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "tb"))
@@ -59,3 +63,26 @@ def test_inactive_writer_keeps_history_only(tmp_path):
     writer.close()
     assert history == [{"step": 1, **_train_point(2.0)}]
     assert os.listdir(tmp_path) == []
+
+
+def test_resumed_writer_drops_the_lines_after_its_checkpoint(tmp_path):
+    """An interrupted run logged steps 2..8 but checkpointed at 4: the resumed run's metrics.jsonl
+    has steps 2 and 4 from the checkpoint's history, then its own, each once."""
+    lines = [{"step": s, **_train_point(10.0 - s)} for s in (2, 4, 6, 8)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    history = lines[:2]  # restored from the step-4 checkpoint
+    writer = MetricWriter(
+        str(tmp_path), 10, 4, history, active=True, tensorboard=False, progress=False
+    )
+    writer.write_scalars(6, _train_point(1.0))
+    writer.write_scalars(8, _train_point(0.5))
+    writer.close()
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert rows[2]["loss"] == 1.0 and rows[3]["loss"] == 0.5
+
+
+def test_fresh_writer_starts_an_empty_metrics_file(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # an older run's
+    MetricWriter(str(tmp_path), 10, 0, [], active=True, tensorboard=False, progress=False).close()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""

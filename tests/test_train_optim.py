@@ -9,7 +9,7 @@ import pytest
 
 from xvjax.errors import XvjaxError
 from xvjax.model.spec import xvector_1a_spec
-from xvjax.train import optim
+from xvjax.train import natural_gradient, optim
 
 LAYERS = ["tdnn1", "tdnn2", "tdnn3", "tdnn4", "tdnn5", "tdnn6", "tdnn7", "output"]
 
@@ -177,3 +177,36 @@ def test_model_layer_factors_read_from_the_spec():
     assert caps == {**{name: 0.75 for name in LAYERS[:-1]}, "output": 1.5}
     assert factors == {"tdnn1": 0.0}
     assert optim.make_optimizer(_cfg(), _params(), 10, caps, factors).plan.frozen == ("tdnn1",)
+
+
+def test_lr_on_summed_objective_scales_the_rates_by_the_batch():
+    """Kaldi's rates multiply the gradient of the summed objective: batch_size x the mean's."""
+    params, grads = _params(), _params(seed=1)
+    upd = {}
+    for summed in (False, True):
+        cfg = _cfg(momentum=0.5, lr_on_summed_objective=summed)
+        opt = optim.make_optimizer(cfg, params, 10, batch_size=64)
+        upd[summed], _ = opt.tx.update(grads, opt.tx.init(params), params)
+        np.testing.assert_allclose(float(opt.schedule(0)), 0.1)  # the configured rate is logged
+    for a, b in zip(jax.tree.leaves(upd[True]), jax.tree.leaves(upd[False]), strict=True):
+        np.testing.assert_allclose(a, 64 * b, rtol=1e-6)
+
+
+def test_ngsgd_preconditions_the_trained_natural_gradient_affines_only():
+    spec = xvector_1a_spec(
+        input_dim=8, num_speakers=5, frame_dims=(16, 16, 16, 16, 32), embedding_dims=(16, 16)
+    )
+    spec.node("tdnn7.affine").kaldi["type"] = "AffineComponent"  # Kaldi: plain gradient
+    params = _params()
+    cfg = _cfg(optimizer="ngsgd", freeze="tdnn[1-5]")
+    cfg.natural_gradient = ml_collections.ConfigDict(
+        dict(rank_in=20, rank_out=80, update_period=4, num_samples_history=2000.0, alpha=4.0)
+    )
+    affines = natural_gradient.tapped_affines(spec)
+    assert len(affines) == 7  # tdnn7.affine is a plain AffineComponent
+    opt = optim.make_optimizer(cfg, params, 10, natural_gradient_affines=affines, batch_size=8)
+    assert [a.node for a in opt.tapped] == ["tdnn6.affine", "output.affine"]
+    assert opt.tx.init(params)[0].keys() == {"tdnn6", "output"}  # no preconditioner when frozen
+    with pytest.raises(XvjaxError, match="ngsgd: no trained layer has a NaturalGradient"):
+        optim.make_optimizer(_cfg(optimizer="ngsgd", train_only="tdnn7"), params, 10,
+                             natural_gradient_affines=affines)  # fmt: skip

@@ -1,6 +1,7 @@
 """`xvjax train` killed with SIGKILL mid-run and resumed ends bit-identical to an uninterrupted run;
 SIGINT saves a checkpoint before exiting."""
 
+import json
 import os
 import signal
 import subprocess
@@ -102,7 +103,8 @@ def test_interrupted_runs_resume_bit_identical(data_dir, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait(p, lambda: os.path.exists(os.path.join(broken, "metrics.jsonl")))
+    metrics = os.path.join(broken, "metrics.jsonl")
+    _wait(p, lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-3000:]
@@ -135,3 +137,10 @@ def test_interrupted_runs_resume_bit_identical(data_dir, tmp_path):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
     assert np.abs(np.asarray(a["params"]["output"]["affine"]["kernel"])).sum() > 0  # it trained
+    # metrics.jsonl: one line per step, the same as the uninterrupted run's (the killed run's lines
+    # after its last checkpoint were dropped on resume)
+    rows = {
+        w: [json.loads(x) for x in open(os.path.join(w, "metrics.jsonl"))] for w in (full, broken)
+    }
+    assert [r["step"] for r in rows[broken]] == list(range(10, NUM_STEPS + 1, 10))
+    assert [r["step"] for r in rows[full]] == list(range(10, NUM_STEPS + 1, 10))

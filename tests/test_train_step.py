@@ -112,3 +112,21 @@ def test_loss_decreases_and_bf16_compute(tiny):
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state16.batch_stats))
     np.testing.assert_allclose(losses16[0], losses[0], rtol=0.02)  # same first forward pass
     assert losses16[-1] < losses16[0]
+
+
+def test_a_non_finite_batch_changes_nothing_but_the_step(tiny):
+    spec, variables, batches = tiny
+    cfg = _cfg(freeze_bn=False)
+    mesh = step_lib.make_mesh()
+    opt = optim.make_optimizer(cfg, variables["params"], 10)
+    fn = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, donate=False)
+    state = step_lib.replicate(create_train_state(variables, opt.tx, 0), mesh)
+    state, m = fn(state, step_lib.shard_batch(batches[0], mesh))  # momentum buffers non-zero
+    assert bool(m["finite"])
+    bad = dict(batches[1], feats=batches[1]["feats"].copy())
+    bad["feats"][3, 7, 2] = np.nan
+    after, m = fn(state, step_lib.shard_batch(bad, mesh))
+    assert not bool(m["finite"]) and np.isnan(float(m["loss"]))
+    assert int(after.step) == int(state.step) + 1
+    for name in ("params", "batch_stats", "opt_state"):
+        assert _same(getattr(state, name), getattr(after, name)), name

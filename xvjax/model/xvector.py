@@ -26,6 +26,10 @@ Model contract (used by the trainer, the extractor and the converter):
   kernel), `linear` -> `{"kernel"}`, `scale_offset` -> `{"scales", "offsets"}`;
   `batchnorm` stats -> `{"mean": (block_dim,), "var": (block_dim,), "count": ()}` = Kaldi's
   `StatsMean`, `StatsVar` (biased) and `Count`.
+- `affine_taps=AffineTaps(nodes, perturbations)`: for natural-gradient training, the listed affine
+  nodes record their input rows and add `perturbations[node]` (zeros shaped like the node's output)
+  to their output, so the gradient with respect to the perturbations is the output derivative
+  (flax's `sow` and `perturb`, for this pure forward).
 - `init_variables(spec, key)`: Kaldi-like init (`param-stddev = 1/sqrt(input_dim)`,
   `bias-stddev = 1`, or the values in the node's Kaldi config; zero output layer), BN mean 0, var 1.
 - `resize_output(spec, variables, num_outputs, key, param_stddev=0.0, bias_stddev=0.0)`:
@@ -55,6 +59,36 @@ from xvjax.model.spec import ModelSpec, NodeSpec
 Variables = dict[str, Any]
 
 
+class AffineTaps:
+    """Taps on affine nodes for natural-gradient training (see the module docstring).
+
+    After a forward pass, `inputs[node]` holds the node's input rows `(rows, in_dim)` (a frame-level
+    node: every (chunk, frame) it computes, spliced in kernel row order; an utterance-level node:
+    one row per chunk) and `output_shapes[node]` the shape of its output. With `perturbations`
+    (node -> array of that output shape) the outputs are `y + perturbations[node]`.
+    """
+
+    def __init__(self, nodes: Sequence[str], perturbations: dict[str, jax.Array] | None = None):
+        self.nodes = frozenset(nodes)
+        self.perturbations = perturbations
+        self.inputs: dict[str, jax.Array] = {}
+        self.output_shapes: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, node: str, x, y):
+        """The output `y` of `node` (Frames or (B, D)) computed from its input `x` (FrameInputs or
+        (B, D)), perturbed when the node is tapped."""
+        if node not in self.nodes:
+            return y
+        rows = x.spliced().x if isinstance(x, FrameInputs) else x
+        self.inputs[node] = rows.reshape(-1, rows.shape[-1])
+        out = y.x if isinstance(y, Frames) else y
+        self.output_shapes[node] = tuple(out.shape)
+        if self.perturbations is None:
+            return y
+        out = out + self.perturbations[node]
+        return y._replace(x=out) if isinstance(y, Frames) else out
+
+
 def forward(
     spec: ModelSpec,
     params: dict,
@@ -65,6 +99,7 @@ def forward(
     output_node: str = "output",
     frozen_bn: Sequence[str] = (),
     num_frames: jax.Array | None = None,
+    affine_taps: AffineTaps | None = None,
 ) -> tuple[jax.Array, dict]:
     """Pure forward pass. Returns (output, new_batch_stats) (stats unchanged unless train)."""
     target = spec.resolve(output_node)
@@ -84,7 +119,10 @@ def forward(
             x = jnp.concatenate(srcs, -1)
         p = params.get(layer, {}).get(sub)
         st = batch_stats.get(layer, {}).get(sub)
-        vals[node.name], stats = ops.op_of(node).apply(node, x, p, st, run)
+        y, stats = ops.op_of(node).apply(node, x, p, st, run)
+        if affine_taps is not None and node.op == "affine":
+            y = affine_taps(node.name, x, y)
+        vals[node.name] = y
         if stats is not None:
             new_stats[layer][sub] = stats
     out = vals[target]
@@ -182,6 +220,7 @@ class XVector(nn.Module):
         output_node: str = "output",
         frozen_bn: Sequence[str] = (),
         num_frames: jax.Array | None = None,
+        affine_taps: AffineTaps | None = None,
     ) -> jax.Array:
         spec = self.spec
         pgroups, sgroups = _layer_groups(spec)
@@ -207,6 +246,7 @@ class XVector(nn.Module):
             output_node=output_node,
             frozen_bn=tuple(frozen_bn),
             num_frames=num_frames,
+            affine_taps=affine_taps,
         )
         if train and not self.is_initializing():
             for layer, v in stat_vars.items():
@@ -265,35 +305,58 @@ def resize_output(
 # Kaldi's RecomputeStats
 
 
-def recompute_batch_stats(spec: ModelSpec, variables: Variables, batches) -> Variables:
-    """Re-estimates every BatchNorm's statistics like Kaldi's `RecomputeStats` (nnet3-combine).
+def batch_moments(
+    spec: ModelSpec, variables: Variables, feats: jax.Array, frozen_bn: Sequence[str] = ()
+) -> dict:
+    """The training-mode minibatch moments of every BatchNorm not in `frozen_bn` on feats
+    (B, T, F): `{layer: {sub: {"mean", "var" (biased), "count" (frames)}}}`. Pure (jit it); each
+    BN normalises with its own minibatch moments, frozen ones with their stored statistics."""
+    spec0 = dataclasses.replace(spec, bn_momentum=0.0)  # new stats = exactly the minibatch moments
+    stats = variables["batch_stats"]
+    _, new = forward(spec0, variables["params"], stats, feats, train=True, frozen_bn=frozen_bn)
+    out: dict = {}
+    for node in spec.nodes:
+        layer, sub = node.var_path
+        if node.op == "batchnorm" and not (node.name in frozen_bn or layer in frozen_bn):
+            st = new[layer][sub]
+            count = st["count"] - stats[layer][sub]["count"]
+            out.setdefault(layer, {})[sub] = {"mean": st["mean"], "var": st["var"], "count": count}
+    return out
+
+
+def recompute_batch_stats(
+    spec: ModelSpec, variables: Variables, batches, frozen_bn: Sequence[str] = (), moments_fn=None
+) -> Variables:
+    """Re-estimates the BatchNorm statistics like Kaldi's `RecomputeStats` (nnet3-combine).
 
     Runs the network in training mode on each batch of `batches` (arrays (B, T, F)) and
     accumulates, per BN layer, the frame count and the sums of x and x^2 of its inputs (each
     minibatch normalised by its own statistics, as in Kaldi's training mode); the result is
-    mean = sum / count, var = sumsq / count - mean^2 (biased), count = total frames.
+    mean = sum / count, var = sumsq / count - mean^2 (biased), count = total frames. BN layers in
+    `frozen_bn` keep their statistics (and normalise with them). `moments_fn(variables, batch)`
+    computes `batch_moments` (default: jitted on one device; a trainer passes its sharded one).
     """
-    spec0 = dataclasses.replace(spec, bn_momentum=0.0)  # new stats = exactly the minibatch moments
-    model = XVector(spec0)
-    step = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
+    if moments_fn is None:
+        moments = jax.jit(lambda v, x: batch_moments(spec, v, x, tuple(frozen_bn)))
+        dev_vars = jax.device_put(variables)  # the weights go to the device once, not per batch
+        moments_fn = lambda _, x: moments(dev_vars, jnp.asarray(x, jnp.float32))
     acc: dict = {}
-    old = jax.device_get(variables["batch_stats"])
-    dev_vars = jax.device_put(variables)  # the weights go to the device once, not per batch
+    num_batches = 0
     for x in batches:
+        num_batches += 1
         # One device->host copy of all new statistics per batch.
-        new = jax.device_get(step(dev_vars, jnp.asarray(x, jnp.float32))["batch_stats"])
-        for layer, subs in new.items():
+        for layer, subs in jax.device_get(moments_fn(variables, x)).items():
             for sub, st in subs.items():
-                n = float(st["count"]) - float(old[layer][sub]["count"])
+                n = float(st["count"])
                 mean = np.asarray(st["mean"], np.float64)
                 var = np.asarray(st["var"], np.float64)
                 a = acc.setdefault((layer, sub), [0.0, 0.0, 0.0])
                 a[0] += n
                 a[1] = a[1] + n * mean
                 a[2] = a[2] + n * (var + mean**2)
-    if not acc:
+    if not num_batches:
         raise XvjaxError("recompute_batch_stats: no batches")
-    stats = jax.tree.map(np.asarray, old)
+    stats = jax.tree.map(np.asarray, jax.device_get(variables["batch_stats"]))
     for (layer, sub), (n, s1, s2) in acc.items():
         mean = s1 / n
         stats[layer][sub] = {

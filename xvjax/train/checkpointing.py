@@ -6,7 +6,8 @@
 
 Layout: `<dir>/<step>/{state,data,meta}` (Orbax `CheckpointManager` with `ocp.args.Composite`);
 saves are asynchronous where Orbax supports it (`wait()` blocks until they are on disk); a partially
-written step is never picked up by `latest_step()` (Orbax writes into a temp dir and renames).
+written step is never picked up by `latest_step()` (Orbax writes into a temp dir and renames); a state
+with a non-finite value is never saved.
 """
 
 from __future__ import annotations
@@ -16,11 +17,27 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from xvjax.errors import XvjaxError
 
 log = logging.getLogger("xvjax")
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every floating-point leaf of `tree` (numpy or jax arrays, also global ones spanning
+    several processes) is free of nan and inf."""
+    flags = [
+        jnp.isfinite(x).all()
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    ]
+    if not flags:
+        return True
+    ok = jnp.all(jnp.stack(flags))
+    return bool(np.asarray(ok.addressable_data(0)))
 
 
 class Checkpointer:
@@ -51,9 +68,12 @@ class Checkpointer:
         meta: dict | None = None,
         force: bool = True,
     ) -> bool:
-        """Starts saving `state` (a pytree of jax arrays) at `step`; returns whether it saves."""
+        """Starts saving `state` (a pytree of jax arrays) at `step`; returns whether it saves.
+        Raises XvjaxError (saving nothing) if `state` has a non-finite value."""
         if step in self._manager.all_steps():
             return False
+        if not all_finite(state):
+            raise XvjaxError(f"refusing to save checkpoint step {step}: the state has nan or inf")
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(dict(data_position)),

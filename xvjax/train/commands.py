@@ -28,6 +28,9 @@ xvjax train --config=configs/finetune.py [--config.FIELD=VALUE ...] [options]
          --data=data/tgt_train_no_sil --workdir=checkpoints/finetune --freeze='tdnn[1-5]' \\
          --musan=musan --rirs=RIRS_NOISES --config.train.num_steps=2000
  Re-running the same command resumes from the latest checkpoint in --workdir; Ctrl-C saves one.
+ A resumed run may change the run length, logging, checkpoint cadence and evaluation (and, with a
+ warning, learning rates and change caps), nothing else. One run at a time holds a workdir
+ (train.lock). A nan/inf loss stops the run with an error naming the step.
  Config fields: see xvjax/train/config.py (base_config) and configs/*.py."""
 
 # option -> (config field, type); these override the config file and --config.* values.
@@ -42,6 +45,17 @@ TRAIN_OPTS = {
     "freeze": ("optim.freeze", str, "Regex(es) of layers to freeze, e.g. 'tdnn[1-5]'"),
     "train-only": ("optim.train_only", str, "Regex(es) of the only layers to train, e.g. output"),
     "lr-mults": ("optim.lr_mults", str, "Per-layer lr multipliers 'pattern:mult,...'"),
+    "optimizer": (
+        "optim.optimizer",
+        str,
+        "sgd (Kaldi momentum) | ngsgd (Kaldi natural-gradient SGD) | adam | adamw",
+    ),
+    "recompute-bn-batches": (
+        "train.recompute_bn_batches",
+        int,
+        "Training minibatches on which the final model's BatchNorm statistics are re-estimated "
+        "(Kaldi's RecomputeStats; 0 = keep the running averages)",
+    ),
     "num-steps": ("train.num_steps", int, "Training steps"),
     "batch-size": ("train.batch_size", int, "Global minibatch size"),
     "seed": ("seed", int, "Random seed (data order, init, augmentation)"),

@@ -12,7 +12,10 @@
     writer.close_progress(); writer.write_training_curve(); writer.close()
 
 Every process keeps the history (it goes into the checkpoints, so a resumed run's curve covers the
-whole run); only the active process (process 0) writes files and the console. The console is a tqdm
+whole run); only the active process (process 0) writes files and the console. metrics.jsonl holds
+the history: one JSON object per step (a dev EER computed at a log step joins that step's line), and
+a resumed run starts it again from the checkpoint's history, so lines written after that checkpoint
+by the interrupted run go (TensorBoard purges those events too). The console is a tqdm
 bar with the latest loss, accuracy, lr and examples/s; without a terminal (or with
 `train.progress=False`) Kaldi-style log lines take its place.
 """
@@ -31,7 +34,7 @@ from matplotlib.figure import Figure
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from xvjax.fileutil import atomic_path
+from xvjax.fileutil import atomic_open, atomic_path
 
 log = logging.getLogger("xvjax")
 
@@ -92,9 +95,18 @@ class MetricWriter:
         self.num_steps = num_steps
         self.history = history
         self.active = active
-        self._tensorboard = (
-            SummaryWriter(os.path.join(workdir, "tb")) if active and tensorboard else None
-        )
+        self._jsonl = os.path.join(workdir, "metrics.jsonl")
+        self._last_line_at = 0  # byte offset of the last line of metrics.jsonl
+        self._tensorboard = None
+        if active:
+            lines = [(json.dumps(entry) + "\n").encode() for entry in history]
+            with atomic_open(self._jsonl, "wb") as f:
+                f.writelines(lines)
+            self._last_line_at = sum(map(len, lines[:-1]))
+            if tensorboard:
+                self._tensorboard = SummaryWriter(
+                    os.path.join(workdir, "tb"), purge_step=start_step + 1 if start_step else None
+                )
         # disable=None: tqdm turns itself off when stderr is not a terminal
         self._bar = tqdm(
             total=num_steps,
@@ -109,14 +121,22 @@ class MetricWriter:
         self._bar.update(1)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        """One log point: {"step": step, **scalars} joins the history and, on the active process,
-        metrics.jsonl, TensorBoard and the console."""
-        entry = {"step": step, **scalars}
-        self.history.append(entry)
+        """One log point: {"step": step, **scalars} joins the history (merged into the last entry
+        if that is of the same step) and, on the active process, metrics.jsonl, TensorBoard and the
+        console."""
+        same_step = bool(self.history) and self.history[-1]["step"] == step
+        if same_step:
+            self.history[-1].update(scalars)
+        else:
+            self.history.append({"step": step, **scalars})
         if not self.active:
             return
-        with open(os.path.join(self.workdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        with open(self._jsonl, "r+b") as f:
+            if not same_step:
+                self._last_line_at = f.seek(0, os.SEEK_END)
+            f.seek(self._last_line_at)
+            f.truncate()
+            f.write((json.dumps(self.history[-1]) + "\n").encode())
         if self._tensorboard is not None:
             for k, v in scalars.items():
                 self._tensorboard.add_scalar(k, v, step)

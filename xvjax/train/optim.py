@@ -16,7 +16,16 @@ Kaldi's update (`nnet3/nnet-training.cc`, `UpdateNnetWithMaxChange` in `nnet3/nn
 momentum m the buffer is `delta = m * delta + lr * grad`, the applied update is `(1 - m) * delta`, each
 updatable component's update is scaled down to its max-change if its l2 norm exceeds it, then the whole
 update to `max-param-change`; a non-finite update is skipped. The buffer is not affected by the caps.
-`sgd` below is that momentum form; `adam`/`adamw` are offered for users who prefer them.
+`sgd` below is that momentum form; `ngsgd` is Kaldi's own optimizer, the same with the gradient of
+every trained NaturalGradientAffineComponent preconditioned first (`natural_gradient`, which needs the
+layers' inputs and output derivatives from the step):
+
+    tx = optax.chain(natural_gradient(trained affines), optax.partition(...), max_change_per_layer(...),
+                     max_param_change(2.0))
+
+`adam`/`adamw` are offered for users who prefer them. Kaldi's learning rates multiply the gradient of
+the objective summed over the minibatch; `lr_on_summed_objective=True` makes xvjax's do the same (they
+then scale by the global batch size), so a recipe's `--initial/final-effective-lrate` carry over.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from xvjax.errors import XvjaxError
+from xvjax.train import natural_gradient as ng
 
 log = logging.getLogger("xvjax")
 
@@ -272,7 +282,7 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
 def _base(cfg, lr: optax.Schedule) -> optax.GradientTransformation:
     wd = float(cfg.get("weight_decay", 0.0))
     kind = cfg.optimizer
-    if kind == "sgd":
+    if kind in ("sgd", "ngsgd"):
         m = float(cfg.momentum)
         parts = []
         if wd > 0:
@@ -285,7 +295,7 @@ def _base(cfg, lr: optax.Schedule) -> optax.GradientTransformation:
         return optax.adam(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
     if kind == "adamw":
         return optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd)
-    raise XvjaxError(f"unknown optimizer '{kind}' (sgd, adam, adamw)")
+    raise XvjaxError(f"unknown optimizer '{kind}' (sgd, ngsgd, adam, adamw)")
 
 
 def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
@@ -320,23 +330,35 @@ def model_layer_factors(spec) -> tuple[dict[str, float], dict[str, float]]:
 
 
 class Optimizer(NamedTuple):
-    tx: optax.GradientTransformation
+    tx: optax.GradientTransformationExtraArgs
     plan: LayerPlan
-    schedule: optax.Schedule
+    schedule: optax.Schedule  # the configured rate (before the lr_on_summed_objective scaling)
     max_changes: dict[str, float]
+    tapped: tuple[ng.TappedAffine, ...]  # ngsgd: the affines whose inputs/derivatives tx needs
 
 
 def make_optimizer(
-    cfg, params: Mapping[str, Any], num_steps: int, model_max_changes=None, model_lr_factors=None
+    cfg,
+    params: Mapping[str, Any],
+    num_steps: int,
+    model_max_changes=None,
+    model_lr_factors=None,
+    *,
+    natural_gradient_affines: Sequence[ng.TappedAffine] = (),
+    batch_size: int = 1,
 ) -> Optimizer:
     """Builds the optax chain from `config.optim` for a parameter tree `{layer: {...}}`.
 
     `model_max_changes` / `model_lr_factors`: per-layer Kaldi `max-change` / `learning-rate-factor`
-    of the model (used when `cfg.use_model_lr_factors`, the default).
+    of the model (used when `cfg.use_model_lr_factors`, the default). `natural_gradient_affines`
+    (`natural_gradient.tapped_affines(spec, ...)`): the model's natural-gradient affines, of which
+    `ngsgd` preconditions those of trained layers. `batch_size`: the global minibatch (the scale of
+    the summed objective).
 
-    Fields used: optimizer ('sgd'|'adam'|'adamw'), momentum, initial_lr, final_lr, schedule,
+    Fields used: optimizer ('sgd'|'ngsgd'|'adam'|'adamw'), momentum, initial_lr, final_lr, schedule,
     warmup_steps, weight_decay, freeze, train_only, lr_mults, max_change (default per-layer cap, 0 = off),
-    max_change_per_layer ('pattern:cap,...'), max_param_change (0 = off).
+    max_change_per_layer ('pattern:cap,...'), max_param_change (0 = off), lr_on_summed_objective,
+    natural_gradient (rank_in, rank_out, update_period, num_samples_history, alpha).
     """
     layers = list(params.keys())
     base = model_lr_factors if cfg.get("use_model_lr_factors", True) else None
@@ -344,18 +366,28 @@ def make_optimizer(
         layers, cfg.get("freeze", ""), cfg.get("train_only", ""), cfg.get("lr_mults"), base
     )
     schedule = make_schedule(cfg, num_steps)
+    lr_scale = batch_size if cfg.get("lr_on_summed_objective", False) else 1
     transforms: dict[str, optax.GradientTransformation] = {}
     for mult in sorted(set(plan.mults.values())):
         label = _mult_label(mult)
         transforms[label] = (
-            optax.set_to_zero() if mult == 0 else _base(cfg, _scaled(schedule, mult))
+            optax.set_to_zero() if mult == 0 else _base(cfg, _scaled(schedule, mult * lr_scale))
         )
     caps = layer_max_changes(
         layers, cfg.get("max_change", 0.0), cfg.get("max_change_per_layer"), model_max_changes
     )
-    tx = optax.chain(
+    chain = [
         optax.partition(transforms, plan.labels(params)),
         max_change_per_layer(caps),
         max_param_change(float(cfg.get("max_param_change", 0.0))),
-    )
-    return Optimizer(tx, plan, schedule, caps)
+    ]
+    tapped: tuple[ng.TappedAffine, ...] = ()
+    if cfg.optimizer == "ngsgd":
+        tapped = tuple(a for a in natural_gradient_affines if a.layer in plan.trained)
+        if not tapped:
+            raise XvjaxError(
+                "optimizer ngsgd: no trained layer has a NaturalGradientAffineComponent"
+            )
+        ng_config = ng.config_from(cfg.natural_gradient)
+        chain.insert(0, ng.natural_gradient(tapped, ng_config, derivative_scale=batch_size))
+    return Optimizer(optax.chain(*chain), plan, schedule, caps, tapped)

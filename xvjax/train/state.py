@@ -29,7 +29,12 @@ def create_model(config, num_speakers: int, feat_dim: int) -> tuple[ModelSpec, d
     """(spec, variables) from config.init_from (output resized to `num_speakers`) or from scratch."""
     key = jax.random.key(int(config.seed))
     if config.init_from:
-        spec, variables = load_any(config.init_from)
+        try:
+            spec, variables = load_any(config.init_from)
+        except (OSError, ValueError) as e:  # unreadable file, damaged Orbax/tensorstore data
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            reason = reason.split(" [tensorstore_spec")[0].splitlines()[0]
+            raise XvjaxError(f"cannot read the model {config.init_from}: {reason}") from None
         if spec.input_dim != feat_dim:
             raise XvjaxError(
                 f"model {config.init_from} takes {spec.input_dim}-dim input but the training "

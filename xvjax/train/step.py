@@ -1,9 +1,12 @@
 """The training step: pure function, jitted once over a data-parallel device mesh.
 
     mesh = make_mesh()                                   # all devices of all processes, axis "data"
-    step = make_train_step(model.apply, tx, mesh, frozen_bn=("tdnn1", ...))
+    step = make_train_step(model.apply, tx, mesh, frozen_bn=("tdnn1", ...),
+                           tapped_affines=("tdnn6.affine", ...))      # NG-SGD: see optim
     state = replicate(state, mesh)
     state, metrics = step(state, shard_batch({"feats": x, "labels": y}, mesh))
+    moments = make_batch_moments(spec, mesh, frozen_bn)              # BN stats of a minibatch
+    moments(state.variables, shard_batch({"feats": x}, mesh)["feats"])
 
 The batch is split over the "data" axis (`NamedSharding(mesh, P("data"))`), the state is replicated
 (`P()`). Under `jax.jit` with these shardings the model code is written for the global batch: the
@@ -24,6 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from xvjax.errors import XvjaxError
+from xvjax.model.xvector import AffineTaps, batch_moments
 from xvjax.train.state import TrainState
 
 DATA_AXIS = "data"
@@ -95,12 +99,16 @@ def train_step(
     tx: optax.GradientTransformation,
     frozen_bn: tuple[str, ...] = (),
     compute_dtype: Any = jnp.float32,
+    tapped_affines: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on batch {"feats": (B, T, F), "labels": (B,)}; returns (state, metrics).
 
     Params stay float32; with `compute_dtype=bfloat16` the forward/backward pass runs on bf16 copies
     (the loss, the update and the BatchNorm statistics are float32). BatchNorm layers in `frozen_bn`
-    run in test mode and keep their statistics.
+    run in test mode and keep their statistics. A step whose loss, gradient or new optimizer state
+    is not finite changes nothing but the step counter and reports `metrics["finite"] = False` (the
+    loop stops on it). For natural-gradient SGD, the affine nodes `tapped_affines` give `tx.update`
+    their input rows and output derivatives (`affine_inputs=`, `affine_out_derivs=`).
     """
     feats, labels = batch["feats"], batch["labels"]
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -114,21 +122,40 @@ def train_step(
             if layer in stats:
                 stats[layer] = _cast(stats[layer], compute_dtype)
 
-    def loss_fn(params):
+    def forward(params, taps):
         variables = {"params": _cast(params, compute_dtype), "batch_stats": stats}
-        log_probs, new_vars = apply_fn(
+        return apply_fn(
             variables,
             feats.astype(compute_dtype),
             train=True,
             frozen_bn=frozen_bn,
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
+            affine_taps=taps,
         )
-        log_probs = log_probs.astype(jnp.float32)
-        return cross_entropy(log_probs, labels), (log_probs, new_vars.get("batch_stats", {}))
 
-    (loss, (log_probs, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    def loss_fn(params, perturbations):
+        taps = AffineTaps(tapped_affines, perturbations) if tapped_affines else None
+        log_probs, new_vars = forward(params, taps)
+        log_probs = log_probs.astype(jnp.float32)
+        inputs = taps.inputs if taps else {}
+        return cross_entropy(log_probs, labels), (
+            log_probs,
+            new_vars.get("batch_stats", {}),
+            inputs,
+        )
+
+    perturbations: dict[str, jax.Array] = {}
+    if tapped_affines:  # zeros shaped like the tapped outputs (a shape-only pass)
+        probe = AffineTaps(tapped_affines)
+        jax.eval_shape(lambda params: forward(params, probe), state.params)
+        perturbations = {n: jnp.zeros(s, compute_dtype) for n, s in probe.output_shapes.items()}
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    (loss, (log_probs, new_stats, inputs)), (grads, out_derivs) = grad_fn(
+        state.params, perturbations
+    )
+    taps = {"affine_inputs": inputs, "affine_out_derivs": out_derivs} if tapped_affines else {}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **taps)
     params = optax.apply_updates(state.params, updates)
     new_stats = jax.tree.map(
         lambda new, old: new.astype(old.dtype), dict(new_stats), dict(state.batch_stats)
@@ -137,9 +164,25 @@ def train_step(
         if layer in state.batch_stats:
             new_stats[layer] = state.batch_stats[layer]
     accuracy = jnp.mean((jnp.argmax(log_probs, axis=-1) == labels).astype(jnp.float32))
-    metrics = {"loss": loss, "accuracy": accuracy, "update_norm": optax.tree.norm(updates)}
+    state_floats = [x for x in jax.tree.leaves(opt_state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    finite = (
+        jnp.isfinite(loss)
+        & jnp.isfinite(optax.tree.norm(grads))
+        & jnp.isfinite(optax.tree.norm(state_floats))
+    )
+    metrics = {
+        "loss": loss,
+        "accuracy": accuracy,
+        "update_norm": optax.tree.norm(updates),
+        "finite": finite,
+    }
+    # A nan/inf batch must not reach the weights, the BatchNorm statistics or the optimizer state.
+    keep = lambda new, old: jnp.where(finite, new, old)
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
+        step=state.step + 1,
+        params=jax.tree.map(keep, params, state.params),
+        batch_stats=jax.tree.map(keep, new_stats, dict(state.batch_stats)),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
     )
     return new_state, metrics
 
@@ -151,6 +194,7 @@ def make_train_step(
     frozen_bn: Sequence[str] = (),
     compute_dtype: Any = jnp.float32,
     donate: bool = True,
+    tapped_affines: Sequence[str] = (),
 ):
     """`train_step` jitted over `mesh`: state replicated, batch split on its leading axis."""
     step = lambda state, batch: train_step(
@@ -160,10 +204,21 @@ def make_train_step(
         tx=tx,
         frozen_bn=tuple(frozen_bn),
         compute_dtype=compute_dtype,
+        tapped_affines=tuple(tapped_affines),
     )
     return jax.jit(
         step,
         in_shardings=(replicated(mesh), data_sharded(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=(0,) if donate else (),
+    )
+
+
+def make_batch_moments(spec, mesh, frozen_bn: Sequence[str] = ()):
+    """`xvjax.model.xvector.batch_moments(spec, variables, feats, frozen_bn)` jitted over `mesh`
+    (variables replicated, feats split on the batch axis): the global minibatch's moments."""
+    return jax.jit(
+        lambda variables, feats: batch_moments(spec, variables, feats, tuple(frozen_bn)),
+        in_shardings=(replicated(mesh), data_sharded(mesh)),
+        out_shardings=replicated(mesh),
     )
