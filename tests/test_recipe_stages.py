@@ -314,3 +314,21 @@ def test_pretrained_kaldi_model_is_imported(tmp_path, kaldi_fixtures):
     assert os.path.isfile(os.path.join(out["source_model"], "template.raw"))
     with pytest.raises(XvjaxError, match="23-dim"):
         stages.stage_source_model(cfg, {"feat_dim": 23})
+
+
+def test_finetuning_optimizer_follows_the_seed(tmp_path, kaldi_fixtures):
+    """A Kaldi nnet3 seed fine-tunes with Kaldi's NG-SGD at Kaldi's rates; an xvjax model with
+    Adam at --ft-lr; --ft-optimizer overrides; a wrong name is a one-line error."""
+    from xvjax.recipe import stages
+
+    raw = str(kaldi_fixtures / "nnet3" / "small" / "final.raw")
+    kaldi = stages.train_config(_cfg(tmp_path, pretrained=raw), "d", finetune=True)
+    assert kaldi.optim.optimizer == "ngsgd" and kaldi.optim.lr_on_summed_objective
+    assert (kaldi.optim.initial_lr, kaldi.optim.final_lr) == (0.001, 0.0001)
+    own = stages.train_config(_cfg(tmp_path, pretrained=str(tmp_path)), "d", finetune=True)
+    assert own.optim.optimizer == "adam" and own.optim.initial_lr == _cfg(tmp_path).ft_lr
+    forced = _cfg(tmp_path, pretrained=raw, ft_optimizer="adam")
+    assert stages.train_config(forced, "d", finetune=True).optim.optimizer == "adam"
+    assert stages.train_config(forced, "d", finetune=False).optim.optimizer == "adam"
+    with pytest.raises(XvjaxError, match="--ft-optimizer=sgd"):
+        _cfg(tmp_path, ft_optimizer="sgd")

@@ -113,6 +113,13 @@ class RecipeConfig:
     ft_lr: float | None = _opt(
         None, "Peak learning rate (Adam, cosine) of the fine-tuning runs", float
     )
+    ft_optimizer: str = _opt(
+        "auto",
+        "Fine-tuning optimizer: adam (--ft-lr, cosine), ngsgd (Kaldi's natural-gradient SGD at "
+        "Kaldi's rates 0.001 -> 0.0001 on the summed objective, the model's max-change and "
+        "learning-rate factors), or auto: ngsgd for a Kaldi --pretrained nnet3 model, adam for "
+        "an xvjax model",
+    )
     ft_eval_every: int | None = _opt(
         None, "Dev EER every N fine-tuning steps; the dev-best step is the fine-tuned model", int
     )
@@ -143,6 +150,8 @@ class RecipeConfig:
             raise XvjaxError(
                 f"unknown preset '{self.preset}' (choose from {', '.join(RECIPE_PRESETS)})"
             )
+        if self.ft_optimizer not in ("auto", "adam", "ngsgd"):
+            raise XvjaxError(f"--ft-optimizer={self.ft_optimizer}: choose auto, adam or ngsgd")
         values = dict(RECIPE_PRESETS[self.preset])
         out = dataclasses.replace(self)
         for f in dataclasses.fields(self):
@@ -168,6 +177,14 @@ class RecipeConfig:
         if self.corpus_seed is not None:
             out["seed"] = self.corpus_seed
         return out
+
+    def finetune_optimizer(self) -> str:
+        """adam | ngsgd: `auto` gives a Kaldi seed (an nnet3 file, not an xvjax model dir) the
+        optimizer its rates were set for (benchmarks/bench_finetune_optimizers.py)."""
+        if self.ft_optimizer != "auto":
+            return self.ft_optimizer
+        kaldi_seed = bool(self.pretrained) and not os.path.isdir(self.pretrained)
+        return "ngsgd" if kaldi_seed else "adam"
 
     def dims(self, name: str) -> tuple[int, ...]:
         text = getattr(self, name)

@@ -397,9 +397,14 @@ def write_results(cfg, ctx: dict, scorer) -> dict:
         aug = ", ".join(ctx.get("augmentation") or []) or "none"
         steps = ", ".join(f"{row} step {res.get('best_step')} of {res.get('steps')}"
                           for row, res in ft.items())  # fmt: skip
+        opt = (
+            "Kaldi's natural-gradient SGD at Kaldi's rates (0.001 -> 0.0001, summed objective)"
+            if cfg.finetune_optimizer() == "ngsgd"
+            else f"Adam at {cfg.ft_lr:g} with a cosine schedule"
+        )
         ft_text = (
-            f"Fine-tuning: output resized to the training set's speakers (zero init), Adam with a "
-            f"cosine schedule, dev EER every {cfg.ft_eval_every} steps and the dev-best step kept "
+            f"Fine-tuning: output resized to the training set's speakers (zero init), {opt}, "
+            f"dev EER every {cfg.ft_eval_every} steps and the dev-best step kept "
             f"({steps}); 6a/6b on target_train + augmented copies ({aug}), 6a freezes "
             f"`{cfg.freeze}` (and their BatchNorm statistics); 6c on the unlabelled in-domain set "
             "with the dev-chosen clusters of row 3d as speakers (no augmentation)."

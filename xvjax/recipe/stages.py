@@ -221,10 +221,20 @@ def train_config(cfg: RecipeConfig, train_dir: str, *, finetune: bool, freeze: s
     c.train.progress = bool(cfg.progress)
     c.train.log_every = 10
     c.train.async_checkpoints = False
-    if finetune:
+    if finetune and cfg.finetune_optimizer() == "ngsgd":
+        # Kaldi's run_xvector_1a.sh values carry over as they are (see configs/finetune.py).
+        c.optim.optimizer = "ngsgd"
+        c.optim.momentum = 0.5
+        c.optim.schedule = "exponential"
+        c.optim.lr_on_summed_objective = True
+        c.optim.initial_lr, c.optim.final_lr = 0.001, 0.0001
+        c.optim.max_change = 0.75
+        c.optim.max_param_change = 2.0
+    elif finetune:
         c.optim.initial_lr = float(cfg.ft_lr)
         c.optim.final_lr = float(cfg.ft_lr) / 10
         c.optim.warmup_steps = 20
+    if finetune:
         c.train.num_steps = int(cfg.ft_steps)
         c.train.batch_size = int(cfg.ft_batch_size)
     else:
