@@ -98,6 +98,26 @@ def test_kaldi_fft_replay_is_a_dft():
     np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-5 * exact.max())
 
 
+@pytest.mark.parametrize(
+    "window_size,n_fft,dc,preemph", [(400, 512, True, 0.97), (200, 256, True, 0.97),
+                                      (256, 256, False, 0.0), (25, 32, True, 0.5)],
+)  # fmt: skip
+def test_compiled_replay_is_the_numpy_replay(kaldi_fixtures, window_size, n_fft, dc, preemph):
+    """The numba kernel the front end runs gives the numpy reference's float32 bits: power and both
+    energies, on speech, quiet, silent and noisy frames (in several threads' shares)."""
+    wav, lens = _load(kaldi_fixtures, ["u5_16k"])
+    starts = np.arange(0, int(lens[0]) - window_size, 97)[:700]
+    frames = wav[0, starts[:, None] + np.arange(window_size)]
+    frames[::7] *= 1e-3
+    frames[::13] = 0.0
+    frames[::11] += np.random.default_rng(0).standard_normal(frames[::11].shape).astype(np.float32)
+    window = np.hanning(window_size).astype(np.float32)
+    ours = kaldi_fft.process_and_power(frames, window, n_fft, dc, preemph, min_chunk=64)
+    ref = kaldi_fft.process_and_power_numpy(frames, window, n_fft, dc, preemph)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("snip_edges", [True, False])
 @pytest.mark.parametrize("n", [1, 7, 150, 399, 400, 401, 1000, 1234])
 def test_framing_matches_kaldi_loop(snip_edges, n):

@@ -4,9 +4,16 @@ Why not `np.fft.rfft`? Kaldi's MFCCs carry the rounding of its own float32 FFT: 
 butterflies with float tables, and real-FFT twiddles built by repeated float32 complex
 multiplication (whose drift reaches ~1e-5). In low-energy mel bins of loud frames that rounding
 moves cepstra by ~1e-3, so an exact (or differently rounded) FFT misses Kaldi's numbers by more
-than the fixtures' tolerance. This module replays the same float32 operations in the same order,
-vectorised over frames: arrays are (fft_axis, frames) and every butterfly stage is a slice
-operation on all frames at once.
+than the fixtures' tolerance. This module replays the same float32 operations in the same order.
+
+Two replays give the same bits:
+- `process_and_power` (what the front end runs): Kaldi's per-frame loop compiled by numba (strict
+  IEEE float32: numba, unlike XLA, never contracts a*b+c into a fused multiply-add), one thread per
+  core over chunks of frames;
+- `process_and_power_numpy`: the readable reference, vectorised over frames in numpy (arrays are
+  (fft_axis, frames); every butterfly stage is a slice operation on all frames at once), checked
+  against a literal transcription of Kaldi's recursion in the tests.
+Sums (DC offset, energies) follow numpy's pairwise float32 order in both.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import functools
 import os
 
 import jax
+import numba
 import numpy as np
 
 f32 = np.float32
@@ -200,14 +208,13 @@ def _process_and_power_chunk(
     if remove_dc_offset:
         mean = np.add.reduce(x, axis=-1, dtype=np.float32, keepdims=True) / f32(length)
         x = x - mean
-    eps = f32(np.finfo(np.float32).eps)
-    raw_energy = np.log(np.maximum(np.einsum("...i,...i->...", x, x), eps))
+    raw_energy = np.add.reduce(x * x, axis=-1)
     if preemph != 0.0:
         c = f32(preemph)
         x[..., 1:] = x[..., 1:] - c * x[..., :-1]
         x[..., 0] = x[..., 0] - c * x[..., 0]
     x *= window
-    win_energy = np.log(np.maximum(np.einsum("...i,...i->...", x, x), eps))
+    win_energy = np.add.reduce(x * x, axis=-1)
     if n_fft > length:
         x = np.concatenate([x, np.zeros(x.shape[:-1] + (n_fft - length,), np.float32)], -1)
     return power_spectrum_numpy(x, n_fft), raw_energy.astype(f32), win_energy.astype(f32)
@@ -227,8 +234,9 @@ def process_and_power_numpy(
       frames: (..., window_size) raw (dithered) frames; processed `chunk` frames at a time so
         the butterfly temporaries stay in cache.
     Returns:
-      power (..., n_fft//2 + 1), raw log-energy (...) (after DC removal, before pre-emphasis),
-      windowed log-energy (...) (of the windowed frame, for raw_energy=false).
+      power (..., n_fft//2 + 1), raw energy (...) (sum of squares after DC removal, before
+      pre-emphasis), windowed energy (...) (of the windowed frame, for raw_energy=false); the
+      caller takes the floored log.
     """
     lead = frames.shape[:-1]
     flat = np.asarray(frames, np.float32).reshape(-1, frames.shape[-1])
@@ -253,13 +261,241 @@ def process_and_power_numpy(
     return power.reshape(*lead, -1), raw.reshape(lead), win.reshape(lead)
 
 
+# --- The compiled replay: Kaldi's per-frame loop, same operations as the numpy reference above.
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(n_fft: int) -> tuple[np.ndarray, ...]:
+    """Constants of one FFT size for `_frames_power`: the sub-problems of Kaldi's recursion as
+    (level, offset) rows in the breadth-first order of `_breadth_first`, the level tables
+    (level, 6, m/4) indexed by n, the real-FFT twiddles and the bit-reversal permutation."""
+    logn = (n_fft // 2).bit_length() - 1
+    buckets: dict[int, list[int]] = {logn: [0]}
+    order = []
+    for level in range(logn, 0, -1):
+        offsets = buckets.get(level, [])
+        order += [(level, o) for o in offsets]
+        if level >= 3:
+            m2, m4 = 1 << (level - 1), 1 << (level - 2)
+            buckets.setdefault(level - 1, []).extend(offsets)
+            buckets.setdefault(level - 2, []).extend(
+                [o + m2 for o in offsets] + [o + m2 + m4 for o in offsets]
+            )
+    tables = np.zeros((logn + 1, 6, max(1, (1 << logn) // 4)), np.float32)
+    for level in range(4, logn + 1):
+        t = np.stack(_tables(level))
+        tables[level, :, 1 : t.shape[1] + 1] = t
+    schedule = np.asarray(order, np.int64).reshape(-1, 2)
+    return schedule, tables, real_fft_twiddles(n_fft), _bit_reverse(logn)
+
+
+@numba.njit(nogil=True, cache=True)
+def _block_sum(a, lo, n):
+    """numpy's float32 sum of a block of <= 128 values: 8 accumulators, then the remainder."""
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    full = n - n % 8
+    for i in range(lo + 8, lo + full, 8):
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(lo + full, lo + n):
+        res += a[i]
+    return res
+
+
+@numba.njit(nogil=True, cache=True)
+def _pairwise_sum(a, n):
+    """numpy's float32 `add.reduce` of a[:n]: halves (rounded down to a multiple of 8) until blocks
+    of <= 128. Iterative (numba's cache cannot hold recursive functions)."""
+    todo = np.empty((64, 3), np.int64)  # (lo, n, children done?) of pending halvings
+    sums = np.empty(64, np.float32)
+    top, depth = 0, 0
+    todo[0] = (0, n, 0)
+    top = 1
+    while top:
+        top -= 1
+        lo, size, done = todo[top]
+        if size <= 128:
+            sums[depth] = _block_sum(a, lo, size)
+            depth += 1
+        elif done:  # both halves are the last two sums (addition commutes bit for bit)
+            depth -= 1
+            sums[depth - 1] = sums[depth - 1] + sums[depth]
+        else:
+            half = size // 2
+            half -= half % 8
+            todo[top] = (lo, size, 1)
+            todo[top + 1] = (lo + half, size - half, 0)
+            todo[top + 2] = (lo, half, 0)
+            top += 3
+    return sums[0]
+
+
+@numba.njit(nogil=True, cache=True)
+def _srfft(xr, xi, schedule, tables):
+    """Kaldi's `ComputeRecursive` on one frame, in place, sub-problem by sub-problem."""
+    sq = np.float32(np.sqrt(0.5))
+    for s in range(schedule.shape[0]):
+        logn, o = schedule[s, 0], schedule[s, 1]
+        if logn == 1:
+            r0, r1, i0, i1 = xr[o], xr[o + 1], xi[o], xi[o + 1]
+            xr[o], xr[o + 1], xi[o], xi[o + 1] = r0 + r1, r0 - r1, i0 + i1, i0 - i1
+            continue
+        if logn == 2:
+            r0, r1, r2, r3 = xr[o], xr[o + 1], xr[o + 2], xr[o + 3]
+            i0, i1, i2, i3 = xi[o], xi[o + 1], xi[o + 2], xi[o + 3]
+            r0, r2 = r0 + r2, r0 - r2
+            i0, i2 = i0 + i2, i0 - i2
+            r1, r3 = r1 + r3, r1 - r3
+            i1, i3 = i1 + i3, i1 - i3
+            r0, r1 = r0 + r1, r0 - r1
+            i0, i1 = i0 + i1, i0 - i1
+            r2, i3, i2, r3 = r2 + i3, i2 + r3, i2 - r3, r2 - i3
+            xr[o], xr[o + 1], xr[o + 2], xr[o + 3] = r0, r1, r2, r3
+            xi[o], xi[o + 1], xi[o + 2], xi[o + 3] = i0, i1, i2, i3
+            continue
+        m2, m4, m8 = 1 << (logn - 1), 1 << (logn - 2), 1 << (logn - 3)
+        for j in range(o, o + m2):
+            a, b = xr[j], xr[j + m2]
+            xr[j], xr[j + m2] = a + b, a - b
+            a, b = xi[j], xi[j + m2]
+            xi[j], xi[j + m2] = a + b, a - b
+        q1, q2 = o + m2, o + m2 + m4
+        for j in range(m4):
+            ar, br, ai, bi = xr[q1 + j], xr[q2 + j], xi[q1 + j], xi[q2 + j]
+            ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
+            if j == 0:
+                r1, i1, r2, i2 = ar, ai, br, bi
+            elif j == m8:
+                r1, i1 = sq * (ar + ai), sq * (ai - ar)
+                r2, i2 = sq * (bi - br), -sq * (br + bi)
+            else:
+                t = tables[logn]
+                t2 = t[0, j] * (ar + ai)
+                i1 = t[1, j] * ar + t2
+                r1 = t[2, j] * ai + t2
+                t2 = t[3, j] * (br + bi)
+                i2 = t[4, j] * br + t2
+                r2 = t[5, j] * bi + t2
+            xr[q1 + j], xi[q1 + j], xr[q2 + j], xi[q2 + j] = r1, i1, r2, i2
+
+
+@numba.njit(nogil=True, cache=True)
+def _frames_power(frames, window, remove_dc, preemph, plan, power, raw, win):
+    """Kaldi's `ProcessWindow` + `SplitRadixRealFft::Compute` + `ComputePowerSpectrum`, one frame
+    at a time: frames (num, length) -> power (num, n_fft/2 + 1), raw and windowed energy."""
+    schedule, tables, twiddles, perm = plan
+    num, length = frames.shape
+    half = power.shape[1] - 1
+    c = np.float32(preemph)
+    x = np.zeros(2 * half, np.float32)  # zero-padded to n_fft past `length`
+    sq = np.empty(length, np.float32)
+    xr = np.empty(half, np.float32)
+    xi = np.empty(half, np.float32)
+    h = np.float32(0.5)
+    for f in range(num):
+        x[:length] = frames[f]
+        if remove_dc:
+            mean = _pairwise_sum(x, length) / np.float32(length)
+            for i in range(length):
+                x[i] = x[i] - mean
+        for i in range(length):
+            sq[i] = x[i] * x[i]
+        raw[f] = _pairwise_sum(sq, length)
+        if c != 0:
+            for i in range(length - 1, 0, -1):
+                x[i] = x[i] - c * x[i - 1]
+            x[0] = x[0] - c * x[0]
+        for i in range(length):
+            x[i] = x[i] * window[i]
+            sq[i] = x[i] * x[i]
+        win[f] = _pairwise_sum(sq, length)
+        for i in range(half):
+            xr[i] = x[2 * i]
+            xi[i] = x[2 * i + 1]
+        _srfft(xr, xi, schedule, tables)
+        # Real-FFT recombination (k = 1 .. half/2) and power, Kaldi's operation order.
+        r0, i0 = xr[perm[0]], xi[perm[0]]
+        power[f, 0] = (r0 + i0) * (r0 + i0)
+        power[f, half] = (r0 - i0) * (r0 - i0)
+        for k in range(1, half // 2 + 1):
+            bk_re, bk_im = xr[perm[k]], xi[perm[k]]
+            bm_re, bm_im = xr[perm[half - k]], xi[perm[half - k]]
+            w_re, w_im = twiddles[0, k - 1], twiddles[1, k - 1]
+            c_re = h * (bk_re + bm_re)
+            c_im = h * (bk_im - bm_im)
+            d_re = h * (bk_im + bm_im)
+            d_im = -h * (bk_re - bm_re)
+            a_re = c_re + (w_re * d_re - w_im * d_im)
+            a_im = c_im + (w_re * d_im + w_im * d_re)
+            power[f, k] = a_re * a_re + a_im * a_im
+            if half - k != k:
+                ad_re = c_re + ((-w_re) * d_re - w_im * (-d_im))
+                ad_im = -c_im + ((-w_re) * (-d_im) + w_im * d_re)
+                power[f, half - k] = ad_re * ad_re + ad_im * ad_im
+
+
+def process_and_power(
+    frames: np.ndarray,
+    window: np.ndarray,
+    n_fft: int,
+    remove_dc_offset: bool,
+    preemph: float,
+    min_chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`process_and_power_numpy`'s contract and bits, compiled (numba), on every core
+    (one contiguous share of the frames per core, at least `min_chunk` frames each).
+
+    Args:
+      frames: (..., window_size) raw (dithered) frames, n_fft a power of two >= 8.
+    Returns:
+      power (..., n_fft//2 + 1), raw energy (...), windowed energy (...), float32.
+    """
+    half = n_fft // 2
+    assert half & (half - 1) == 0 and half >= 4, n_fft
+    lead = frames.shape[:-1]
+    flat = np.ascontiguousarray(np.asarray(frames, np.float32).reshape(-1, frames.shape[-1]))
+    window = np.ascontiguousarray(window, np.float32)
+    power = np.empty((flat.shape[0], half + 1), np.float32)
+    raw = np.empty(flat.shape[0], np.float32)
+    win = np.empty(flat.shape[0], np.float32)
+    plan = _plan(n_fft)
+
+    def work(s, e):
+        _frames_power(flat[s:e], window, bool(remove_dc_offset), float(preemph), plan,
+                      power[s:e], raw[s:e], win[s:e])  # fmt: skip
+
+    num = flat.shape[0]
+    workers = max(1, min(os.cpu_count() or 1, num // min_chunk))
+    bounds = [num * i // workers for i in range(workers + 1)]
+    if workers > 1:  # the kernel releases the GIL (nogil)
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, bounds[:-1], bounds[1:]))
+    else:
+        work(0, num)
+    return power.reshape(*lead, -1), raw.reshape(lead), win.reshape(lead)
+
+
 def kaldi_spectrum(frames: jax.Array, window: np.ndarray, n_fft: int, remove_dc_offset: bool,
                    preemph: float):  # fmt: skip
-    """jit-able `process_and_power_numpy`, run on the host through `jax.pure_callback`.
+    """jit-able `process_and_power`, run on the host through `jax.pure_callback`.
 
-    XLA contracts multiply-adds into FMAs and reorders reductions, and Kaldi's low mel bins are
-    sensitive to single-ulp changes of the pre-emphasised frame (pre-emphasis leaves them ~30 dB
-    down), so the Kaldi-exact path is replayed in numpy (strict IEEE float32, no contraction).
+    XLA's CPU backend contracts a*b+c into fused multiply-adds (no flag turns that off), rewrites
+    division by a scalar as multiplication by its reciprocal and reorders reductions, and Kaldi's
+    low mel bins are sensitive to single-ulp changes of the pre-emphasised frame (pre-emphasis
+    leaves them ~30 dB down), so the Kaldi-exact path is replayed on the host in strict float32.
     """
     lead = frames.shape[:-1]
     out = (
@@ -268,7 +504,7 @@ def kaldi_spectrum(frames: jax.Array, window: np.ndarray, n_fft: int, remove_dc_
         jax.ShapeDtypeStruct(lead, np.float32),
     )
     fn = functools.partial(
-        process_and_power_numpy, window=window, n_fft=n_fft,
+        process_and_power, window=window, n_fft=n_fft,
         remove_dc_offset=remove_dc_offset, preemph=preemph,
     )  # fmt: skip
     return jax.pure_callback(fn, out, frames.astype(np.float32), vmap_method="broadcast_all")

@@ -98,10 +98,11 @@ def _spectrum_xla(frames, opts: FrameOptions):
 def _spectrum(frames, opts: FrameOptions, fft_impl: str):
     n_fft = opts.padded_window_size
     if fft_impl == "kaldi" and n_fft >= 8 and n_fft & (n_fft - 1) == 0:
-        return kaldi_fft.kaldi_spectrum(
+        power, raw, win = kaldi_fft.kaldi_spectrum(
             frames, melmod.window_function(opts), n_fft, opts.remove_dc_offset,
             opts.preemphasis_coefficient,
         )  # fmt: skip
+        return power, jnp.log(jnp.maximum(raw, FLOAT_EPS)), jnp.log(jnp.maximum(win, FLOAT_EPS))
     if fft_impl not in ("kaldi", "xla"):
         raise XvjaxError(f"fft_impl must be 'kaldi' or 'xla', got '{fft_impl}'")
     return _spectrum_xla(frames, opts)
