@@ -26,6 +26,9 @@ import jax
 import numba
 import numpy as np
 
+from xvjax.features.mel import window_function
+from xvjax.features.options import FrameOptions
+
 f32 = np.float32
 
 
@@ -393,58 +396,115 @@ def _srfft(xr, xi, schedule, tables):
 
 
 @numba.njit(nogil=True, cache=True)
-def _frames_power(frames, window, remove_dc, preemph, plan, power, raw, win):
-    """Kaldi's `ProcessWindow` + `SplitRadixRealFft::Compute` + `ComputePowerSpectrum`, one frame
-    at a time: frames (num, length) -> power (num, n_fft/2 + 1), raw and windowed energy."""
+def _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power, energies):
+    """Kaldi's `ProcessWindow` + `SplitRadixRealFft::Compute` + `ComputePowerSpectrum` of one
+    frame x[:length] (x is n_fft long and zero past `length`; it is overwritten): writes
+    power (n_fft/2 + 1,) and energies (2,) = raw and windowed energy."""
     schedule, tables, twiddles, perm = plan
-    num, length = frames.shape
-    half = power.shape[1] - 1
+    half = power.shape[0] - 1
+    sq, xr, xi = scratch[0, :length], scratch[1, :half], scratch[2, :half]
     c = np.float32(preemph)
-    x = np.zeros(2 * half, np.float32)  # zero-padded to n_fft past `length`
-    sq = np.empty(length, np.float32)
-    xr = np.empty(half, np.float32)
-    xi = np.empty(half, np.float32)
     h = np.float32(0.5)
-    for f in range(num):
+    if remove_dc:
+        mean = _pairwise_sum(x, length) / np.float32(length)
+        for i in range(length):
+            x[i] = x[i] - mean
+    for i in range(length):
+        sq[i] = x[i] * x[i]
+    energies[0] = _pairwise_sum(sq, length)
+    if c != 0:
+        for i in range(length - 1, 0, -1):
+            x[i] = x[i] - c * x[i - 1]
+        x[0] = x[0] - c * x[0]
+    for i in range(length):
+        x[i] = x[i] * window[i]
+        sq[i] = x[i] * x[i]
+    energies[1] = _pairwise_sum(sq, length)
+    for i in range(half):
+        xr[i] = x[2 * i]
+        xi[i] = x[2 * i + 1]
+    _srfft(xr, xi, schedule, tables)
+    # Real-FFT recombination (k = 1 .. half/2) and power, Kaldi's operation order.
+    r0, i0 = xr[perm[0]], xi[perm[0]]
+    power[0] = (r0 + i0) * (r0 + i0)
+    power[half] = (r0 - i0) * (r0 - i0)
+    for k in range(1, half // 2 + 1):
+        bk_re, bk_im = xr[perm[k]], xi[perm[k]]
+        bm_re, bm_im = xr[perm[half - k]], xi[perm[half - k]]
+        w_re, w_im = twiddles[0, k - 1], twiddles[1, k - 1]
+        c_re = h * (bk_re + bm_re)
+        c_im = h * (bk_im - bm_im)
+        d_re = h * (bk_im + bm_im)
+        d_im = -h * (bk_re - bm_re)
+        a_re = c_re + (w_re * d_re - w_im * d_im)
+        a_im = c_im + (w_re * d_im + w_im * d_re)
+        power[k] = a_re * a_re + a_im * a_im
+        if half - k != k:
+            ad_re = c_re + ((-w_re) * d_re - w_im * (-d_im))
+            ad_im = -c_im + ((-w_re) * (-d_im) + w_im * d_re)
+            power[half - k] = ad_re * ad_re + ad_im * ad_im
+
+
+@numba.njit(nogil=True, cache=True)
+def _frames_power(frames, window, remove_dc, preemph, plan, power, energies):
+    """`_frame_power` of frames (num, length) -> power (num, n_fft/2 + 1), energies (num, 2)."""
+    length = frames.shape[1]
+    half = power.shape[1] - 1
+    x = np.zeros(2 * half, np.float32)
+    scratch = np.empty((3, max(length, half)), np.float32)
+    for f in range(frames.shape[0]):
         x[:length] = frames[f]
-        if remove_dc:
-            mean = _pairwise_sum(x, length) / np.float32(length)
+        x[length:] = 0.0
+        _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power[f], energies[f])
+
+
+@numba.njit(nogil=True, cache=True)
+def _waveform_power(waves, lengths, num_frames, first, last, shift, offset, noise, window,
+                    remove_dc, preemph, plan, power, energies):  # fmt: skip
+    """Frames first .. last-1 of the flattened (utterance, frame) grid of `waves` (batch, samples),
+    cut as Kaldi's `ExtractWindow` does (frame t starts at t*shift + offset; samples outside
+    [0, n) reflect: -1 -> 0, n -> n-1), plus `noise` (batch, frames, length) when it has frames
+    (dither), then `_frame_power`. Frames past an utterance's `num_frames` are zero."""
+    total = waves.shape[1]
+    frames_per_row = power.shape[1]
+    length = window.shape[0]
+    half = power.shape[2] - 1
+    x = np.zeros(2 * half, np.float32)
+    scratch = np.empty((3, max(length, half)), np.float32)
+    dither = noise.shape[1] > 0
+    for f in range(first, last):
+        b, t = f // frames_per_row, f % frames_per_row
+        if t >= num_frames[b]:
+            power[b, t] = 0.0
+            energies[b, t] = 0.0
+            continue
+        n = max(lengths[b], 1)
+        start = t * shift + offset
+        if start >= 0 and start + length <= n:
+            x[:length] = waves[b, start : start + length]
+        else:
             for i in range(length):
-                x[i] = x[i] - mean
-        for i in range(length):
-            sq[i] = x[i] * x[i]
-        raw[f] = _pairwise_sum(sq, length)
-        if c != 0:
-            for i in range(length - 1, 0, -1):
-                x[i] = x[i] - c * x[i - 1]
-            x[0] = x[0] - c * x[0]
-        for i in range(length):
-            x[i] = x[i] * window[i]
-            sq[i] = x[i] * x[i]
-        win[f] = _pairwise_sum(sq, length)
-        for i in range(half):
-            xr[i] = x[2 * i]
-            xi[i] = x[2 * i + 1]
-        _srfft(xr, xi, schedule, tables)
-        # Real-FFT recombination (k = 1 .. half/2) and power, Kaldi's operation order.
-        r0, i0 = xr[perm[0]], xi[perm[0]]
-        power[f, 0] = (r0 + i0) * (r0 + i0)
-        power[f, half] = (r0 - i0) * (r0 - i0)
-        for k in range(1, half // 2 + 1):
-            bk_re, bk_im = xr[perm[k]], xi[perm[k]]
-            bm_re, bm_im = xr[perm[half - k]], xi[perm[half - k]]
-            w_re, w_im = twiddles[0, k - 1], twiddles[1, k - 1]
-            c_re = h * (bk_re + bm_re)
-            c_im = h * (bk_im - bm_im)
-            d_re = h * (bk_im + bm_im)
-            d_im = -h * (bk_re - bm_re)
-            a_re = c_re + (w_re * d_re - w_im * d_im)
-            a_im = c_im + (w_re * d_im + w_im * d_re)
-            power[f, k] = a_re * a_re + a_im * a_im
-            if half - k != k:
-                ad_re = c_re + ((-w_re) * d_re - w_im * (-d_im))
-                ad_im = -c_im + ((-w_re) * (-d_im) + w_im * d_re)
-                power[f, half - k] = ad_re * ad_re + ad_im * ad_im
+                m = (start + i) % (2 * n)
+                if m >= n:
+                    m = 2 * n - 1 - m
+                x[i] = waves[b, min(m, total - 1)]
+        if dither:
+            for i in range(length):
+                x[i] = x[i] + noise[b, t, i]
+        x[length:] = 0.0
+        _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power[b, t],
+                     energies[b, t])  # fmt: skip
+
+
+def _on_all_cores(work, num: int, min_chunk: int) -> None:
+    """work(first, last) over [0, num) in one contiguous share per core (>= min_chunk each)."""
+    workers = max(1, min(os.cpu_count() or 1, num // max(min_chunk, 1)))
+    bounds = [num * i // workers for i in range(workers + 1)]
+    if workers > 1:  # the kernels release the GIL (nogil)
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, bounds[:-1], bounds[1:]))
+    else:
+        work(0, num)
 
 
 def process_and_power(
@@ -455,11 +515,11 @@ def process_and_power(
     preemph: float,
     min_chunk: int = 256,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`process_and_power_numpy`'s contract and bits, compiled (numba), on every core
-    (one contiguous share of the frames per core, at least `min_chunk` frames each).
+    """`process_and_power_numpy`'s contract and bits, compiled (numba), on every core.
 
     Args:
       frames: (..., window_size) raw (dithered) frames, n_fft a power of two >= 8.
+      min_chunk: fewest frames per thread.
     Returns:
       power (..., n_fft//2 + 1), raw energy (...), windowed energy (...), float32.
     """
@@ -469,42 +529,104 @@ def process_and_power(
     flat = np.ascontiguousarray(np.asarray(frames, np.float32).reshape(-1, frames.shape[-1]))
     window = np.ascontiguousarray(window, np.float32)
     power = np.empty((flat.shape[0], half + 1), np.float32)
-    raw = np.empty(flat.shape[0], np.float32)
-    win = np.empty(flat.shape[0], np.float32)
+    energies = np.empty((flat.shape[0], 2), np.float32)
     plan = _plan(n_fft)
 
     def work(s, e):
         _frames_power(flat[s:e], window, bool(remove_dc_offset), float(preemph), plan,
-                      power[s:e], raw[s:e], win[s:e])  # fmt: skip
+                      power[s:e], energies[s:e])  # fmt: skip
 
-    num = flat.shape[0]
-    workers = max(1, min(os.cpu_count() or 1, num // min_chunk))
-    bounds = [num * i // workers for i in range(workers + 1)]
-    if workers > 1:  # the kernel releases the GIL (nogil)
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            list(pool.map(work, bounds[:-1], bounds[1:]))
-    else:
-        work(0, num)
-    return power.reshape(*lead, -1), raw.reshape(lead), win.reshape(lead)
+    _on_all_cores(work, flat.shape[0], min_chunk)
+    return power.reshape(*lead, -1), energies[:, 0].reshape(lead), energies[:, 1].reshape(lead)
 
 
-def kaldi_spectrum(frames: jax.Array, window: np.ndarray, n_fft: int, remove_dc_offset: bool,
-                   preemph: float):  # fmt: skip
-    """jit-able `process_and_power`, run on the host through `jax.pure_callback`.
+def waveform_power(
+    waveforms: np.ndarray,
+    lengths: np.ndarray,
+    num_frames: np.ndarray,
+    frames: int,
+    shift: int,
+    offset: int,
+    window: np.ndarray,
+    n_fft: int,
+    remove_dc_offset: bool,
+    preemph: float,
+    noise: np.ndarray | None = None,
+    min_chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Framing + `process_and_power` of a padded batch in one compiled pass (no frame copies).
+
+    Args:
+      waveforms: (batch, samples) float32; lengths, num_frames: (batch,) valid samples and frames.
+      frames: frames per row of the output (`num_frames` of the padded length).
+      shift, offset: frame t starts at sample t*shift + offset (Kaldi's reflection at the edges).
+      window: (window_size,) float32; noise: optional (batch, frames, window_size) dither.
+    Returns:
+      power (batch, frames, n_fft//2 + 1), raw energy and windowed energy (batch, frames),
+      zero past each utterance's own frame count.
+    """
+    half = n_fft // 2
+    assert half & (half - 1) == 0 and half >= 4, n_fft
+    waves = np.ascontiguousarray(waveforms, np.float32)
+    batch = waves.shape[0]
+    power = np.empty((batch, frames, half + 1), np.float32)
+    energies = np.empty((batch, frames, 2), np.float32)
+    window = np.ascontiguousarray(window, np.float32)
+    if noise is None:
+        noise = np.zeros((batch, 0, window.shape[0]), np.float32)
+    noise = np.ascontiguousarray(noise, np.float32)
+    lengths = np.asarray(lengths, np.int64)
+    num_frames = np.asarray(num_frames, np.int64)
+    plan = _plan(n_fft)
+
+    def work(first, last):
+        _waveform_power(waves, lengths, num_frames, first, last, int(shift), int(offset), noise,
+                        window, bool(remove_dc_offset), float(preemph), plan, power, energies)  # fmt: skip
+
+    _on_all_cores(work, batch * frames, min_chunk)
+    return power, energies[..., 0], energies[..., 1]
+
+
+def kaldi_spectrum(
+    waveforms: jax.Array,
+    lengths: jax.Array,
+    num_frames: jax.Array,
+    frames: int,
+    offset: int,
+    opts: FrameOptions,
+    noise: jax.Array | None = None,
+):
+    """jit-able `waveform_power` (Kaldi's framing, `ProcessWindow`, FFT and power spectrum of a
+    padded batch), run on the host through `jax.pure_callback`.
 
     XLA's CPU backend contracts a*b+c into fused multiply-adds (no flag turns that off), rewrites
     division by a scalar as multiplication by its reciprocal and reorders reductions, and Kaldi's
     low mel bins are sensitive to single-ulp changes of the pre-emphasised frame (pre-emphasis
     leaves them ~30 dB down), so the Kaldi-exact path is replayed on the host in strict float32.
+
+    Args:
+      waveforms (batch, samples), lengths and num_frames (batch,): the batch; frames (static):
+        output frames per row; offset: first sample of frame 0 (`mfcc.first_sample_offset`).
+      noise: optional (batch, frames, window_size) dither added to each frame.
+    Returns:
+      power (batch, frames, n_fft//2 + 1), raw and windowed energy (batch, frames) (sums of
+      squares, not logs), zero past each utterance's frame count.
     """
-    lead = frames.shape[:-1]
+    n_fft = opts.padded_window_size
+    batch = waveforms.shape[0]
     out = (
-        jax.ShapeDtypeStruct(lead + (n_fft // 2 + 1,), np.float32),
-        jax.ShapeDtypeStruct(lead, np.float32),
-        jax.ShapeDtypeStruct(lead, np.float32),
+        jax.ShapeDtypeStruct((batch, frames, n_fft // 2 + 1), np.float32),
+        jax.ShapeDtypeStruct((batch, frames), np.float32),
+        jax.ShapeDtypeStruct((batch, frames), np.float32),
     )
     fn = functools.partial(
-        process_and_power, window=window, n_fft=n_fft,
-        remove_dc_offset=remove_dc_offset, preemph=preemph,
+        waveform_power, frames=frames, shift=opts.window_shift, offset=offset,
+        window=window_function(opts), n_fft=n_fft, remove_dc_offset=opts.remove_dc_offset,
+        preemph=opts.preemphasis_coefficient,
     )  # fmt: skip
-    return jax.pure_callback(fn, out, frames.astype(np.float32), vmap_method="broadcast_all")
+    args = (waveforms.astype(np.float32), lengths.astype(np.int32), num_frames.astype(np.int32))
+    if noise is not None:
+        return jax.pure_callback(
+            lambda w, n, nf, z: fn(w, n, nf, noise=z), out, *args, noise.astype(np.float32)
+        )
+    return jax.pure_callback(fn, out, *args)
