@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from xvjax import cli
@@ -52,6 +55,20 @@ def test_bad_options_are_one_line_errors(argv, msg):
 def test_top_help_lists_commands(capsys):
     assert cli.run(["--help"]) == 0
     assert "Commands:" in capsys.readouterr().out
+
+
+def test_top_help_reads_summaries_without_importing_commands():
+    """`xvjax --help` reads the summaries from the declarations' source (the same text as the
+    imported declarations) and imports neither a command module nor numpy."""
+    assert cli.declared_summaries() == {n: c.summary for n, c in cli.load_commands().items()}
+    code = (
+        "import sys; from xvjax import cli; cli.run(['--help']); "
+        "print(sorted(m for m in sys.modules if m == 'numpy' or m.endswith('commands')), "
+        "file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "[]"
+    assert all(name in out.stdout for name in cli.COMMANDS)
 
 
 def test_unknown_command_exits_nonzero(capsys):
