@@ -14,7 +14,13 @@ from xvjax.errors import XvjaxError
 from xvjax.features import kaldi_fft, reference
 from xvjax.features.cmvn import sliding_cmn_numpy
 from xvjax.features.frontend import compute_vad, prepare_feats, select_voiced_frames, sliding_cmn
-from xvjax.features.mfcc import compute_fbank, compute_mfcc, extract_frames, num_frames
+from xvjax.features.mfcc import (
+    compute_fbank,
+    compute_mfcc,
+    extract_frames,
+    first_sample_offset,
+    num_frames,
+)
 from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
 from xvjax.features.vad import compute_vad_numpy
 from xvjax.kaldi import tables
@@ -119,6 +125,31 @@ def test_compiled_replay_is_the_numpy_replay(kaldi_fixtures, window_size, n_fft,
     ref = kaldi_fft.process_and_power_numpy(frames, window, n_fft, dc, preemph)
     for a, b in zip(ours, ref, strict=True):
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("snip_edges", [True, False])
+def test_kernel_framing_is_extract_frames(kaldi_fixtures, snip_edges):
+    """`waveform_power` (framing inside the kernel, SIMD lane groups across utterances) gives the
+    bits of the numpy reference on `extract_frames`' frames (edge reflection, short and empty rows,
+    dither noise), and zeros past each utterance's frames."""
+    opts = MfccOptions(snip_edges=snip_edges, dither=0.0)
+    wav, _ = _load(kaldi_fixtures, ["u7_16k_long"])
+    lengths = np.array([30000, 401, 0, 12345, 1], np.int32)
+    batch = np.stack([wav[0, :30000]] * len(lengths))
+    nf = num_frames(lengths, opts)
+    frames = int(num_frames(batch.shape[1], opts))
+    framed = np.asarray(extract_frames(jnp.asarray(batch), jnp.asarray(lengths), opts))
+    noise = np.random.default_rng(0).standard_normal(framed.shape).astype(np.float32)
+    window = np.hanning(opts.window_size).astype(np.float32)
+    ours = kaldi_fft.waveform_power(
+        batch, lengths, nf, frames, opts.window_shift, first_sample_offset(opts), window,
+        opts.padded_window_size, True, 0.97, noise=noise, min_chunk=64,
+    )  # fmt: skip
+    ref = kaldi_fft.process_and_power_numpy(framed + noise, window, 512, True, 0.97)
+    valid = np.arange(frames)[None, :] < nf[:, None]
+    for a, b in zip(ours, ref, strict=True):
+        assert a[valid].tobytes() == b[valid].tobytes()
+        assert not a[~valid].any()
 
 
 @pytest.mark.parametrize("snip_edges", [True, False])

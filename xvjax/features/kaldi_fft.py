@@ -7,9 +7,9 @@ moves cepstra by ~1e-3, so an exact (or differently rounded) FFT misses Kaldi's 
 than the fixtures' tolerance. This module replays the same float32 operations in the same order.
 
 Two replays give the same bits:
-- `process_and_power` (what the front end runs): Kaldi's per-frame loop compiled by numba (strict
-  IEEE float32: numba, unlike XLA, never contracts a*b+c into a fused multiply-add), one thread per
-  core over chunks of frames;
+- `waveform_power` / `process_and_power` (what the front end runs): Kaldi's per-frame loop
+  compiled by numba (strict IEEE float32: numba, unlike XLA, never contracts a*b+c into a fused
+  multiply-add), 16 frames per SIMD lane group, one thread per core;
 - `process_and_power_numpy`: the readable reference, vectorised over frames in numpy (arrays are
   (fft_axis, frames); every butterfly stage is a slice operation on all frames at once), checked
   against a literal transcription of Kaldi's recursion in the tests.
@@ -292,170 +292,226 @@ def _plan(n_fft: int) -> tuple[np.ndarray, ...]:
     return schedule, tables, real_fft_twiddles(n_fft), _bit_reverse(logn)
 
 
+# Frames are processed in groups of LANES: every buffer is (rows, LANES) and every operation an
+# inner loop over the lanes, which LLVM turns into SIMD instructions (one frame per lane).
+LANES = 16
+
+
 @numba.njit(nogil=True, cache=True)
-def _block_sum(a, lo, n):
-    """numpy's float32 sum of a block of <= 128 values: 8 accumulators, then the remainder."""
+def _block_sum(a, lo, n, acc, out):
+    """out[g] = numpy's float32 sum of a[lo:lo+n, g], n <= 128: 8 accumulators, then the rest."""
+    lanes = a.shape[1]
     if n < 8:
-        res = np.float32(0.0)
+        for g in range(lanes):
+            out[g] = np.float32(0.0)
         for i in range(lo, lo + n):
-            res += a[i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+            for g in range(lanes):
+                out[g] += a[i, g]
+        return
+    for k in range(8):
+        for g in range(lanes):
+            acc[k, g] = a[lo + k, g]
     full = n - n % 8
     for i in range(lo + 8, lo + full, 8):
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for k in range(8):
+            for g in range(lanes):
+                acc[k, g] += a[i + k, g]
+    for g in range(lanes):
+        out[g] = ((acc[0, g] + acc[1, g]) + (acc[2, g] + acc[3, g])) + (
+            (acc[4, g] + acc[5, g]) + (acc[6, g] + acc[7, g])
+        )
     for i in range(lo + full, lo + n):
-        res += a[i]
-    return res
+        for g in range(lanes):
+            out[g] += a[i, g]
 
 
 @numba.njit(nogil=True, cache=True)
-def _pairwise_sum(a, n):
-    """numpy's float32 `add.reduce` of a[:n]: halves (rounded down to a multiple of 8) until blocks
-    of <= 128. Iterative (numba's cache cannot hold recursive functions)."""
+def _pairwise_sum(a, n, acc, sums):
+    """sums[0, g] = numpy's float32 `add.reduce` of a[:n, g]: halves (rounded down to a multiple
+    of 8) until blocks of <= 128. Iterative (numba's cache cannot hold recursive functions)."""
+    lanes = a.shape[1]
     todo = np.empty((64, 3), np.int64)  # (lo, n, children done?) of pending halvings
-    sums = np.empty(64, np.float32)
-    top, depth = 0, 0
-    todo[0] = (0, n, 0)
-    top = 1
+    todo[0, 0], todo[0, 1], todo[0, 2] = 0, n, 0
+    top, depth = 1, 0
     while top:
         top -= 1
-        lo, size, done = todo[top]
+        lo, size, done = todo[top, 0], todo[top, 1], todo[top, 2]
         if size <= 128:
-            sums[depth] = _block_sum(a, lo, size)
+            _block_sum(a, lo, size, acc, sums[depth])
             depth += 1
         elif done:  # both halves are the last two sums (addition commutes bit for bit)
             depth -= 1
-            sums[depth - 1] = sums[depth - 1] + sums[depth]
+            for g in range(lanes):
+                sums[depth - 1, g] = sums[depth - 1, g] + sums[depth, g]
         else:
             half = size // 2
             half -= half % 8
-            todo[top] = (lo, size, 1)
-            todo[top + 1] = (lo + half, size - half, 0)
-            todo[top + 2] = (lo, half, 0)
+            todo[top, 2] = 1
+            todo[top + 1, 0], todo[top + 1, 1], todo[top + 1, 2] = lo + half, size - half, 0
+            todo[top + 2, 0], todo[top + 2, 1], todo[top + 2, 2] = lo, half, 0
             top += 3
-    return sums[0]
 
 
 @numba.njit(nogil=True, cache=True)
 def _srfft(xr, xi, schedule, tables):
-    """Kaldi's `ComputeRecursive` on one frame, in place, sub-problem by sub-problem."""
+    """Kaldi's `ComputeRecursive` on (half, lanes) frames, in place, sub-problem by sub-problem."""
+    lanes = xr.shape[1]
     sq = np.float32(np.sqrt(0.5))
     for s in range(schedule.shape[0]):
         logn, o = schedule[s, 0], schedule[s, 1]
         if logn == 1:
-            r0, r1, i0, i1 = xr[o], xr[o + 1], xi[o], xi[o + 1]
-            xr[o], xr[o + 1], xi[o], xi[o + 1] = r0 + r1, r0 - r1, i0 + i1, i0 - i1
+            for g in range(lanes):
+                r0, r1, i0, i1 = xr[o, g], xr[o + 1, g], xi[o, g], xi[o + 1, g]
+                xr[o, g], xr[o + 1, g] = r0 + r1, r0 - r1
+                xi[o, g], xi[o + 1, g] = i0 + i1, i0 - i1
             continue
         if logn == 2:
-            r0, r1, r2, r3 = xr[o], xr[o + 1], xr[o + 2], xr[o + 3]
-            i0, i1, i2, i3 = xi[o], xi[o + 1], xi[o + 2], xi[o + 3]
-            r0, r2 = r0 + r2, r0 - r2
-            i0, i2 = i0 + i2, i0 - i2
-            r1, r3 = r1 + r3, r1 - r3
-            i1, i3 = i1 + i3, i1 - i3
-            r0, r1 = r0 + r1, r0 - r1
-            i0, i1 = i0 + i1, i0 - i1
-            r2, i3, i2, r3 = r2 + i3, i2 + r3, i2 - r3, r2 - i3
-            xr[o], xr[o + 1], xr[o + 2], xr[o + 3] = r0, r1, r2, r3
-            xi[o], xi[o + 1], xi[o + 2], xi[o + 3] = i0, i1, i2, i3
+            for g in range(lanes):
+                r0, r1, r2, r3 = xr[o, g], xr[o + 1, g], xr[o + 2, g], xr[o + 3, g]
+                i0, i1, i2, i3 = xi[o, g], xi[o + 1, g], xi[o + 2, g], xi[o + 3, g]
+                r0, r2 = r0 + r2, r0 - r2
+                i0, i2 = i0 + i2, i0 - i2
+                r1, r3 = r1 + r3, r1 - r3
+                i1, i3 = i1 + i3, i1 - i3
+                r0, r1 = r0 + r1, r0 - r1
+                i0, i1 = i0 + i1, i0 - i1
+                r2, i3, i2, r3 = r2 + i3, i2 + r3, i2 - r3, r2 - i3
+                xr[o, g], xr[o + 1, g], xr[o + 2, g], xr[o + 3, g] = r0, r1, r2, r3
+                xi[o, g], xi[o + 1, g], xi[o + 2, g], xi[o + 3, g] = i0, i1, i2, i3
             continue
         m2, m4, m8 = 1 << (logn - 1), 1 << (logn - 2), 1 << (logn - 3)
         for j in range(o, o + m2):
-            a, b = xr[j], xr[j + m2]
-            xr[j], xr[j + m2] = a + b, a - b
-            a, b = xi[j], xi[j + m2]
-            xi[j], xi[j + m2] = a + b, a - b
+            for g in range(lanes):
+                a, b = xr[j, g], xr[j + m2, g]
+                xr[j, g], xr[j + m2, g] = a + b, a - b
+                a, b = xi[j, g], xi[j + m2, g]
+                xi[j, g], xi[j + m2, g] = a + b, a - b
         q1, q2 = o + m2, o + m2 + m4
         for j in range(m4):
-            ar, br, ai, bi = xr[q1 + j], xr[q2 + j], xi[q1 + j], xi[q2 + j]
-            ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
-            if j == 0:
-                r1, i1, r2, i2 = ar, ai, br, bi
+            if j == 0:  # (ar, ai, br, bi) <- (ar + bi, ai - br, ar - bi, ai + br)
+                for g in range(lanes):
+                    ar, br, ai, bi = xr[q1, g], xr[q2, g], xi[q1, g], xi[q2, g]
+                    xr[q1, g], xi[q1, g] = ar + bi, ai - br
+                    xr[q2, g], xi[q2, g] = ar - bi, ai + br
             elif j == m8:
-                r1, i1 = sq * (ar + ai), sq * (ai - ar)
-                r2, i2 = sq * (bi - br), -sq * (br + bi)
+                for g in range(lanes):
+                    ar, br, ai, bi = xr[q1 + j, g], xr[q2 + j, g], xi[q1 + j, g], xi[q2 + j, g]
+                    ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
+                    xr[q1 + j, g], xi[q1 + j, g] = sq * (ar + ai), sq * (ai - ar)
+                    xr[q2 + j, g], xi[q2 + j, g] = sq * (bi - br), -sq * (br + bi)
             else:
                 t = tables[logn]
-                t2 = t[0, j] * (ar + ai)
-                i1 = t[1, j] * ar + t2
-                r1 = t[2, j] * ai + t2
-                t2 = t[3, j] * (br + bi)
-                i2 = t[4, j] * br + t2
-                r2 = t[5, j] * bi + t2
-            xr[q1 + j], xi[q1 + j], xr[q2 + j], xi[q2 + j] = r1, i1, r2, i2
+                cn, spcn, smcn = t[0, j], t[1, j], t[2, j]
+                c3n, spc3n, smc3n = t[3, j], t[4, j], t[5, j]
+                for g in range(lanes):
+                    ar, br, ai, bi = xr[q1 + j, g], xr[q2 + j, g], xi[q1 + j, g], xi[q2 + j, g]
+                    ar, bi, ai, br = ar + bi, ai + br, ai - br, ar - bi
+                    t2 = cn * (ar + ai)
+                    xi[q1 + j, g] = spcn * ar + t2
+                    xr[q1 + j, g] = smcn * ai + t2
+                    t2 = c3n * (br + bi)
+                    xi[q2 + j, g] = spc3n * br + t2
+                    xr[q2 + j, g] = smc3n * bi + t2
 
 
 @numba.njit(nogil=True, cache=True)
-def _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power, energies):
-    """Kaldi's `ProcessWindow` + `SplitRadixRealFft::Compute` + `ComputePowerSpectrum` of one
-    frame x[:length] (x is n_fft long and zero past `length`; it is overwritten): writes
-    power (n_fft/2 + 1,) and energies (2,) = raw and windowed energy."""
+def _group_power(x, length, window, remove_dc, preemph, plan, work, power, energies):
+    """Kaldi's `ProcessWindow` + `SplitRadixRealFft::Compute` + `ComputePowerSpectrum` of a group
+    of frames x (n_fft, lanes) (rows past `length` are zero; x is overwritten): writes power
+    (n_fft/2 + 1, lanes) and energies (2, lanes) = raw and windowed energy."""
     schedule, tables, twiddles, perm = plan
+    sq, xr, xi, acc, sums = work
+    lanes = x.shape[1]
     half = power.shape[0] - 1
-    sq, xr, xi = scratch[0, :length], scratch[1, :half], scratch[2, :half]
     c = np.float32(preemph)
     h = np.float32(0.5)
     if remove_dc:
-        mean = _pairwise_sum(x, length) / np.float32(length)
+        _pairwise_sum(x, length, acc, sums)
+        for g in range(lanes):
+            sums[0, g] = sums[0, g] / np.float32(length)
         for i in range(length):
-            x[i] = x[i] - mean
+            for g in range(lanes):
+                x[i, g] = x[i, g] - sums[0, g]
     for i in range(length):
-        sq[i] = x[i] * x[i]
-    energies[0] = _pairwise_sum(sq, length)
+        for g in range(lanes):
+            sq[i, g] = x[i, g] * x[i, g]
+    _pairwise_sum(sq, length, acc, sums)
+    energies[0, :] = sums[0, :]
     if c != 0:
         for i in range(length - 1, 0, -1):
-            x[i] = x[i] - c * x[i - 1]
-        x[0] = x[0] - c * x[0]
+            for g in range(lanes):
+                x[i, g] = x[i, g] - c * x[i - 1, g]
+        for g in range(lanes):
+            x[0, g] = x[0, g] - c * x[0, g]
     for i in range(length):
-        x[i] = x[i] * window[i]
-        sq[i] = x[i] * x[i]
-    energies[1] = _pairwise_sum(sq, length)
+        w = window[i]
+        for g in range(lanes):
+            x[i, g] = x[i, g] * w
+            sq[i, g] = x[i, g] * x[i, g]
+    _pairwise_sum(sq, length, acc, sums)
+    energies[1, :] = sums[0, :]
     for i in range(half):
-        xr[i] = x[2 * i]
-        xi[i] = x[2 * i + 1]
+        for g in range(lanes):
+            xr[i, g] = x[2 * i, g]
+            xi[i, g] = x[2 * i + 1, g]
     _srfft(xr, xi, schedule, tables)
     # Real-FFT recombination (k = 1 .. half/2) and power, Kaldi's operation order.
-    r0, i0 = xr[perm[0]], xi[perm[0]]
-    power[0] = (r0 + i0) * (r0 + i0)
-    power[half] = (r0 - i0) * (r0 - i0)
+    p0 = perm[0]
+    for g in range(lanes):
+        r0, i0 = xr[p0, g], xi[p0, g]
+        power[0, g] = (r0 + i0) * (r0 + i0)
+        power[half, g] = (r0 - i0) * (r0 - i0)
     for k in range(1, half // 2 + 1):
-        bk_re, bk_im = xr[perm[k]], xi[perm[k]]
-        bm_re, bm_im = xr[perm[half - k]], xi[perm[half - k]]
+        pk, pm = perm[k], perm[half - k]
         w_re, w_im = twiddles[0, k - 1], twiddles[1, k - 1]
-        c_re = h * (bk_re + bm_re)
-        c_im = h * (bk_im - bm_im)
-        d_re = h * (bk_im + bm_im)
-        d_im = -h * (bk_re - bm_re)
-        a_re = c_re + (w_re * d_re - w_im * d_im)
-        a_im = c_im + (w_re * d_im + w_im * d_re)
-        power[k] = a_re * a_re + a_im * a_im
-        if half - k != k:
-            ad_re = c_re + ((-w_re) * d_re - w_im * (-d_im))
-            ad_im = -c_im + ((-w_re) * (-d_im) + w_im * d_re)
-            power[half - k] = ad_re * ad_re + ad_im * ad_im
+        for g in range(lanes):
+            bk_re, bk_im, bm_re, bm_im = xr[pk, g], xi[pk, g], xr[pm, g], xi[pm, g]
+            c_re = h * (bk_re + bm_re)
+            c_im = h * (bk_im - bm_im)
+            d_re = h * (bk_im + bm_im)
+            d_im = -h * (bk_re - bm_re)
+            a_re = c_re + (w_re * d_re - w_im * d_im)
+            a_im = c_im + (w_re * d_im + w_im * d_re)
+            power[k, g] = a_re * a_re + a_im * a_im
+            if half - k != k:
+                ad_re = c_re + ((-w_re) * d_re - w_im * (-d_im))
+                ad_im = -c_im + ((-w_re) * (-d_im) + w_im * d_re)
+                power[half - k, g] = ad_re * ad_re + ad_im * ad_im
+
+
+@numba.njit(nogil=True, cache=True)
+def _workspace(length, half):
+    """x (n_fft, lanes), power (half + 1, lanes), energies (2, lanes) and `_group_power`'s work."""
+    return (
+        np.zeros((2 * half, LANES), np.float32),
+        np.empty((half + 1, LANES), np.float32),
+        np.empty((2, LANES), np.float32),
+        (
+            np.empty((length, LANES), np.float32),
+            np.empty((half, LANES), np.float32),
+            np.empty((half, LANES), np.float32),
+            np.empty((8, LANES), np.float32),
+            np.empty((64, LANES), np.float32),
+        ),
+    )
 
 
 @numba.njit(nogil=True, cache=True)
 def _frames_power(frames, window, remove_dc, preemph, plan, power, energies):
-    """`_frame_power` of frames (num, length) -> power (num, n_fft/2 + 1), energies (num, 2)."""
-    length = frames.shape[1]
+    """`_group_power` of frames (num, length) -> power (num, n_fft/2 + 1), energies (num, 2)."""
+    num, length = frames.shape
     half = power.shape[1] - 1
-    x = np.zeros(2 * half, np.float32)
-    scratch = np.empty((3, max(length, half)), np.float32)
-    for f in range(frames.shape[0]):
-        x[:length] = frames[f]
-        x[length:] = 0.0
-        _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power[f], energies[f])
+    x, pw, en, work = _workspace(length, half)
+    for f0 in range(0, num, LANES):
+        lanes = min(LANES, num - f0)
+        x[:] = 0.0
+        for g in range(lanes):
+            for i in range(length):
+                x[i, g] = frames[f0 + g, i]
+        _group_power(x, length, window, remove_dc, preemph, plan, work, pw, en)
+        for g in range(lanes):
+            power[f0 + g, :] = pw[:, g]
+            energies[f0 + g, 0], energies[f0 + g, 1] = en[0, g], en[1, g]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -464,36 +520,48 @@ def _waveform_power(waves, lengths, num_frames, first, last, shift, offset, nois
     """Frames first .. last-1 of the flattened (utterance, frame) grid of `waves` (batch, samples),
     cut as Kaldi's `ExtractWindow` does (frame t starts at t*shift + offset; samples outside
     [0, n) reflect: -1 -> 0, n -> n-1), plus `noise` (batch, frames, length) when it has frames
-    (dither), then `_frame_power`. Frames past an utterance's `num_frames` are zero."""
+    (dither), then `_group_power`. Frames past an utterance's `num_frames` are zero."""
     total = waves.shape[1]
-    frames_per_row = power.shape[1]
+    per_row = power.shape[1]
     length = window.shape[0]
     half = power.shape[2] - 1
-    x = np.zeros(2 * half, np.float32)
-    scratch = np.empty((3, max(length, half)), np.float32)
     dither = noise.shape[1] > 0
-    for f in range(first, last):
-        b, t = f // frames_per_row, f % frames_per_row
-        if t >= num_frames[b]:
-            power[b, t] = 0.0
-            energies[b, t] = 0.0
+    x, pw, en, work = _workspace(length, half)
+    f0 = first
+    while f0 < last:
+        lanes = 0
+        rows = np.empty(LANES, np.int64)
+        cols = np.empty(LANES, np.int64)
+        x[:] = 0.0
+        while lanes < LANES and f0 < last:  # the group: the next LANES frames that have audio
+            b, t = f0 // per_row, f0 % per_row
+            f0 += 1
+            if t >= num_frames[b]:
+                power[b, t] = 0.0
+                energies[b, t] = 0.0
+                continue
+            n = max(lengths[b], 1)
+            start = t * shift + offset
+            if start >= 0 and start + length <= min(n, total):
+                for i in range(length):
+                    x[i, lanes] = waves[b, start + i]
+            else:
+                for i in range(length):
+                    m = (start + i) % (2 * n)
+                    if m >= n:
+                        m = 2 * n - 1 - m
+                    x[i, lanes] = waves[b, min(m, total - 1)]
+            if dither:
+                for i in range(length):
+                    x[i, lanes] = x[i, lanes] + noise[b, t, i]
+            rows[lanes], cols[lanes] = b, t
+            lanes += 1
+        if lanes == 0:
             continue
-        n = max(lengths[b], 1)
-        start = t * shift + offset
-        if start >= 0 and start + length <= n:
-            x[:length] = waves[b, start : start + length]
-        else:
-            for i in range(length):
-                m = (start + i) % (2 * n)
-                if m >= n:
-                    m = 2 * n - 1 - m
-                x[i] = waves[b, min(m, total - 1)]
-        if dither:
-            for i in range(length):
-                x[i] = x[i] + noise[b, t, i]
-        x[length:] = 0.0
-        _frame_power(x, length, window, remove_dc, preemph, plan, scratch, power[b, t],
-                     energies[b, t])  # fmt: skip
+        _group_power(x, length, window, remove_dc, preemph, plan, work, pw, en)
+        for g in range(lanes):
+            power[rows[g], cols[g], :] = pw[:, g]
+            energies[rows[g], cols[g], 0], energies[rows[g], cols[g], 1] = en[0, g], en[1, g]
 
 
 def _on_all_cores(work, num: int, min_chunk: int) -> None:
