@@ -20,6 +20,7 @@ from xvjax.features.mfcc import (
     extract_frames,
     first_sample_offset,
     num_frames,
+    resolve_fft_impl,
 )
 from xvjax.features.options import CmnOptions, FbankOptions, MfccOptions, VadOptions
 from xvjax.features.vad import compute_vad_numpy
@@ -510,3 +511,14 @@ def test_xvectors_of_our_features_match_kaldi_features(
     for u, r in ref.items():
         a, b = got[u].astype(np.float64), r.astype(np.float64)
         assert 1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) <= 1e-6, u
+
+
+def test_fft_impl_auto_and_bad_names():
+    """ "auto" is the exact host kernel on the CPU backend (the faster path there) and XLA's FFT
+    on accelerators; an unknown name is a clear error."""
+    expected = "kaldi" if jax.default_backend() == "cpu" else "xla"
+    assert resolve_fft_impl("auto") == expected
+    assert resolve_fft_impl("xla") == "xla"
+    with pytest.raises(XvjaxError, match="fft_impl must be 'kaldi', 'xla' or 'auto'"):
+        compute_mfcc(jnp.zeros((1, 4000)), jnp.asarray([4000]), MfccOptions(dither=0.0),
+                     fft_impl="fast")  # fmt: skip

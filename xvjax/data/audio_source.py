@@ -60,7 +60,10 @@ def _default_mfcc(sample_rate: int) -> MfccOptions:
 
 
 class AudioStore:
-    """Utterances of a data dir's wav.scp; features are made per batch by `AudioChunkLoader`."""
+    """Utterances of a data dir's wav.scp; features are made per batch by `AudioChunkLoader`.
+
+    `fft_impl` (of `compute_mfcc`): "auto" (default) is the exact host kernel on CPU and XLA's
+    FFT on accelerators, so augmented batches stay on the device there."""
 
     def __init__(
         self,
@@ -72,7 +75,7 @@ class AudioStore:
         aug_prob: float = 0.0,
         seed: int = 0,
         bucket_frames: int = 100,
-        fft_impl: str = "kaldi",
+        fft_impl: str = "auto",
     ):
         wav_scp = os.path.join(data_dir, "wav.scp")
         if not os.path.isfile(wav_scp):

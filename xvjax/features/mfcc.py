@@ -95,10 +95,20 @@ def _spectrum_xla(frames, opts: FrameOptions):
     return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2, raw, win
 
 
+def resolve_fft_impl(fft_impl: str) -> str:
+    """ "kaldi" or "xla"; "auto" is the faster of the two on this backend, the host kernel on CPU
+    and XLA's FFT on accelerators (where the host kernel would be a round trip per batch). Their
+    x-vectors agree to 1 - cosine < 1e-9 (benchmarks/bench_fft_exactness.py)."""
+    if fft_impl == "auto":
+        return "kaldi" if jax.default_backend() == "cpu" else "xla"
+    if fft_impl not in ("kaldi", "xla"):
+        raise XvjaxError(f"fft_impl must be 'kaldi', 'xla' or 'auto', got '{fft_impl}'")
+    return fft_impl
+
+
 def _spectrum(waveforms, lengths, opts: FrameOptions, key, fft_impl: str):
     """(power, raw log-energy, windowed log-energy) of every frame of a padded batch."""
-    if fft_impl not in ("kaldi", "xla"):
-        raise XvjaxError(f"fft_impl must be 'kaldi' or 'xla', got '{fft_impl}'")
+    fft_impl = resolve_fft_impl(fft_impl)
     n_fft = opts.padded_window_size
     if fft_impl == "xla" or n_fft < 8 or n_fft & (n_fft - 1):
         return _spectrum_xla(_dither(extract_frames(waveforms, lengths, opts), opts, key), opts)
@@ -142,11 +152,13 @@ def compute_mfcc(
       lengths: (batch,) int valid samples per utterance.
       opts: `MfccOptions` (static).
       key: PRNG key, required iff `opts.dither != 0`.
-      fft_impl: "kaldi" (default): frame processing and FFT replay Kaldi's float32 operations
-        exactly, on the host via `jax.pure_callback` (vs compute-mfcc-feats on the fixtures: 99%
-        of values within 1e-4, max ~2e-3 in low-energy frames);
-        "xla": pure XLA (jnp.fft), runs on any accelerator, differs from Kaldi by float32
-        rounding only (<1e-2 max, ~99.5% of values within 1e-3).
+      fft_impl: "kaldi" (default): framing, frame processing and FFT replay Kaldi's float32
+        operations exactly, in a compiled host kernel via `jax.pure_callback` (vs
+        compute-mfcc-feats on the fixtures: 99% of values within 1e-4, max ~2e-3 in low-energy
+        frames; on CPU also the fastest path);
+        "xla": pure XLA (jnp.fft), stays on any accelerator, differs from Kaldi by float32
+        rounding only (<1e-2 max, ~99.5% of values within 1e-3);
+        "auto": "kaldi" on the CPU backend, "xla" on accelerators (`resolve_fft_impl`).
     Returns:
       feats (batch, frames, num_ceps) float32 (zero past each utterance's end) and
       num_frames (batch,) int32.

@@ -95,7 +95,7 @@ def extract_features(
       max_batch_samples: budget of rows x padded length per batch; batches of long utterances
         get fewer rows (halving, so few shapes are compiled).
       seed: dither seed (`jax.random.key(seed)` folded with the batch index).
-      fft_impl: "kaldi" (bit-faithful to Kaldi) or "xla" (see `compute_mfcc`).
+      fft_impl: "kaldi" (bit-faithful to Kaldi), "xla" or "auto" (see `compute_mfcc`).
       sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
         length (less padding); results still come out in input order.
     """
