@@ -24,8 +24,9 @@ import numpy as np
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="/tmp/xvjax_corpus_tiny")
-    parser.add_argument("--preset", default="tiny", help="make-demo-corpus preset if missing")
+    parser.add_argument("--corpus", default="/tmp/xvjax_corpus_default")
+    # the tiny preset's utterances are shorter than the 400-frame chunks
+    parser.add_argument("--preset", default="default", help="make-demo-corpus preset if missing")
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--aug-prob", type=float, default=0.6)
     parser.add_argument("--step-steps", type=int, default=5, help="train steps to time")
