@@ -109,7 +109,7 @@ def test_unknown_trial_keys_warn_like_kaldi(bk, tmp_path, capsys):
     assert len(open(tmp_path / "s").read().splitlines()) == 1
 
 
-def test_bad_vectors_fail_cleanly_without_output(bk, tmp_path, capsys):
+def test_bad_vectors_are_skipped_or_fail_cleanly_without_output(bk, tmp_path, capsys):
     enroll = tmp_path / "enroll.ark.txt"
     lines = open(bk / "enroll_prepared_mean.ark.txt").read().splitlines()
     key = lines[3].split()[0]
@@ -126,9 +126,29 @@ def test_bad_vectors_fail_cleanly_without_output(bk, tmp_path, capsys):
         str(bk / "trials.pairs"),
         str(out),
     ]
+    # a NaN vector is skipped like an absent one (Kaldi skips trials whose vectors are absent):
+    # its trials are counted as errors, the others scored as with the intact table
     rc, _, err = run(argv, capsys)
+    assert rc == 0 and f"'{key}' in 'ark,t:{enroll}' has NaN or infinite values" in err
+    trials = [line.split() for line in open(bk / "trials.pairs").read().splitlines()]
+    num_bad = sum(1 for t in trials if t[0] == key)
+    assert 0 < num_bad < len(trials)
+    assert f"Processed {len(trials) - num_bad} trials, {num_bad} had errors." in err
+    kept = [line.split() for line in out.read_text().splitlines()]
+    assert [s[:2] for s in kept] == [t[:2] for t in trials if t[0] != key]
+    argv_ok = [*argv[:2], f"ark,t:{bk / 'enroll_prepared_mean.ark.txt'}", *argv[3:5], str(out)]
+    assert run(argv_ok, capsys)[0] == 0
+    intact = {tuple(s[:2]): s[2] for s in (line.split() for line in out.read_text().splitlines())}
+    assert all(intact[tuple(s[:2])] == s[2] for s in kept)
+    out.unlink()
+    # a NaN in the data a model is estimated from is an error naming the key, with no output
+    lda = tmp_path / "lda.mat"
+    rc, _, err = run(
+        ["ivector-compute-lda", "--dim=5", f"ark,t:{enroll}", str(bk / "enroll.utt2spk"), str(lda)],
+        capsys,
+    )
     assert rc == 1 and f"'{key}'" in err and "NaN" in err
-    assert not out.exists() and not list(tmp_path.glob(".scores*"))
+    assert not lda.exists() and not list(tmp_path.glob(".lda*"))
     # raw 128-dim vectors against the 48-dim PLDA: the error names the key and the fix
     argv = [
         "ivector-plda-scoring",

@@ -219,3 +219,95 @@ def test_extract_engine_order_buckets_and_errors():
         if r.error is None:
             # measured max |diff| ~1e-4: padding/bucketing must not perturb the numbers either
             np.testing.assert_allclose(r.feats, reference.features_numpy(x, opts), atol=1e-3)
+
+
+def test_kaldi_recipe_options_utt2dur_vtln_htk(in_features_dir, tmp_path):
+    """The options make_mfcc.sh passes: --write-utt2dur (always), --vtln-map/--utt2spk (with
+    spk2warp), --output-format=htk. Warp 1.0 gives Kaldi's features; a speaker's warp gives what
+    --vtln-warp gives; the HTK file holds the same numbers big-endian after its header."""
+    from xvjax.kaldi.htk import read_htk
+
+    wav = tmp_path / "wav.scp"
+    wav.write_text(
+        "u5_16k ../audio/u5_16k.wav\nu5_warped ../audio/u5_16k.wav\nzz ../audio/u5_16k.wav\n"
+    )
+    (tmp_path / "utt2spk").write_text("u5_16k a\nu5_warped b\nzz c\n")
+    (tmp_path / "spk2warp").write_text("a 1.0\nb 0.9\n")
+    htk = tmp_path / "feats.htk.ark"
+    argv = ["compute-mfcc-feats", "--config=mfcc16k.conf", "--output-format=htk",
+            f"--vtln-map=ark:{tmp_path / 'spk2warp'}", f"--utt2spk=ark:{tmp_path / 'utt2spk'}",
+            f"--write-utt2dur=ark,t:{tmp_path / 'utt2dur'}", f"scp:{wav}", f"ark:{htk}"]  # fmt: skip
+    assert run(argv) == 0
+    assert (tmp_path / "utt2dur").read_text() == "u5_16k 0.517875 \nu5_warped 0.517875 \n"
+    from xvjax.kaldi.htk import HtkCodec
+
+    ours = tables.read_dict(f"ark:{htk}", kind=HtkCodec(0))
+    assert sorted(ours) == ["u5_16k", "u5_warped"]  # zz has no warp: skipped
+    with open(htk, "rb") as f:
+        f.read(len("u5_16k "))
+        feats, header = read_htk(f)
+    assert header == (feats.shape[0], 100000, 4 * 30, 0o6 | 0o100)  # MFCC_E (use-energy=true)
+    ref = tables.read_dict("ark,t:mfcc16k.txt")
+    _close({"u5_16k": ours["u5_16k"]}, {"u5_16k": ref["u5_16k"]})
+    warped = tmp_path / "w.ark"
+    one = tmp_path / "one.scp"
+    one.write_text("u5_warped ../audio/u5_16k.wav\n")
+    argv = ["compute-mfcc-feats", "--config=mfcc16k.conf", "--vtln-warp=0.9", f"scp:{one}"]
+    assert run(argv + [f"ark:{warped}"]) == 0
+    w = tables.read_dict(f"ark:{warped}")["u5_warped"]
+    np.testing.assert_array_equal(ours["u5_warped"], w)
+    assert np.abs(w - ref["u5_16k"]).max() > 0.1  # the warp changes the features
+    assert run(["compute-mfcc-feats", f"--utt2spk=ark:{tmp_path / 'utt2spk'}", f"scp:{one}",
+                f"ark:{warped}"]) == 1  # fmt: skip
+
+
+def test_allow_downsample_and_upsample(in_features_dir, tmp_path, capsys):
+    """A 16 kHz file with the 8 kHz config fails unless --allow-downsample (Kaldi's resampler)."""
+    from xvjax.features.resample import kaldi_resample
+
+    one = tmp_path / "one.scp"
+    one.write_text("u5_16k ../audio/u5_16k.wav\n")
+    out = tmp_path / "f.ark"
+    assert run(["compute-mfcc-feats", "--config=mfcc8k.conf", f"scp:{one}", f"ark:{out}"]) == 1
+    assert "--allow-downsample=true" in capsys.readouterr().err
+    argv = ["compute-mfcc-feats", "--config=mfcc8k.conf", "--allow-downsample=true"]
+    assert run(argv + [f"scp:{one}", f"ark:{out}"]) == 0
+    feats = tables.read_dict(f"ark:{out}")["u5_16k"]
+    assert feats.shape == (52, 23)  # 4143 samples at 8 kHz: round(4143 / 80) frames
+    # Kaldi's resampler: exact output length, a pass-band tone kept, a stop-band tone removed
+    t = np.arange(16000) / 16000
+    y = kaldi_resample(1000 * np.sin(2 * np.pi * 440 * t), 16000, 8000)
+    assert len(y) == 8000 and len(kaldi_resample(np.ones(3), 16000, 8000)) == 2
+    t8 = np.arange(8000) / 8000
+    assert np.abs(y[50:-50] - 1000 * np.sin(2 * np.pi * 440 * t8[50:-50])).max() < 1.0
+    z = kaldi_resample(1000 * np.sin(2 * np.pi * 6000 * t), 16000, 8000)
+    assert np.abs(z[50:-50]).max() < 5.0
+    up = kaldi_resample(y, 8000, 16000)
+    assert (
+        len(up) == 16000
+        and np.abs(up[100:-100] - 1000 * np.sin(2 * np.pi * 440 * t[100:-100])).max() < 2.0
+    )
+
+
+def test_select_unvoiced_frames(in_features_dir, tmp_path):
+    """--select-unvoiced-frames keeps exactly the frames the VAD marks 0."""
+    out = tmp_path / "sil.ark"
+    argv = ["select-voiced-frames", "--select-unvoiced-frames=true", "ark,t:cmn16k.txt"]
+    assert run(argv + ["ark,t:vad16k.txt", f"ark:{out}"]) == 0
+    sil = tables.read_dict(f"ark:{out}")
+    cmn, vad = tables.read_dict("ark,t:cmn16k.txt"), tables.read_dict("ark,t:vad16k.txt")
+    assert sorted(sil) == sorted(k for k in cmn if (vad[k] == 0).any())
+    for k, x in sil.items():
+        np.testing.assert_array_equal(x, cmn[k][vad[k] == 0])
+
+
+def test_mfcc_from_a_wave_archive(in_features_dir, tmp_path):
+    """make_mfcc.sh with segments pipes `extract-segments ... ark:- |` into compute-mfcc-feats."""
+    segments = tmp_path / "segments"
+    segments.write_text("u5_all u5_16k 0 -1\n")
+    waves = tmp_path / "w.ark"
+    assert run(["extract-segments", "scp:wav16.scp", str(segments), f"ark:{waves}"]) == 0
+    out = tmp_path / "f.ark"
+    assert run(["compute-mfcc-feats", "--config=mfcc16k.conf", f"ark:{waves}", f"ark:{out}"]) == 0
+    ref = tables.read_dict("ark,t:mfcc16k.txt")
+    _close({"u5_16k": tables.read_dict(f"ark:{out}")["u5_all"]}, {"u5_16k": ref["u5_16k"]})

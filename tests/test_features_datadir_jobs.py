@@ -12,7 +12,14 @@ import pytest
 from xvjax.errors import XvjaxError
 from xvjax.features.datadir_jobs import import_features, make_features
 from xvjax.features.frontend_numpy import prepare_feats_numpy
-from xvjax.features.options import AugmentDataDirOptions, MfccOptions, VadOptions
+from xvjax.features.options import (
+    RECIPE_CMN,
+    AugmentDataDirOptions,
+    MfccOptions,
+    VadOptions,
+    frontend_record,
+    read_frontend_conf,
+)
 from xvjax.features.vad import compute_vad_numpy
 from xvjax.kaldi import tables
 
@@ -60,6 +67,10 @@ def test_make_features_writes_the_prepared_copy_in_one_pass(data_dir, kaldi_fixt
     for ours, theirs in (("a-u2", "u2_16k"), ("a-u5", "u5_16k")):
         assert prepared[ours].shape == kaldi[theirs].shape
         np.testing.assert_allclose(prepared[ours], kaldi[theirs], atol=1e-2)
+    # what the features were made with is kept beside them (conf/), as models record it
+    assert read_frontend_conf(data) == frontend_record(mfcc, vad)
+    assert read_frontend_conf(no_sil) == frontend_record(mfcc, vad, RECIPE_CMN)
+    assert "--num-ceps=" in open(os.path.join(data, "conf", "mfcc.conf")).read()
     # a data dir with features but no audio gives the same prepared copy
     given = tmp_path / "data" / "given"
     shutil.copytree(data, given)

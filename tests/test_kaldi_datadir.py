@@ -73,10 +73,13 @@ def test_unreadable_audio_is_a_clear_error(tmp_path):
     with pytest.raises(XvjaxError, match="exited with status|wrote nothing"):
         audio.read_wav_entry("false |")
     stereo = tmp_path / "st.wav"
-    soundfile.write(stereo, np.zeros((100, 2), dtype=np.int16), 8000, subtype="PCM_16")
-    with pytest.raises(XvjaxError, match="has 2 channels"):
-        audio.read_wav_entry(str(stereo))
-    assert audio.read_wav_entry(str(stereo), channel=1)[0].shape == (100,)
+    left_right = np.stack([np.arange(100), -np.arange(100)], 1).astype(np.int16)
+    soundfile.write(stereo, left_right, 8000, subtype="PCM_16")
+    # as Kaldi: no channel chosen -> channel 0 (with a warning: test_faults); one it lacks: error
+    np.testing.assert_array_equal(audio.read_wav_entry(str(stereo))[0], left_right[:, 0])
+    np.testing.assert_array_equal(audio.read_wav_entry(str(stereo), 1)[0], left_right[:, 1])
+    with pytest.raises(XvjaxError, match="has 2 channels, no channel 2"):
+        audio.read_wav_entry(str(stereo), channel=2)
 
 
 def test_segment_bounds_follow_extract_segments():

@@ -150,19 +150,23 @@ def test_readme_step_by_step_workflow(kaldi_fixtures, tmp_path, monkeypatch):
     sh(extract, w)
     for name in ("enroll", "adapt", "src_train"):
         sh(extract.replace("data/test/", f"data/{name}/").replace("xv_test", f"xv_{name}"), w)
-    # The exported final.raw gives the same x-vectors as the model dir it came from.
-    sh(
-        extract.replace("checkpoints/ft/final", "exp/xvector_ft/final.raw").replace(
-            "xv_test", "xv_raw"
-        ),
-        w,
-    )
+    # The exported final.raw, read through Kaldi's extraction idiom (its node `output` is the
+    # log-softmax, so extract.config points `output` at the x-vector layer), gives the same
+    # x-vectors as the model dir it came from.
+    (w / "extract.config").write_text("output-node name=output input=tdnn6.affine\n")
+    raw_model = '"xvjax nnet3-copy --nnet-config=extract.config exp/xvector_ft/final.raw - |"'
+    sh(extract.replace("checkpoints/ft/final", raw_model).replace("xv_test", "xv_raw"), w)
     xv_test = tables.read_dict("scp:xv_test.scp")
     xv_raw = tables.read_dict("scp:xv_raw.scp")
     assert len(xv_test) == num_utts["test"] and xv_raw.keys() == xv_test.keys()
     for key, vec in xv_test.items():
         assert vec.shape == (48,) and np.all(np.isfinite(vec))
         np.testing.assert_allclose(xv_raw[key], vec, rtol=1e-5, atol=1e-5, err_msg=key)
+    # A bare final.raw gives its node `output`, the log-softmax over the in-domain speakers, as Kaldi.
+    bare = extract.replace("checkpoints/ft/final", "exp/xvector_ft/final.raw")
+    sh(bare.replace("data/test/", "data/enroll/").replace("xv_test", "logsm_enroll"), w)
+    for vec in tables.read_dict("scp:logsm_enroll.scp").values():
+        assert vec.shape == (num_tgt_spk,) and np.exp(vec).sum() == pytest.approx(1.0, abs=1e-4)
 
     # The "Kaldi backend" (mean.vec, transform.mat, plda) from out-of-domain x-vectors, as in
     # Kaldi's sre16 recipe; then the README's adaptation, enrolment and scoring lines.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ import pytest
 from xvjax.backend.system import PldaBackend, XvectorSet
 from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
-from xvjax.recipe import backends as be
-from xvjax.recipe import config, transfer
+from xvjax.recipe import config, rows, transfer
+from xvjax.recipe.routes import BackendRecipe, Backends
 
 
 def _cfg(tmp_path, **kw) -> config.RecipeConfig:
@@ -187,21 +188,28 @@ def test_backend_rows_on_a_shifted_domain():
 
     train, adapt = part(0, 20, range(8)), part(20, 35, range(8))
     enroll, test = part(35, 50, range(2)), part(35, 50, range(2, 8))
-    pieces = be.build_pieces(src, train, adapt.mat, lda_dim=12, em_iters=5)
+    sets = {"source_train": src, "target_train": train, "target_adapt": adapt}
+    backends = Backends(sets, lda_dim=12, em_iters=5)
     trials = _trials(enroll, test)
     eers = {}
-    for row_id, _, recipe in be.BASE_ROWS:
-        backend = be.make_backend(recipe, pieces, 0.75, 0.25)
+    recipes = {
+        "1": BackendRecipe(),
+        "2": BackendRecipe(mean="adapt"),
+        "3": BackendRecipe(mean="adapt", adapt=(0.75, 0.25)),
+        "4": BackendRecipe(model="target", mean="adapt"),
+    }
+    for row_id, recipe in recipes.items():
+        backend = backends.build(recipe).backend
         s, scored = backend.score(enroll, test, trials)
         assert len(scored) == len(trials)
-        m = be.metrics_of(s, scored.labels)
+        m = rows.metrics_of(s, scored.labels)
         assert 0.0 <= m["eer"] <= 100.0 and 0.0 <= m["min_dcf_0.01"] <= 1.0 + 1e-9
         eers[row_id] = m["eer"]
-    assert pieces.source.lda.shape == (12, dim + 1)
+    assert backends.source().lda.shape == (12, dim + 1)
     # Re-centring beats the source mean on shifted data; in-domain LDA/PLDA beats the source one.
     assert eers["2"] < eers["1"]
     assert eers["4"] < eers["1"]
-    backend = be.make_backend(be.Recipe(mean="adapt", model="target"), pieces, 0.75, 0.25)
+    backend = backends.build(recipes["4"]).backend
     for norm in ("snorm", "asnorm"):
         s, _ = backend.score(enroll, test, trials, norm=norm, cohort=adapt.mat, top_k=30)
         assert np.all(np.isfinite(s))
@@ -228,7 +236,8 @@ def test_lda_dim_capped_by_speakers():
 # ----------------------------------------------------------------------------- command line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-USER_OPTS = ("src-data", "tgt-train", "tgt-adapt", "tgt-enroll", "tgt-test", "trials",
+USER_OPTS = ("src-data", "src-enroll", "src-test", "src-trials", "tgt-train", "tgt-adapt",
+             "tgt-enroll", "tgt-test", "trials", "tgt-dev-enroll", "tgt-dev-test", "dev-trials",
              "pretrained", "plda", "mean", "lda", "musan", "rirs", "stage", "workdir")  # fmt: skip
 
 
@@ -245,26 +254,52 @@ def test_demo_command_options_and_errors(tmp_path, capsys):
     assert "--tgt-train" in capsys.readouterr().err
 
 
-def test_run_transfer_script_passes_user_options(tmp_path):
+def test_run_transfer_script_passes_options_to_demo(tmp_path):
     import subprocess
 
     fake = tmp_path / "fake_xvjax"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
-    argv = [os.path.join(REPO, "scripts", "run_transfer.sh")]
-    for opt in USER_OPTS:
-        argv += [f"--{opt}", f"v-{opt}" if opt != "stage" else "3"]
-    argv.append("--sample-rate=8000")
-    out = subprocess.run(
-        argv, env={**os.environ, "XVJAX": str(fake)}, capture_output=True, text=True, check=True
-    ).stdout.split("\n")
-    assert out[0] == "demo"
-    assert "--workdir=v-workdir" in out and "--stage=3" in out and "--sample-rate=8000" in out
-    for opt in USER_OPTS[:-2]:
-        assert f"--{opt}=v-{opt}" in out
-    bad = subprocess.run(argv[:1] + ["--trials"], env={**os.environ, "XVJAX": str(fake)},
-                         capture_output=True, text=True)  # fmt: skip
-    assert bad.returncode != 0 and "needs a value" in bad.stderr
+    script = os.path.join(REPO, "scripts", "run_transfer.sh")
+    env = {**os.environ, "XVJAX": str(fake)}
+    argv = [script, "--src-data", "/data/src", "--sample-rate=8000"]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [
+        "demo",
+        "--workdir=exp/transfer",
+        "--src-data",
+        "/data/src",
+        "--sample-rate=8000",
+    ]
+    out = subprocess.run(argv + ["--workdir", "w"], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert "--workdir=exp/transfer" not in out and out[-2:] == ["--workdir", "w"]
+
+
+def test_demo_takes_both_option_forms(tmp_path):
+    from xvjax import cli
+
+    cmd = cli.get_command("demo")
+    spaced, _ = cli.parse_args(cmd, ["--src-enroll", "/x", "--seeds", "3", "--augment=false",
+                                     "--progress", "--tgt-dev-test", "/d"])  # fmt: skip
+    equals, _ = cli.parse_args(cmd, ["--src-enroll=/x", "--seeds=3", "--augment=false",
+                                     "--progress", "--tgt-dev-test=/d"])  # fmt: skip
+    assert vars(spaced) == vars(equals)
+    assert spaced.src_enroll == "/x" and spaced.seeds == 3 and not spaced.augment
+    with pytest.raises(XvjaxError, match="needs a value"):
+        cli.parse_args(cmd, ["--trials"])
+
+
+def test_run_transfer_help_lists_the_source_and_dev_options():
+    import subprocess
+
+    script = os.path.join(REPO, "scripts", "run_transfer.sh")
+    xvjax = os.path.join(os.path.dirname(sys.executable), "xvjax")
+    out = subprocess.run([script, "--help"], env={**os.environ, "XVJAX": xvjax},
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for opt in ("--src-enroll", "--src-test", "--src-trials", "--tgt-dev-enroll", "--dev-trials",
+                "--dev-speakers", "xvjax demo --help"):  # fmt: skip
+        assert opt in out
 
 
 def test_pretrained_kaldi_model_is_imported(tmp_path, kaldi_fixtures):

@@ -8,22 +8,32 @@ this module only parses options the way Kaldi's `ParseOptions` does and dispatch
 - `-` and `_` are interchangeable in option names, as in Kaldi;
 - `--config=FILE` reads one `--opt=value` per line (`#` comments), command line wins;
 - `--help` prints the usage text with every option and its default;
-- errors (`XvjaxError`) print one line `ERROR (xvjax CMD): ...` and exit with status 1.
+- errors (`XvjaxError`, and OS errors such as a permission denied) print one line
+  `ERROR (xvjax CMD): ...` and exit with status 1; Ctrl-C exits with 130, SIGTERM with 143 and
+  SIGHUP with 129, after the same clean-up;
+- a command's output files are kept only if it exits 0 (`fileutil.command_outputs`): on an error, a
+  non-zero return, Ctrl-C or SIGTERM, the files it wrote are removed and any file it replaced is put
+  back. Resumable jobs (`resumable=True`: train, demo, make-demo-corpus) keep what they finished.
+  Standard output and pipes cannot be un-written (see `xvjax.fileutil`).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import importlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.config_files import parse_bool, read_config_file
 
@@ -36,27 +46,40 @@ COMMANDS: dict[str, str] = {
     "copy-vector": "xvjax.kaldi.commands:copy_vector",
     "feat-to-dim": "xvjax.kaldi.commands:feat_to_dim",
     "feat-to-len": "xvjax.kaldi.commands:feat_to_len",
+    "copy-int-vector": "xvjax.kaldi.commands:copy_int_vector",
+    "wav-copy": "xvjax.kaldi.commands:wav_copy",
+    "wav-to-duration": "xvjax.kaldi.commands:wav_to_duration",
+    "extract-segments": "xvjax.kaldi.commands:extract_segments",
     "validate-data-dir": "xvjax.kaldi.commands:validate_data_dir_cmd",
     "subset-data-dir": "xvjax.kaldi.commands:subset_data_dir_cmd",
     "combine-data-dir": "xvjax.kaldi.commands:combine_data_dir_cmd",
     "fix-data-dir": "xvjax.kaldi.commands:fix_data_dir_cmd",
+    "kaldi-shims": "xvjax.kaldi.commands:kaldi_shims",
     # nnet3 models and egs
     "nnet3-copy": "xvjax.kaldi.nnet3.commands:nnet3_copy",
     "nnet3-init": "xvjax.kaldi.nnet3.commands:nnet3_init",
     "nnet3-info": "xvjax.kaldi.nnet3.commands:nnet3_info",
     "nnet3-copy-egs": "xvjax.kaldi.nnet3.commands:nnet3_copy_egs",
+    "nnet3-merge-egs": "xvjax.kaldi.nnet3.commands:nnet3_merge_egs",
+    "nnet3-shuffle-egs": "xvjax.kaldi.nnet3.commands:nnet3_shuffle_egs",
+    "nnet3-subset-egs": "xvjax.kaldi.nnet3.commands:nnet3_subset_egs",
+    "nnet3-xvector-get-egs": "xvjax.kaldi.nnet3.commands:nnet3_xvector_get_egs",
     # front end
     "compute-mfcc-feats": "xvjax.features.commands:compute_mfcc_feats",
     "compute-fbank-feats": "xvjax.features.commands:compute_fbank_feats",
     "compute-vad": "xvjax.features.commands:compute_vad_cmd",
     "apply-cmvn-sliding": "xvjax.features.commands:apply_cmvn_sliding",
+    "compute-cmvn-stats": "xvjax.features.commands:compute_cmvn_stats",
+    "apply-cmvn": "xvjax.features.commands:apply_cmvn_cmd",
     "select-voiced-frames": "xvjax.features.commands:select_voiced_frames_cmd",
     "make-features": "xvjax.features.commands:make_features",
     "augment-data-dir": "xvjax.features.commands:augment_data_dir",
+    "wav-reverberate": "xvjax.features.commands:wav_reverberate",
     # models and x-vectors
     "nnet3-to-flax": "xvjax.model.commands:nnet3_to_flax_cmd",
     "flax-to-nnet3": "xvjax.model.commands:flax_to_nnet3_cmd",
     "nnet3-xvector-compute": "xvjax.model.commands:nnet3_xvector_compute_cmd",
+    "nnet3-compute": "xvjax.model.commands:nnet3_compute_cmd",
     # backend
     "ivector-mean": "xvjax.backend.commands.vectors:ivector_mean",
     "ivector-subtract-global-mean": "xvjax.backend.commands.vectors:ivector_subtract_global_mean",
@@ -67,10 +90,12 @@ COMMANDS: dict[str, str] = {
     "ivector-adapt-plda": "xvjax.backend.commands.lda_plda:ivector_adapt_plda",
     "ivector-copy-plda": "xvjax.backend.commands.lda_plda:ivector_copy_plda",
     "ivector-plda-scoring": "xvjax.backend.commands.scoring:ivector_plda_scoring",
+    "ivector-plda-scoring-dense": "xvjax.backend.commands.scoring:ivector_plda_scoring_dense",
     "cosine-scoring": "xvjax.backend.commands.scoring:cosine_scoring",
     "ivector-compute-dot-products": "xvjax.backend.commands.scoring:ivector_compute_dot_products",
     "score-matrix": "xvjax.backend.commands.scoring:score_matrix_cmd",
     "score-norm": "xvjax.backend.commands.scoring:score_norm",
+    "cluster-vectors": "xvjax.backend.commands.clustering:cluster_vectors",
     "calibrate": "xvjax.backend.commands.metrics:calibrate_cmd",
     "compute-eer": "xvjax.backend.commands.metrics:compute_eer_cmd",
     "compute-min-dcf": "xvjax.backend.commands.metrics:compute_min_dcf_cmd",
@@ -110,6 +135,11 @@ class Command:
     nargs: tuple[int, int | None]
     # Raw commands get argv untouched (e.g. `train` with ml_collections `--config.x=y` overrides).
     raw: bool = False
+    # A resumable job keeps the files it finished when it fails (a rerun resumes from them);
+    # every other command's outputs are kept only if it exits 0.
+    resumable: bool = False
+    # Also accept `--name value` (argparse style, as the Kaldi Python scripts it replaces do).
+    spaced_values: bool = False
 
 
 # Options every (non-raw) command accepts, as Kaldi's ParseOptions adds them.
@@ -127,14 +157,17 @@ def command(
     opts: Sequence[Opt] = (),
     nargs: tuple[int, int | None] = (0, None),
     raw: bool = False,
+    resumable: bool = False,
+    spaced_values: bool = False,
 ):
     """Declares `func(opts, *args)` as `xvjax NAME` (listed in `COMMANDS`). `nargs` = (min, max or
     None). The declaration is kept on the function (`func.command`); nothing is registered."""
 
     def wrap(func):
         func.command = Command(
-            name, summary, textwrap.dedent(usage).strip(), opts, func, nargs, raw
-        )
+            name, summary, textwrap.dedent(usage).strip(), opts, func, nargs, raw, resumable,
+            spaced_values,
+        )  # fmt: skip
         return func
 
     return wrap
@@ -179,14 +212,19 @@ def parse_args(cmd: Command, argv: Sequence[str]) -> tuple[Options, list[str]]:
     positional: list[str] = []
     from_cli: list[str] = []
     only_args = False
-    for arg in argv:
+    argv = list(argv)
+    while argv:
+        arg = argv.pop(0)
         if only_args or not arg.startswith("--") or arg == "--":
             if arg == "--" and not only_args:
                 only_args = True
                 continue
             positional.append(arg)
-        else:
-            from_cli.append(arg)
+            continue
+        opt = known.get(_canon(arg[2:]))
+        if cmd.spaced_values and opt is not None and opt.kind is not bool and argv:
+            arg = f"{arg}={argv.pop(0)}"  # `--p-target 0.01`
+        from_cli.append(arg)
 
     def apply(items: list[str], source: str) -> None:
         for item in items:
@@ -222,7 +260,8 @@ def usage_text(cmd: Command) -> str:
         if isinstance(default, bool):
             default = str(default).lower()
         kind = {bool: "bool", int: "int", float: "float", str: "string"}.get(o.kind, "string")
-        lines.append(f"  --{_canon(o.name):<28} : {o.help} ({kind}, default = {default})")
+        shown = kind if default is None else f"{kind}, default = {default}"  # None: see the help
+        lines.append(f"  --{_canon(o.name):<28} : {o.help} ({shown})")
     return "\n".join(lines)
 
 
@@ -286,15 +325,58 @@ def top_help() -> str:
 
 
 def setup_logging(name: str, verbose: int = 0) -> None:
+    """Kaldi-style log lines on stderr. `--verbose` applies to xvjax's own logger only: the
+    libraries' debug output (JAX, Orbax, ...) is not Kaldi's verbose output, and JAX's logger has
+    a handler of its own, so letting it through would print each of its lines twice."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose > 0 else logging.INFO,
+        level=logging.INFO,
         format=f"%(levelname)s (xvjax {name}) %(message)s",
         stream=sys.stderr,
         force=True,
     )
-    # Third-party chatter (absl/orbax/jax) stays at warning level unless verbose.
-    for noisy in ("absl", "jax", "orbax", "flax", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    logging.getLogger("xvjax").setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
+    for noisy in ("absl", "jax", "jaxlib", "orbax", "flax", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (a job scheduler cancelling, a closed terminal), raised in the main
+    thread like KeyboardInterrupt so that writers abort and the command's outputs are undone."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _termination_as_exception():
+    """SIGTERM/SIGHUP raise `Terminated` in the block (a second one is ignored while it cleans
+    up); a signal the caller ignores (`nohup`) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _one_line(e: OSError) -> str:
+    """An OS error as `what: 'file'` (Python's own text, without the `[Errno N]`)."""
+    text = e.strerror or str(e)
+    if e.filename is not None:
+        text += f": '{e.filename}'"
+    return text
 
 
 def run(argv: Sequence[str]) -> int:
@@ -312,24 +394,41 @@ def run(argv: Sequence[str]) -> int:
         print(usage_text(cmd))
         return 0
     setup_logging(name)
+    outputs = contextlib.nullcontext() if cmd.resumable else fileutil.command_outputs()
     try:
-        if cmd.raw:
-            result = cmd.func(rest)
-        else:
-            opts, args = parse_args(cmd, rest)
-            setup_logging(name, opts.verbose)
-            if opts.print_args:  # as Kaldi's ParseOptions: the command line first, on stderr
-                print(" ".join(shlex.quote(a) for a in ["xvjax", name, *rest]), file=sys.stderr)
-            result = cmd.func(opts, *args)
+        with _termination_as_exception(), outputs as written:
+            if cmd.raw:
+                result = cmd.func(rest)
+            else:
+                opts, args = parse_args(cmd, rest)
+                setup_logging(name, opts.verbose)
+                if opts.print_args:  # as Kaldi's ParseOptions: the command line first, on stderr
+                    print(" ".join(shlex.quote(a) for a in ["xvjax", name, *rest]), file=sys.stderr)
+                result = cmd.func(opts, *args)
+            result = int(result or 0)
+            if result != 0 and written is not None:
+                written.rollback()  # nothing is written by a command that fails
     except XvjaxError as e:
         print(f"ERROR (xvjax {name}): {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"ERROR (xvjax {name}): interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"ERROR (xvjax {name}): terminated by signal {e.signum}", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         return 1
-    return int(result or 0)
+    except OSError as e:  # permission denied, no space left, ...: one line, no traceback
+        print(f"ERROR (xvjax {name}): {_one_line(e)}", file=sys.stderr)
+        return 1
+    if result != 0 and not cmd.resumable:  # e.g. Kaldi's "nothing succeeded" status
+        print(
+            f"ERROR (xvjax {name}): failed (exit status {result}; see the warnings above); "
+            "no output file was kept",
+            file=sys.stderr,
+        )
+    return result
 
 
 def main() -> None:

@@ -128,6 +128,8 @@ def compute_act_dcf(
     c_def = check_costs(p_target, c_miss, c_fa)
     s = np.asarray(llrs, dtype=np.float64)
     lab = _labels(labels)
+    if s.size == 0:
+        raise XvjaxError("no scores")
     if not lab.any() or lab.all():
         raise XvjaxError("need both target and nontarget trials")
     threshold = math.log(c_fa * (1 - p_target) / (c_miss * p_target))
@@ -141,6 +143,8 @@ def det_curve(scores: Sequence[float], labels) -> tuple[np.ndarray, np.ndarray]:
     """Miss and false-alarm rates when rejecting scores <= each distinct score -> (fnr, fpr)."""
     s = np.asarray(scores, dtype=np.float64)
     lab = _labels(labels)
+    if s.size == 0:
+        raise XvjaxError("no scores")
     order = np.argsort(s, kind="stable")
     s, lab = s[order], lab[order]
     last = np.r_[s[1:] != s[:-1], True]  # end of every run of tied scores
@@ -171,6 +175,8 @@ def read_eer_input(lines: Sequence[str], name: str = "input") -> tuple[np.ndarra
             raise XvjaxError(
                 f"{name}:{num}: invalid input line (second field must be 'target' or 'nontarget')"
             )
+        if not math.isfinite(score):
+            raise XvjaxError(f"{name}:{num}: score '{fields[0]}' is not a finite number")
         scores.append(score)
         labels.append(fields[1] == "target")
     return np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=bool)
@@ -190,9 +196,12 @@ def read_score_lines(
                 f"{name}:{num}: expected '<enroll> <test> <score>', got '{line.strip()}'"
             )
         try:
-            scores.append(float(fields[2]))
+            score = float(fields[2])
         except ValueError:
             raise XvjaxError(f"{name}:{num}: bad score '{fields[2]}'") from None
+        if not math.isfinite(score):  # would sort anywhere and move every threshold
+            raise XvjaxError(f"{name}:{num}: score '{fields[2]}' is not a finite number")
+        scores.append(score)
         pairs.append((fields[0], fields[1]))
     return pairs, np.asarray(scores, dtype=np.float64)
 

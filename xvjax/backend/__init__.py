@@ -2,25 +2,31 @@
 normalisation, calibration, and the backend system built from them. Numbers match Kaldi's binaries
 (see tests/test_backend_*.py). Modules:
 
-    linalg        eigendecomposition sorted as Kaldi's, class means, checks (numpy)
+    linalg        eigendecomposition sorted and signed as Kaldi's, class means, checks (numpy)
     means         ivector-mean, ivector-subtract-global-mean, ivector-normalize-length (numpy)
     lda           ivector-compute-lda, transform-vec (numpy)
     plda          the PLDA model: TransformIvector, LogLikelihoodRatio, EM training (numpy)
-    adapt         ivector-adapt-plda (numpy)
+    adapt         ivector-adapt-plda, PLDA interpolation with an in-domain PLDA (numpy)
+    coral         correlation alignment (CORAL) of x-vectors between domains (numpy)
     calibration   logistic-regression calibration to LLRs (numpy)
     trials        Trials: a trial list and its lookup of ids to vector rows (numpy)
     vector_tables vector tables read and written with the binaries' checks (numpy)
     score_files   `<enroll> <test> <score>` files (numpy)
     scoring       batched and dense PLDA / cosine scoring, sharded over devices (jax)
+    dense_scoring ivector-plda-scoring-dense: all pairs per recording, recording PCA (numpy)
     snorm         S-norm, adaptive S-norm, Z-norm, T-norm with a cohort (jax)
-    system        PldaBackend (mean -> LDA -> length norm -> PLDA: fit, adapt, project, score)
-                  and XvectorSet, as the sre16/v2 recipe runs them (jax, through scoring)
+    system        PldaBackend (mean -> LDA -> length norm -> PLDA: fit, adapt, interpolate,
+                  project, score) and XvectorSet, as the sre16/v2 recipe runs them (jax, through
+                  scoring)
+    cluster       agglomerative clustering by PLDA or cosine similarity: exact average linkage
+                  in blocks (jax), dense complete/single linkage (scipy), cuts, purity/coverage
+    pseudo_labels clustering-based pseudo-speakers and the backends trained on them
     plots         DET curves (matplotlib)
     commands/     the Kaldi-named command line tools (vectors, lda_plda, scoring, metrics)
 
 Kaldi's metrics (compute-eer, compute_min_dcf.py) are `xvjax.metrics`; PLDA files `xvjax.kaldi.plda_io`.
 
-    from xvjax.backend import adapt, lda, means, plda, scoring, snorm
+    from xvjax.backend import adapt, cluster, lda, means, plda, pseudo_labels, scoring, snorm
     from xvjax.backend.system import PldaBackend, XvectorSet
     from xvjax.backend.trials import Trials
 
@@ -39,6 +45,10 @@ Kaldi's metrics (compute-eer, compute_min_dcf.py) are `xvjax.metrics`; PLDA file
 
     backend = PldaBackend.fit(train, lda_dim=200)                 # the whole sre16/v2 backend
     backend = backend.with_mean(in_domain_mean).adapt(in_domain, 0.75, 0.25)
+    labels = cluster.ahc(in_domain, "plda", plda_backend=backend, threshold=0.0)
+    pseudo = XvectorSet(keys, in_domain, pseudo_labels.pseudo_utt2spk(keys, labels))
+    backend = backend.interpolate(
+        pseudo_labels.fit_pseudo_label_backend(pseudo, space=backend), weight=0.5)
     scores, scored = backend.score(enroll, test, Trials.read("trials"), norm="asnorm",
                                    cohort=in_domain, top_k=300)
 """

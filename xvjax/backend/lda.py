@@ -6,7 +6,7 @@ M = tau * total + (1 - tau) * within (tau = --total-covariance-factor); eig M = 
 decreasing and floored at covariance_floor * s_max; T = diag(s^-1/2) U^T (so T M T^T = I).
 eig of T between T^T = U2 diag(s2) U2^T sorted decreasing; L = U2[:, :dim]^T T.
 Output: the affine (dim, D+1) matrix [L | -L mu] (projected within-class covariance = I for tau = 0).
-Eigenvector signs are arbitrary (here: numpy/LAPACK's), so rows may differ in sign from Kaldi's.
+Eigenvector signs are Kaldi's (`linalg.sorted_eigh`), so the rows equal Kaldi's, signs included.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ __all__ = [
     "compute_plda_stats",
     "estimate_plda",
     "plda_from_covars",
+    "plda_covars",
 ]
 
 
@@ -183,12 +184,17 @@ def plda_from_covars(mean: np.ndarray, within: np.ndarray, between: np.ndarray) 
     return Plda(mean=np.asarray(mean, dtype=np.float64), transform=u.T @ t1, psi=s)
 
 
+def plda_covars(plda: Plda) -> tuple[np.ndarray, np.ndarray]:
+    """(within, between) (D, D) covariances of the model in the input space (the inverse of
+    `plda_from_covars`): W = A^-1 A^-T, B = A^-1 diag(psi) A^-T, as `Plda::ApplyTransform` has it."""
+    a_inv = np.linalg.inv(np.asarray(plda.transform, dtype=np.float64))
+    return a_inv @ a_inv.T, a_inv @ np.diag(np.asarray(plda.psi, dtype=np.float64)) @ a_inv.T
+
+
 def apply_transform(plda: Plda, transform: np.ndarray) -> Plda:
     """Kaldi's `Plda::ApplyTransform`: the PLDA of `transform @ x` (e.g. a PCA, rows <= D)."""
     t = np.asarray(transform, dtype=np.float64)
-    a_inv = np.linalg.inv(np.asarray(plda.transform))
-    within = a_inv @ a_inv.T
-    between = a_inv @ np.diag(plda.psi) @ a_inv.T
+    within, between = plda_covars(plda)
     return plda_from_covars(t @ plda.mean, t @ within @ t.T, t @ between @ t.T)
 
 

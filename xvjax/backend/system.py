@@ -6,6 +6,8 @@ the way Kaldi's sre16/v2 `run.sh` pipes its binaries.
            plda = ivector-compute-plda spk2utt (subtract own mean | transform-vec lda |
                   ivector-normalize-length)
     adapt  plda = ivector-adapt-plda plda (in-domain: subtract own mean | lda | normalize-length)
+    interpolate  plda = covariance interpolation with an in-domain PLDA trained in the same space
+           (same mean and LDA; `adapt.interpolate_plda`)
     score  enroll = ivector-mean spk2utt | subtract mean | lda | normalize-length (num_utts each)
            test   = subtract mean | lda | normalize-length
            ivector-plda-scoring --normalize-length=true --num-utts, optionally S-norm or
@@ -109,6 +111,21 @@ class PldaBackend:
         """`ivector-adapt-plda` on (subtract own mean | lda | normalize-length) (N, D) vectors."""
         y = self._lda_length_norm(means.subtract_mean(unlabelled))
         plda = adapt_lib.adapt_plda(self.plda, y, within_covar_scale, between_covar_scale)
+        return dataclasses.replace(self, plda=plda)
+
+    def interpolate(self, in_domain: PldaBackend, weight: float) -> PldaBackend:
+        """This backend with its PLDA interpolated with `in_domain`'s (`adapt.interpolate_plda`,
+        weight = the in-domain share). Both must share the mean and LDA (one input space), as a
+        PLDA trained with `pseudo_labels.fit_pseudo_label_backend(..., space=self)` does."""
+        same_lda = (self.lda is None) == (in_domain.lda is None) and (
+            self.lda is None or np.array_equal(self.lda, in_domain.lda)
+        )
+        if not (same_lda and np.array_equal(self.mean, in_domain.mean)):
+            raise XvjaxError(
+                "cannot interpolate PLDAs of backends with different means or LDA: train the "
+                "in-domain PLDA in this backend's space (project its vectors with this backend)"
+            )
+        plda = adapt_lib.interpolate_plda(self.plda, in_domain.plda, weight)
         return dataclasses.replace(self, plda=plda)
 
     def project(self, x: np.ndarray) -> np.ndarray:

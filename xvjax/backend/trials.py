@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.fileutil import atomic_open
 from xvjax.kaldi import tables
 
 log = logging.getLogger("xvjax")
@@ -80,6 +81,26 @@ class Trials:
                 f"{rxfilename}: trial '{bad[0]} {bad[1]}' has no target|nontarget label"
             )
         return Trials(enroll, test, np.array([r[2] == "target" for r in rows], dtype=bool))
+
+    @staticmethod
+    def every_pair(models: Sequence[str], test_utt2spk: Mapping[str, str]) -> Trials:
+        """sre-style trials: every model (a speaker id) against every test utterance, sorted;
+        a trial is a target when the test utterance's speaker is the model."""
+        enroll, test, labels = [], [], []
+        for m in sorted(models):
+            for utt in sorted(test_utt2spk):
+                enroll.append(m)
+                test.append(utt)
+                labels.append(test_utt2spk[utt] == m)
+        return Trials(enroll, test, np.array(labels, dtype=bool))
+
+    def write(self, path: str) -> None:
+        """`<enroll> <test> target|nontarget` lines (labelled trials only), written atomically."""
+        if self.labels is None:
+            raise XvjaxError(f"{path}: these trials have no labels to write")
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            for e, t, lab in zip(self.enroll, self.test, self.labels, strict=True):
+                f.write(f"{e} {t} {'target' if lab else 'nontarget'}\n")
 
     def index(
         self, enroll_keys: Sequence[str], test_keys: Sequence[str]

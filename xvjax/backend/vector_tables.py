@@ -3,6 +3,11 @@
 - `read_vectors`: a table -> (keys, (N, D) float32), with the checks Kaldi's binaries make or
   that save a confusing failure later: duplicate keys, dimension mismatches, NaN/inf, each error
   naming the key and the table;
+- `read_finite_vectors`: the same for tools that work key by key (length normalisation, mean
+  subtraction, transforms, speaker means, trial scoring): a vector with NaN or infinite values is
+  skipped with a warning naming it, as those tools skip a key they cannot use, and counted. Tools
+  that estimate a model from the whole table (LDA, PLDA, adaptation, the global mean) use
+  `read_vectors`: a broken vector there is an error, not something to estimate around;
 - `write_vectors`: keys and rows -> a table;
 - `enroll_num_utts`: the `--num-utts` table of `ivector-plda-scoring` applied to enrolment vectors;
 - `write_block_rows`: a dense score matrix computed in blocks, written one row vector per
@@ -21,12 +26,31 @@ from xvjax.kaldi import tables
 
 log = logging.getLogger("xvjax")
 
-__all__ = ["read_vectors", "write_vectors", "read_num_utts", "enroll_num_utts", "write_block_rows"]
+__all__ = [
+    "read_vectors",
+    "read_finite_vectors",
+    "write_vectors",
+    "read_num_utts",
+    "enroll_num_utts",
+    "write_block_rows",
+]
 
 
 def read_vectors(rspec: str, what: str = "vector", dim: int | None = None):
     """Reads a vector table -> (keys, (N, D) float32). Errors name the key: duplicate keys,
     dimension mismatches (with `dim` or the first vector's), NaN/inf values."""
+    return _read(rspec, what, dim, None)
+
+
+def read_finite_vectors(rspec: str, what: str = "vector", dim: int | None = None):
+    """`read_vectors` that skips vectors with NaN or infinite values (a warning names each)
+    -> (keys, (N, D) float32, keys skipped)."""
+    skipped: list[str] = []
+    keys, mat = _read(rspec, what, dim, skipped)
+    return keys, mat, skipped
+
+
+def _read(rspec: str, what: str, dim: int | None, skipped: list[str] | None):
     keys, rows, seen = [], [], set()
     for key, vec in tables.read(rspec, kind="vector", dtype=np.float32):
         vec = np.asarray(vec, dtype=np.float32)
@@ -44,7 +68,11 @@ def read_vectors(rspec: str, what: str = "vector", dim: int | None = None):
                 )
             )
         if not np.all(np.isfinite(vec)):
-            raise XvjaxError(f"{what} '{key}' in '{rspec}' contains NaN or infinite values")
+            if skipped is None:
+                raise XvjaxError(f"{what} '{key}' in '{rspec}' contains NaN or infinite values")
+            log.warning("%s '%s' in '%s' has NaN or infinite values; skipping it", what, key, rspec)
+            skipped.append(key)
+            continue
         keys.append(key)
         rows.append(vec)
     if not rows:

@@ -16,7 +16,8 @@ Batched over padded arrays with per-utterance lengths, jit-able (jnp):
 
 One utterance on the host (numpy, no JAX import): `cmvn.sliding_cmn_numpy`,
 `vad.compute_vad_numpy`, `frontend_numpy.prepare_feats_numpy(mfcc, voiced)`; `reference`: a float64
-MFCC reference.
+MFCC reference; `cmvn_stats` (compute-cmvn-stats, apply-cmvn); `reverberate` (wav-reverberate, and
+the formulas `augment` shares); `resample.kaldi_resample` (--allow-downsample/upsample).
 
 Whole data dirs (`datadir_jobs`): `make_features` (make_mfcc.sh + compute_vad_decision.sh, optionally
 the prepared `_no_sil` copy), `import_features`, `augment_data_dir`. `commands` holds the CLI.

@@ -15,6 +15,9 @@ data and samples from their union; each copy is one `wav-reverberate` call per u
   each at its own SNR;
 and the noisy copies are also scaled back to the input's power (`--normalize-output`).
 
+The formulas (FFT convolution, SNR gain, power normalisation) are `reverberate.py`'s, where Kaldi's
+wav-reverberate itself runs on one waveform in numpy (`xvjax wav-reverberate`).
+
 `augment_batch` picks one of {clean, reverb, noise, music, babble} per example with configurable
 probabilities and is a pure function of its PRNG key (same key -> bit-identical output). Sources
 are `SourceBank`s (see `noise_banks.py` for MUSAN / RIRS_NOISES / data-dir loaders).
@@ -29,6 +32,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from xvjax.features.reverberate import fft_convolve, fft_size, power_gain, snr_gain
 
 KINDS = ("clean", "reverb", "noise", "music", "babble")
 
@@ -99,10 +104,6 @@ def _power(x, n):
     return jnp.sum(x * x) / jnp.maximum(n, 1).astype(jnp.float32)
 
 
-def _fft_size(n: int) -> int:
-    return 1 << max(int(n) - 1, 1).bit_length()
-
-
 def reverberate(x, n, rir, rir_len):
     """Kaldi `wav-reverberate --shift-output=true --normalize-output=true --impulse-response`.
 
@@ -116,12 +117,12 @@ def reverberate(x, n, rir, rir_len):
     t = jnp.arange(total)
     x = jnp.where(t < n, x, 0.0)
     rir = jnp.where(jnp.arange(rir.shape[0]) < rir_len, rir, 0.0)
-    size = _fft_size(total + rir.shape[0] - 1)
-    full = jnp.fft.irfft(jnp.fft.rfft(x, size) * jnp.fft.rfft(rir, size), size)
+    size = fft_size(total + rir.shape[0] - 1)
+    full = fft_convolve(x, rir, size, jnp)
     peak = jnp.argmax(jnp.where(jnp.arange(rir.shape[0]) < rir_len, rir, -jnp.inf))
     full_len = n + rir_len - 1
     full = jnp.where(jnp.arange(size) < full_len, full, 0.0)
-    gain = jnp.sqrt(_power(x, n) / jnp.maximum(_power(full, full_len), 1e-20))
+    gain = power_gain(_power(x, n), jnp.maximum(_power(full, full_len), 1e-20), jnp)
     out = jax.lax.dynamic_slice(full, (peak,), (total,)) * gain
     return jnp.where(t < n, out, 0.0)
 
@@ -140,11 +141,11 @@ def mix_at_snr(x, n, noise_tracks, snrs, noise_powers, active):
     t = jnp.arange(x.shape[0])
     x = jnp.where(t < n, x, 0.0)
     speech_power = _power(x, n)
-    scale = jnp.sqrt(10.0 ** (-snrs / 10.0) * speech_power / jnp.maximum(noise_powers, 1e-20))
+    scale = snr_gain(speech_power, jnp.maximum(noise_powers, 1e-20), snrs, jnp)
     scale = jnp.where(active & (noise_powers > 0), scale, 0.0)
     noise = jnp.where(t < n, jnp.sum(noise_tracks * scale[:, None], axis=0), 0.0)
     mixed = x + noise
-    gain = jnp.sqrt(speech_power / jnp.maximum(_power(mixed, n), 1e-20))
+    gain = power_gain(speech_power, jnp.maximum(_power(mixed, n), 1e-20), jnp)
     gain = jnp.where(speech_power > 0, gain, 1.0)
     return mixed * gain, noise * gain, gain
 

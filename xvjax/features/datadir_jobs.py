@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
-from xvjax.features import augment, noise_banks
+from xvjax.features import augment, noise_banks, options
 from xvjax.features.frontend_numpy import prepare_feats_numpy
 from xvjax.features.options import (
     RECIPE_CMN,
@@ -120,7 +121,7 @@ class _Archives:
 
 def _archive_dir(archive_dir: str | None, data_dir: str) -> str:
     path = os.path.abspath(archive_dir or os.path.join(data_dir, "data"))
-    os.makedirs(path, exist_ok=True)
+    fileutil.makedirs(path)  # removed again if the command fails
     return path
 
 
@@ -167,7 +168,7 @@ def make_features(
         Utterances without a voiced frame are left out of it.
       resample_to: audio at another rate is first resampled to this rate; None: such audio is an
         error of that utterance (the rate must be `mfcc_opts.sample_frequency`).
-      batch_size, seed, fft_impl: of `extract_features` (dither seed; "kaldi" or "xla" FFT).
+      batch_size, seed, fft_impl: of `extract_features` (dither seed; "kaldi", "xla" or "auto").
       progress: show a progress bar.
     """
     mfcc_opts.check()
@@ -216,6 +217,12 @@ def make_features(
             for utt, feats in tables.read(f"scp:{archives.raw}.scp"):
                 archives.add(utt, feats, compute_vad_numpy(feats, vad_opts))
     _write_tables(d, archives, vad_opts is not None, write_utt2num_frames, no_sil_dir)
+    # What the features were made with, as Kaldi recipes keep their conf/ (models record it).
+    options.write_frontend_conf(data_dir, options.frontend_record(mfcc_opts, vad_opts))
+    if no_sil_dir is not None:
+        options.write_frontend_conf(
+            no_sil_dir, options.frontend_record(mfcc_opts, vad_opts, cmn_opts)
+        )
     log.info(
         "Succeeded creating MFCC features for %s: %d utterances, %d had errors.",
         name, len(archives.num_frames), len(failed),

@@ -15,11 +15,13 @@ All option structs are frozen dataclasses (hashable), so they can be static argu
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
 
 from xvjax.errors import XvjaxError
+from xvjax.fileutil import atomic_open
 from xvjax.kaldi.config_files import parse_bool, read_config_file
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman", "sine")
@@ -39,6 +41,8 @@ class FrameOptions:
     round_to_power_of_two: bool = True
     blackman_coeff: float = 0.42
     snip_edges: bool = True
+    allow_downsample: bool = False
+    allow_upsample: bool = False
 
     # Kaldi computes these in double from the float option values and truncates to int.
     @property
@@ -270,3 +274,62 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
         raise XvjaxError(
             f"option --{field.name.replace('_', '-')}: invalid {kind.__name__} value '{value}'"
         ) from None
+
+
+# ----------------------------------------------------------------------------- front-end records
+# What features were made with, kept beside them (a data dir's conf/, as Kaldi recipes keep their
+# conf/) and in every model xvjax trains (`ModelSpec.frontend`), so extraction can say when the
+# features given to a model are not the ones it was trained on.
+
+FRONTEND_FILES = {"mfcc": "mfcc.conf", "vad": "vad.conf", "cmn": "cmvn.conf"}
+FRONTEND_KINDS = {"mfcc": MfccOptions, "vad": VadOptions, "cmn": CmnOptions}
+
+
+def kaldi_values(opts) -> dict[str, str]:
+    """Every field of an options struct as Kaldi spells it on a command line: {"num-ceps": "30"}."""
+    out = {}
+    for f in dataclasses.fields(opts):
+        v = getattr(opts, f.name)
+        out[f.name.replace("_", "-")] = (
+            str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+        )
+    return out
+
+
+def frontend_record(
+    mfcc: MfccOptions, vad: VadOptions | None = None, cmn: CmnOptions | None = None
+) -> dict[str, dict[str, str]]:
+    """{"mfcc": {...}, "vad": {...}, "cmn": {...}} (Kaldi option names and values)."""
+    parts = {"mfcc": mfcc, "vad": vad, "cmn": cmn}
+    return {k: kaldi_values(v) for k, v in parts.items() if v is not None}
+
+
+def write_frontend_conf(data_dir: str, record: dict[str, dict[str, str]]) -> None:
+    """<data_dir>/conf/{mfcc,vad,cmvn}.conf, one `--name=value` a line (Kaldi config files)."""
+    for kind, values in record.items():
+        path = os.path.join(data_dir, "conf", FRONTEND_FILES[kind])
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"--{k}={v}\n" for k, v in values.items())
+
+
+def read_frontend_conf(data_dir: str) -> dict[str, dict[str, str]] | None:
+    """The front end recorded in <data_dir>/conf/ (None when there is none), normalised through
+    the option structs so that omitted defaults and spellings compare equal."""
+    record = {}
+    for kind, name in FRONTEND_FILES.items():
+        path = os.path.join(data_dir, "conf", name)
+        if os.path.isfile(path):
+            record[kind] = kaldi_values(FRONTEND_KINDS[kind].from_config_file(path, strict=False))
+    return record or None
+
+
+def frontend_differences(trained: dict, used: dict) -> list[str]:
+    """Options on which two front-end records differ: ["mfcc --num-ceps: 30 vs 23", ...] (kinds
+    recorded on one side only are not compared)."""
+    out = []
+    for kind in sorted(set(trained) & set(used)):
+        a, b = trained[kind], used[kind]
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                out.append(f"{kind} --{name}: {a.get(name)} vs {b.get(name)}")
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ import numpy as np
 
 from xvjax.features.mfcc import compute_features, num_frames
 from xvjax.features.options import FbankOptions, MfccOptions
+from xvjax.features.resample import kaldi_resample
 
 log = logging.getLogger("xvjax")
 
@@ -41,14 +42,26 @@ def bucket_length(n: int, minimum: int = 1024) -> int:
     return -(-n // step) * step
 
 
+def resampled(samples: np.ndarray, rate: float, opts: MfccOptions | FbankOptions):
+    """(samples, rate) at the features' rate when the options allow it (Kaldi's
+    --allow-downsample / --allow-upsample, its own resampler), else unchanged."""
+    target = float(np.float32(opts.sample_frequency))
+    rate = float(rate)
+    if (rate > target and opts.allow_downsample) or (rate < target and opts.allow_upsample):
+        return kaldi_resample(samples, int(rate), int(target)), target
+    return samples, rate
+
+
 def check_utterance(
     key: str, samples: np.ndarray, rate: float, opts: MfccOptions | FbankOptions
 ) -> str | None:
     """Kaldi's per-utterance failure cases, as one line (None if the utterance is usable)."""
     if float(rate) != float(np.float32(opts.sample_frequency)):
+        allow = "downsample" if float(rate) > opts.sample_frequency else "upsample"
         return (
             f"sample frequency mismatch: you specified {opts.sample_frequency:g} but data has "
-            f"{float(rate):g} (use --sample-frequency option); utterance is {key}"
+            f"{float(rate):g} (use --sample-frequency option, or --allow-{allow}=true to "
+            f"resample); utterance is {key}"
         )
     if samples.ndim != 1:
         return f"expected mono audio, got shape {samples.shape}; utterance is {key}"
@@ -71,10 +84,18 @@ def _run_batch(batch, opts, batch_size: int, key, fft_impl: str) -> list[Result]
         lens[i] = len(s)
     feats, nf = compute_features(jnp.asarray(wav), jnp.asarray(lens), opts, key, fft_impl)
     feats, nf = jax.device_get((feats, nf))
-    return [
+    out = [
         Result(k, np.ascontiguousarray(feats[i, : nf[i]]), num_samples=len(s))
         for i, (k, s) in enumerate(batch)
     ]
+    for r, (_, s) in zip(out, batch, strict=True):
+        if not np.isfinite(r.feats).all():  # e.g. float audio too loud for float32 power spectra
+            r.error = (
+                f"features have NaN or infinite values (largest sample {np.abs(s).max():g}); "
+                f"utterance is {r.key}"
+            )
+            r.feats = None
+    return out
 
 
 def extract_features(
@@ -85,6 +106,7 @@ def extract_features(
     seed: int = 0,
     fft_impl: str = "kaldi",
     sort_window: int = 8,
+    warp_of: Callable[[str], float] | None = None,
 ) -> Iterator[Result]:
     """Yields a `Result` per input utterance, in input order.
 
@@ -98,6 +120,9 @@ def extract_features(
       fft_impl: "kaldi" (bit-faithful to Kaldi), "xla" or "auto" (see `compute_mfcc`).
       sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
         length (less padding); results still come out in input order.
+      warp_of: per-utterance VTLN warp factor (`--vtln-map`); None: `opts.vtln_warp` for all.
+        Utterances with different warps go in different batches.
+    Utterances at another sample rate are resampled when `opts` allows it (`resampled`).
     """
     opts.check()
     base_key = jax.random.key(seed)
@@ -111,16 +136,17 @@ def extract_features(
 
     pending: list[Result | int] = []  # Result (skipped) or index into `usable`
     usable: list[tuple[str, np.ndarray]] = []
+    warps: list[float] = []
     num_batches = 0
 
     def flush():
-        nonlocal num_batches, pending, usable
+        nonlocal num_batches, pending, usable, warps
         results: dict[int, Result] = {}
-        order = sorted(range(len(usable)), key=lambda i: len(usable[i][1]))
+        order = sorted(range(len(usable)), key=lambda i: (warps[i], len(usable[i][1])))
         batches: list[list[int]] = []
         for i in order:  # ascending length: the newest member is the longest
             rows = batch_rows(len(usable[i][1]))
-            if batches and len(batches[-1]) < rows:
+            if batches and len(batches[-1]) < rows and warps[batches[-1][0]] == warps[i]:
                 batches[-1].append(i)
             else:
                 batches.append([i])
@@ -128,20 +154,23 @@ def extract_features(
             key = jax.random.fold_in(base_key, num_batches) if opts.dither != 0 else None
             num_batches += 1
             rows = batch_rows(len(usable[members[-1]][1]))
-            outs = _run_batch([usable[i] for i in members], opts, rows, key, fft_impl)
+            warp = warps[members[0]]
+            bopts = opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
+            outs = _run_batch([usable[i] for i in members], bopts, rows, key, fft_impl)
             results.update(zip(members, outs, strict=True))
         out = [item if isinstance(item, Result) else results[item] for item in pending]
-        pending, usable = [], []
+        pending, usable, warps = [], [], []
         return out
 
     for key, samples, rate in utterances:
-        samples = np.asarray(samples, np.float32)
+        samples, rate = resampled(np.asarray(samples, np.float32), rate, opts)
         error = check_utterance(key, samples, rate, opts)
         if error is not None:
             pending.append(Result(key, error=error, num_samples=len(samples)))
             continue
         pending.append(len(usable))
         usable.append((key, samples))
+        warps.append(float(opts.vtln_warp if warp_of is None else warp_of(key)))
         if len(usable) >= batch_size * max(1, sort_window):
             yield from flush()
     yield from flush()

@@ -7,9 +7,11 @@ Heavy imports stay inside the functions so `xvjax --help` is fast.
 from __future__ import annotations
 
 import logging
+import textwrap
 
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
+from xvjax.kaldi.shims import KALDI_BINARIES
 
 log = logging.getLogger("xvjax")
 
@@ -364,4 +366,193 @@ def fix_data_dir_cmd(opts, data: str) -> int:
     from xvjax.kaldi import datadir
 
     datadir.fix_data_dir(data)
+    return 0
+
+
+@command(
+    "copy-int-vector",
+    "Copy vectors of integers, or archives of vectors of integers (e.g. alignments)",
+    usage="""
+    Usage: xvjax copy-int-vector [options] (<vector-in-rspecifier>|<vector-in-rxfilename>) (<vector-out-wspecifier>|<vector-out-wxfilename>)
+     e.g.: xvjax copy-int-vector --binary=false foo -
+           xvjax copy-int-vector ark:1.ali ark,t:-""",
+    opts=[Opt("binary", True, "Write in binary mode (only relevant if output is a wxfilename)")],
+    nargs=(2, 2),
+)
+def copy_int_vector(opts, in_arg: str, out_arg: str) -> int:
+    tables = _tables()
+    if not _table_or_file(in_arg, out_arg, "vectors"):
+        vec = tables.read_object(in_arg, "int32_vector")
+        tables.write_object(out_arg, vec.astype("int32"), opts.binary)
+        log.info("Copied vector to %s", out_arg)
+        return 0
+    num_done = 0
+    with tables.Writer(out_arg) as writer:
+        for key, vec in tables.read(in_arg, kind="int32_vector"):
+            writer[key] = vec.astype("int32", copy=False)
+            num_done += 1
+    log.info("Copied %d vectors of int32.", num_done)
+    return 0 if num_done else 1
+
+
+@command(
+    "wav-copy",
+    "Copy wave file or archives of wave files",
+    usage="""
+    Usage: xvjax wav-copy [options] <wav-rspecifier> <wav-wspecifier>
+      or:  xvjax wav-copy [options] <wav-rxfilename> <wav-wxfilename>
+     e.g.: xvjax wav-copy scp:wav.scp ark:-
+           xvjax wav-copy wav.ark:123456 -
+    Waves are 16-bit PCM (Kaldi's WaveData); written samples are truncated to int16.""",
+    nargs=(2, 2),
+)
+def wav_copy(opts, in_arg: str, out_arg: str) -> int:
+    from xvjax.kaldi.audio import WAVE_CODEC
+
+    tables = _tables()
+    if not _table_or_file(in_arg, out_arg, "waves"):
+        tables.write_object(out_arg, tables.read_object(in_arg, WAVE_CODEC), codec=WAVE_CODEC)
+        return 0
+    num_done = 0
+    with tables.Writer(out_arg, codec=WAVE_CODEC) as writer:
+        for key, wave in tables.read(in_arg, kind=WAVE_CODEC):
+            writer[key] = wave
+            num_done += 1
+    log.info("Copied %d wave files", num_done)
+    return 0 if num_done else 1
+
+
+@command(
+    "wav-to-duration",
+    "Read wav files and output an archive of their durations in seconds",
+    usage="""
+    Read wav files and output an archive consisting of a single float: the duration of each one
+    in seconds.
+    Usage: xvjax wav-to-duration [options...] <wav-rspecifier> <duration-wspecifier>
+     e.g.: xvjax wav-to-duration scp:wav.scp ark,t:-
+    Only the headers are read unless --read-entire-file=true (needed for streamed WAVs whose
+    header has no length, e.g. from a 'sox ... - |' pipe).""",
+    opts=[
+        Opt("read-entire-file", False, "If true, read the samples, not only the header, to "
+            "ensure the returned duration is correct"),
+    ],
+    nargs=(2, 2),
+)  # fmt: skip
+def wav_to_duration(opts, wav_rspec: str, dur_wspec: str) -> int:
+    import numpy as np
+
+    from xvjax.kaldi.audio import WAVE_CODEC, WAVE_INFO_CODEC
+
+    tables = _tables()
+    durations = []
+    codec = WAVE_CODEC if opts.read_entire_file else WAVE_INFO_CODEC
+    with tables.Writer(dur_wspec) as writer:
+        for key, wave in tables.read(wav_rspec, kind=codec):
+            if not opts.read_entire_file and wave.num_samples < 0:
+                raise XvjaxError(
+                    f"member {key} has no duration in header. Check the source, and/or try "
+                    "--read-entire-file=true"
+                )
+            writer[key] = np.float32(wave.duration)
+            durations.append(float(np.float32(wave.duration)))
+    log.info("Printed duration for %d audio files.", len(durations))
+    if durations:
+        log.info("Mean duration was %g, min and max durations were %g, %g",
+                 sum(durations) / len(durations), min(durations), max(durations))  # fmt: skip
+    return 0 if durations else 1
+
+
+@command(
+    "extract-segments",
+    "Extract segments from a large audio file in WAV format",
+    usage="""
+    Usage: xvjax extract-segments [options] <wav-rspecifier> <segments-file> <wav-wspecifier>
+     e.g.: xvjax extract-segments scp:wav.scp segments ark:- | <some-other-program>
+    segments-file format: each line is either
+      <segment-id> <recording-id> <start-time> <end-time>
+      e.g. call-861225-A-0050-0065 call-861225-A 5.0 6.5
+    or <segment-id> <wav-file-name> <start-time> <end-time> <channel>
+    where <channel> will normally be 0 (left) or 1 (right); <end-time> of -1 means the segment
+    runs till the end of the WAV file. Bad lines are warned about and skipped, as in Kaldi.""",
+    opts=[
+        Opt("min-segment-length", 0.1, "Minimum segment length in seconds (reject shorter "
+            "segments)"),
+        Opt("max-overshoot", 0.5, "End segments overshooting audio by less than this (in "
+            "seconds) are truncated, else rejected"),
+    ],
+    nargs=(3, 3),
+)  # fmt: skip
+def extract_segments(opts, wav_rspec: str, segments: str, wav_wspec: str) -> int:
+    from xvjax.kaldi import text_tables
+    from xvjax.kaldi.audio import WAVE_CODEC, Wave, segment_bounds
+
+    tables = _tables()
+    reader = tables.RandomAccess(wav_rspec, kind=WAVE_CODEC)
+    num_lines = num_success = 0
+    with tables.Writer(wav_wspec, codec=WAVE_CODEC) as writer:
+        for _, line in text_tables.rx_lines(segments):
+            num_lines += 1
+            fields = line.split()
+            if len(fields) not in (4, 5):
+                log.warning("Invalid line in segments file: %s", line.rstrip())
+                continue
+            segment, recording = fields[0], fields[1]
+            try:
+                start, end = float(fields[2]), float(fields[3])
+                channel = int(fields[4]) if len(fields) == 5 else -1
+            except ValueError:
+                log.warning("Invalid line in segments file [bad number]: %s", line.rstrip())
+                continue
+            if len(fields) == 5 and channel < 0:
+                log.warning("Invalid line in segments file [bad channel]: %s", line.rstrip())
+                continue
+            if recording not in reader:
+                log.warning("Could not find recording %s, skipping segment %s", recording,
+                            segment)  # fmt: skip
+                continue
+            wave = reader[recording]
+            try:
+                first, last = segment_bounds(start, end, wave.rate, wave.data.shape[1],
+                                             opts.max_overshoot, opts.min_segment_length)  # fmt: skip
+            except XvjaxError as e:
+                log.warning("%s; skipping segment '%s'", e, line.rstrip())
+                continue
+            if channel == -1:
+                if wave.data.shape[0] != 1:
+                    raise XvjaxError(
+                        f"your data has multiple channels; you must specify the channel in the "
+                        f"segments file (segment {segment})"
+                    )
+                channel = 0
+            elif channel >= wave.data.shape[0]:
+                log.warning("Invalid channel %d >= %d. Skipping segment %s", channel,
+                            wave.data.shape[0], segment)  # fmt: skip
+                continue
+            writer[segment] = Wave(wave.data[channel : channel + 1, first:last], wave.rate)
+            num_success += 1
+    log.info("Successfully processed %d lines out of %d in the segments file. ", num_success,
+             num_lines)  # fmt: skip
+    return 0
+
+
+@command(
+    "kaldi-shims",
+    "Write one executable per Kaldi binary xvjax implements, to put first on PATH",
+    usage="""
+    Usage: xvjax kaldi-shims [options] <shim-dir>
+     e.g.: xvjax kaldi-shims exp/xvjax_bin && export PATH=$PWD/exp/xvjax_bin:$PATH
+    Each shim runs 'python -m xvjax.cli <name> "$@"', so Kaldi's own scripts
+    (steps/make_mfcc.sh, sid/nnet3/xvector/extract_xvectors.sh, ...) run unmodified on xvjax.
+    Shims: """
+    + textwrap.fill(
+        ", ".join(KALDI_BINARIES), 96, subsequent_indent="    ", break_on_hyphens=False
+    ),
+    opts=[Opt("python", "", "Python interpreter the shims run (default: this one)")],
+    nargs=(1, 1),
+)
+def kaldi_shims(opts, shim_dir: str) -> int:
+    from xvjax.kaldi.shims import write_shims
+
+    written = write_shims(shim_dir, opts.python or None)
+    log.info("Wrote %d shims to %s", len(written), shim_dir)
     return 0

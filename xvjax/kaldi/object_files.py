@@ -38,21 +38,48 @@ def read_value(f, kind, dtype):
         raise FormatError(str(e)) from None
 
 
+def read_value_at(f, kind, dtype, offset: int):
+    """`read_value` for the object an scp entry (`a.ark:1234`) places at byte `offset` of `f`.
+    When the bytes there cannot begin an object the error says so: a wrong offset, not what those
+    bytes failed to parse as."""
+    head = f.peek(8)[:8]
+    try:
+        return read_value(f, kind, dtype)
+    except FormatError:
+        if offset and not _can_start_object(head):
+            raise FormatError(
+                f"offset {offset} is not the start of an object (found {head!r}; scp offsets "
+                "point just after a key of an archive)"
+            ) from None
+        raise
+
+
+def _can_start_object(head: bytes) -> bool:
+    """Whether bytes can begin an object: the binary header, or text ('[', a number)."""
+    if head.startswith(holders.BINARY_HEADER):
+        return True
+    text = head.lstrip(b" \t")
+    return bool(text) and (text[:1] == b"[" or text[:1] in b"0123456789+-.")
+
+
 def encode_object(obj, binary: bool, compression_method: int | None, codec) -> bytes:
     if codec is None:
         return holders.encode(obj, binary, compression_method)
     if compression_method is not None:
         raise XvjaxError("compression applies to matrices only, not to codec objects")
-    return (holders.BINARY_HEADER if binary else b"") + codec.write(obj, binary)
+    # Wave tables have no binary marker (Kaldi's WaveHolder writes the RIFF bytes directly).
+    marker = binary and getattr(codec, "binary_header", True)
+    return (holders.BINARY_HEADER if marker else b"") + codec.write(obj, binary)
 
 
 def read_object(rxfilename: str, kind="auto", dtype=None):
     """One object from an rxfilename (`transform.mat`, `mean.vec`, `-`, `cmd |`, `a.ark:123`)."""
     check_kind(kind)
     target, rng = split_range(rxfilename)
+    offset = streams.classify_rxfilename(target)[2]
     try:
         with streams.input_stream(target) as f:
-            obj = read_value(f, kind, dtype)
+            obj = read_value_at(f, kind, dtype, offset)
     except FormatError as e:
         raise XvjaxError(f"{streams.printable(rxfilename)}: {e}") from None
     return apply_range(obj, rng, rxfilename)

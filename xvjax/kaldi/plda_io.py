@@ -57,6 +57,8 @@ def parse_plda(data: bytes, name: str = "<plda>") -> Plda:
             f"{name}: inconsistent PLDA dimensions: mean {mean.shape}, transform "
             f"{transform.shape}, psi {psi.shape}"
         )
+    if not all(np.isfinite(a).all() for a in (mean, transform, psi)):
+        raise XvjaxError(f"{name}: the PLDA model has NaN or infinite values")
     return Plda(mean=mean, transform=transform, psi=psi)
 
 

@@ -3,8 +3,11 @@
 - rxfilename: `-` or empty = stdin; `cmd |` = stdout of a shell command; `foo.ark:1234` = file
   opened at byte 1234; anything else is a file.
 - wxfilename: `-` or empty = stdout; `| cmd` = stdin of a shell command; anything else is a file,
-  written atomically (temp file beside it, renamed on success) unless it is a device such as
-  `/dev/null`.
+  written atomically (temp file beside it, renamed on success, kept only if the command succeeds:
+  `xvjax.fileutil`) unless it is a device such as `/dev/null`. Standard output and output pipes
+  are written as the data comes, as in Kaldi: a command that fails has already sent part of its
+  output downstream, and closes the stream (the reader sees the table end there and the command's
+  non-zero exit status).
 """
 
 from __future__ import annotations
@@ -140,12 +143,28 @@ class InputStream:
     def tell(self) -> int:
         return self.raw.tell() - (len(self._buf) - self._pos)
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        """Closes the stream; for an input command, waits for it and raises if it failed.
+
+        `abandon=True` (the reader stops early or is unwinding from an error or a signal): the
+        command's exit status is not checked and it is not waited for long. Closing the pipe
+        makes it die of SIGPIPE when it next writes; one that is not writing (still computing,
+        or sleeping) is sent SIGTERM after a second, so an interrupted command exits promptly.
+        """
         if self.closed:
             return
         self.closed = True
         if self.proc is None:
             self.raw.close()
+            return
+        if abandon:
+            self.raw.close()
+            try:
+                self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5.0)
             return
         try:
             at_end = not self.peek(1)
@@ -188,9 +207,12 @@ def input_stream(rx: str):
     f = open_input(rx)
     try:
         yield f
-    finally:
+    except BaseException:  # an error, a signal, or a generator closed early (GeneratorExit)
         if f.raw is not sys.stdin.buffer:
-            f.close()
+            f.close(abandon=True)
+        raise
+    if f.raw is not sys.stdin.buffer:
+        f.close()
 
 
 def read_all(rx: str) -> bytes:
@@ -267,7 +289,7 @@ class Output:
             else:
                 self.stream.close()
                 if self.tmp is not None:
-                    os.replace(self.tmp, self.target)
+                    fileutil.replace(self.tmp, self.target)
                     self.tmp = None
         except OSError as e:
             self.abort()

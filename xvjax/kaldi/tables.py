@@ -63,6 +63,7 @@ from xvjax.kaldi.object_files import (
     read_matrix,
     read_object,
     read_value,
+    read_value_at,
     read_vector,
     write_matrix,
     write_object,
@@ -240,7 +241,7 @@ class _ObjectReader:
         ftype, path, offset = streams.classify_rxfilename(target)
         if ftype != "file":
             with streams.input_stream(target) as f:
-                return apply_range(read_value(f, self.kind, self.dtype), rng, rx)
+                return apply_range(read_value_at(f, self.kind, self.dtype, offset), rng, rx)
         if path != self._path:
             self.close()
             try:  # small chunks: random access reads one object per seek
@@ -253,7 +254,7 @@ class _ObjectReader:
         if offset >= self._size and os.path.isfile(path):
             raise XvjaxError(f"offset {offset} is past the end of '{path}' ({self._size} bytes)")
         self._file.seek(offset)
-        return apply_range(read_value(self._file, self.kind, self.dtype), rng, rx)
+        return apply_range(read_value_at(self._file, self.kind, self.dtype, offset), rng, rx)
 
     def close(self) -> None:
         if self._file is not None:

@@ -7,6 +7,7 @@
 - `nnet3_import.nnet3_to_flax(nnet)`, `nnet3_export.flax_to_nnet3(spec, variables, template)`.
 - `checkpoint.save_model / load_model / load_any / template_for`.
 - `xvector_compute.extract_xvectors(...)`, `xvector_compute.Extractor`:
-  `nnet3-xvector-compute` semantics.
-- `commands`: `xvjax nnet3-to-flax`, `flax-to-nnet3`, `nnet3-xvector-compute`.
+  `nnet3-xvector-compute` semantics; `extraction_node` (which node it computes).
+- `nnet3_compute.FrameComputer`: per-frame outputs with `nnet3-compute`'s chunking.
+- `commands`: `xvjax nnet3-to-flax`, `flax-to-nnet3`, `nnet3-xvector-compute`, `nnet3-compute`.
 """

@@ -7,20 +7,21 @@ Layout of `checkpoints/NAME/`:
   write the weights back into it and keep every other Kaldi token unchanged.
 
 The directory is written under a temporary name and renamed into place, so a failed save never
-leaves a half-written model.
+leaves a half-written model; it gets the permissions of the user's umask, like every other output
+(not the owner-only 0700 of a temp directory), so a shared model is readable by colleagues.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.nnet3 import Nnet
 from xvjax.model.nnet3_import import nnet3_to_flax
@@ -50,8 +51,7 @@ def save_model(
     default (all processes take part in its barriers).
     """
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(fileutil.mkdtemp_beside(path))  # the umask's permissions, not mkdtemp's 0700
     try:
         (tmp / SPEC_FILE).write_text(spec.to_json() + "\n", encoding="utf-8")
         tree = {
@@ -68,13 +68,7 @@ def save_model(
             src = Path(nnet_template_path)
             if src.resolve() != (tmp / TEMPLATE_FILE).resolve():
                 shutil.copyfile(src, tmp / TEMPLATE_FILE)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        fileutil.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -91,10 +85,16 @@ def load_model(path: str | os.PathLike) -> tuple[ModelSpec, dict]:
         raise XvjaxError(f"{path}: not an xvjax model directory (no {SPEC_FILE})")
     try:
         spec = ModelSpec.from_json((path / SPEC_FILE).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise XvjaxError(f"cannot read {path / SPEC_FILE}: {e.strerror}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise XvjaxError(f"{path / SPEC_FILE}: invalid model spec ({e})") from None
-    with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(path / VARS_DIR)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.restore(path / VARS_DIR)
+    except Exception as e:  # Orbax/TensorStore raise their own types for unreadable checkpoints
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XvjaxError(f"cannot read the variables in {path / VARS_DIR}: {first}") from None
     variables = {
         "params": _to_numpy(tree.get("params", {})),
         "batch_stats": _to_numpy(tree.get("batch_stats", {})),

@@ -11,6 +11,8 @@ The way back is `nnet3_export.flax_to_nnet3`.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.nnet3 import Nnet
 from xvjax.kaldi.nnet3 import descriptors as D
@@ -60,6 +62,9 @@ def nnet3_to_flax(nnet: Nnet) -> tuple[ModelSpec, dict]:
     levels: dict[str, str] = {}
     dims: dict[str, int] = {}
     input_dim = None
+    # A component may be named differently from its node (nnet3-copy --prepare-for-test makes
+    # `tdnn1.batchnorm.tdnn2.affine`); the variables follow the node.
+    users = Counter(n.component for n in nnet.nodes if n.kind == "component")
     for node in _topological(nnet):
         kind = node.kind
         if kind == "input":
@@ -88,10 +93,10 @@ def nnet3_to_flax(nnet: Nnet) -> tuple[ModelSpec, dict]:
         comp = nnet.components.get(node.component)
         if comp is None:
             raise XvjaxError(f"node {node.name}: component '{node.component}' is missing")
-        if node.component != node.name:
+        if users[node.component] > 1:
             raise XvjaxError(
-                f"node {node.name}: component '{node.component}' has a different name "
-                "(shared components are unsupported)"
+                f"node {node.name}: component '{node.component}' is used by "
+                f"{users[node.component]} nodes (shared components are unsupported)"
             )
         inputs = _parts(node.input, node.name, levels)
         for s, _ in inputs:

@@ -92,16 +92,22 @@ class ModelSpec:
     nodes: tuple[NodeSpec, ...]
     outputs: tuple[OutputSpec, ...]
     bn_momentum: float = 0.99
+    # The front end the network was trained on (`xvjax.features.options.frontend_record`: Kaldi
+    # MFCC / VAD / CMN option values), or None when unknown (e.g. an imported Kaldi model).
+    frontend: dict | None = None
 
     # ---- identity / serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": "xvjax-model-spec-1",
             "input_dim": self.input_dim,
             "bn_momentum": self.bn_momentum,
             "nodes": [n.to_dict() for n in self.nodes],
             "outputs": [dataclasses.asdict(o) for o in self.outputs],
         }
+        if self.frontend is not None:
+            d["frontend"] = self.frontend
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
@@ -115,6 +121,7 @@ class ModelSpec:
             nodes=tuple(NodeSpec.from_dict(n) for n in d["nodes"]),
             outputs=tuple(OutputSpec(**o) for o in d["outputs"]),
             bn_momentum=float(d.get("bn_momentum", 0.99)),
+            frontend=d.get("frontend"),
         )
         spec.validate()
         return spec

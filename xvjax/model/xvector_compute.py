@@ -10,6 +10,15 @@ Per utterance of `num_rows` frames (src/nnet3bin/nnet3-xvector-compute.cc):
   row after it;
 - the x-vector is the average of the chunks' outputs weighted by their un-padded `offset`.
 
+Which node is computed (`extraction_node`): Kaldi computes the network's output node named
+`output`; recipes point it at the embedding with `nnet3-copy --nnet-config=extract.config
+final.raw - |` (`output-node name=output input=tdnn6.affine`). A Kaldi nnet3 model (file or pipe)
+is used the same way. An xvjax model dir is a training checkpoint whose `output` is normally the
+speaker classifier (a log-softmax): for it the rule is its `output` node unless that is the
+classifier, in which case the x-vector, i.e. the first node with parameters after statistics
+pooling (`tdnn6.affine` in Kaldi's xconfig, what extract.config names). `--output-node` overrides
+both.
+
 Batching: chunks are grouped into length buckets (`bucket_length`: 4 per octave) and batches of
 `rows` chunks (a power of two limited by `max_batch_frames`; 1, 4, 16, ... for a partial batch),
 right-padded with zeros and masked exactly (`num_frames`), so the number of jit compilations
@@ -29,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xvjax.errors import XvjaxError
+from xvjax.features.options import frontend_differences, read_frontend_conf
 from xvjax.model.spec import ModelSpec
 from xvjax.model.xvector import XVector
 
@@ -45,6 +55,51 @@ class Chunk:
     @property
     def total(self) -> int:
         return self.pad_left + self.length + self.pad_right
+
+
+_CLASSIFIER_OPS = ("log_softmax", "softmax")
+
+
+def embedding_node(spec: ModelSpec) -> str:
+    """The x-vector node: the first node with parameters after statistics pooling."""
+    levels = spec.levels()
+    for n in spec.nodes:
+        if levels[n.name] == "utt" and n.op in ("affine", "linear"):
+            return n.name
+    raise XvjaxError("the model has no affine layer after statistics pooling (no x-vector node)")
+
+
+def extraction_node(spec: ModelSpec, model_dir: bool, requested: str = "") -> str:
+    """The node nnet3-xvector-compute computes (see the module docstring): `requested` if given,
+    else `output` (Kaldi), except that for an xvjax model dir whose `output` is the classifier
+    the x-vector node (`embedding_node`). Raises XvjaxError for unknown nodes."""
+    if requested:
+        if requested not in [o.name for o in spec.outputs] + spec.node_names():
+            raise XvjaxError(f"the model has no node '{requested}'")
+        return requested
+    if "output" not in [o.name for o in spec.outputs]:
+        if model_dir:
+            return embedding_node(spec)
+        raise XvjaxError("the model has no output node named 'output' (use --output-node)")
+    if model_dir and spec.node(spec.resolve("output")).op in _CLASSIFIER_OPS:
+        return embedding_node(spec)
+    return "output"
+
+
+def check_frontend(spec: ModelSpec, feats_dir: str) -> list[str]:
+    """Warns, and returns the differences, when the features of a data dir were made with other
+    front-end options (its conf/) than the network was trained on (`spec.frontend`); nothing is
+    compared when either side has no record."""
+    used = read_frontend_conf(feats_dir)
+    if not spec.frontend or not used:
+        return []
+    changed = frontend_differences(spec.frontend, used)
+    if changed:
+        log.warning(
+            "the features in %s were made with other options than the model was trained on: %s",
+            feats_dir, "; ".join(changed),
+        )  # fmt: skip
+    return changed
 
 
 def plan_chunks(
@@ -97,6 +152,18 @@ def bucket_length(n: int, minimum: int = 16) -> int:
             octave = 1 << (b.bit_length() - 1)
             b += octave // 4
     return b
+
+
+class Skip(str):
+    """Why an utterance was skipped: the one-line reason passed to `on_error` (a str), with a
+    `kind` for summaries ("wrong feature dimension", "too short", "NaN/inf features", ...)."""
+
+    kind: str
+
+    def __new__(cls, kind: str, reason: str) -> Skip:
+        obj = super().__new__(cls, reason)
+        obj.kind = kind
+        return obj
 
 
 def _pow2_floor(n: int) -> int:
@@ -181,12 +248,13 @@ def extract_xvectors(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yields (utt, x-vector float32 (dim,)) in input order, like `nnet3-xvector-compute`.
 
-    Utterances that cannot be processed (zero length, too short without padding, shorter than the
-    network's context after padding) are reported to `on_error(utt, reason)` (default: a warning)
-    and skipped. Utterances are read in windows of about `window_frames` frames whose chunks are
-    batched together. Pass one `extractor` for all calls with a model so its jit shapes are
-    reused; its spec and weights are then used (`spec`, `variables` and the batch options are
-    ignored).
+    Utterances that cannot be processed (wrong feature dimension, zero length, too short without
+    padding, shorter than the network's context after padding, NaN or infinite features or
+    output) are reported to `on_error(utt, reason)` (default: a warning; `reason` is a `Skip`,
+    whose `kind` groups them) and skipped. Utterances are read in windows of about
+    `window_frames` frames whose chunks are batched together. Pass one `extractor` for all calls
+    with a model so its jit shapes are reused; its spec and weights are then used (`spec`,
+    `variables` and the batch options are ignored).
     """
     ex = extractor or Extractor(spec, variables, output_node, batch_size, max_batch_frames)
     if ex.output_node != output_node:
@@ -208,28 +276,41 @@ def extract_xvectors(
             y = outs[pos : pos + len(cfs)]
             pos += len(cfs)
             w = np.array([c.length for c in chunks], np.float64)
-            yield utt, (w @ y.astype(np.float64) / w.sum()).astype(np.float32)
+            vec = (w @ y.astype(np.float64) / w.sum()).astype(np.float32)
+            if not np.isfinite(vec).all():
+                on_error(
+                    utt, Skip("NaN/inf x-vector", "the network's output has NaN or inf values")
+                )
+                continue
+            yield utt, vec
 
     window: list = []
     frames = 0
     for utt, mat in feats:
         mat = np.asarray(mat, np.float32)
         if mat.ndim != 2 or (mat.shape[0] and mat.shape[1] != ex.spec.input_dim):
-            on_error(
-                utt, f"features have shape {mat.shape}; the model wants {ex.spec.input_dim} columns"
-            )
+            shape = f"features have shape {mat.shape}; the model wants {ex.spec.input_dim} columns"
+            on_error(utt, Skip("wrong feature dimension", shape))
+            continue
+        if not np.isfinite(mat).all():
+            bad = int(np.count_nonzero(~np.isfinite(mat).all(axis=1)))
+            values = f"features have NaN or infinite values ({bad} of {mat.shape[0]} frames)"
+            on_error(utt, Skip("NaN/inf features", values))
             continue
         try:
             chunks = plan_chunks(mat.shape[0], chunk_size, min_chunk_size, pad_input)
         except ValueError as e:
-            on_error(utt, str(e))
+            on_error(utt, Skip("empty" if mat.shape[0] == 0 else "too short", str(e)))
             continue
         short = [c for c in chunks if c.total < ex.min_frames]
         if short:
             on_error(
                 utt,
-                f"not enough context: a chunk of {short[0].total} frames, the network needs at "
-                f"least {ex.min_frames} (a larger --min-chunk-size pads short chunks up to it)",
+                Skip(
+                    "too short for the network's context",
+                    f"not enough context: a chunk of {short[0].total} frames, the network needs "
+                    f"at least {ex.min_frames} (a larger --min-chunk-size pads short chunks up to it)",
+                ),
             )
             continue
         cfs = [chunk_features(mat, c) for c in chunks]

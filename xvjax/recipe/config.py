@@ -13,61 +13,129 @@ from xvjax.errors import XvjaxError
 STAGES = ("data", "features", "source_model", "embeddings", "backends", "finetune", "results")
 
 
+def _opt(default, help: str, kind: type | None = None):
+    """A recipe option: its `xvjax demo --help` text (and type when the default is None)."""
+    return dataclasses.field(default=default, metadata={"help": help, "type": kind})
+
+
 @dataclasses.dataclass
 class RecipeConfig:
-    """Every option of the recipe (`xvjax demo --help` lists them with the same names).
+    """Every option of the recipe; `xvjax demo` takes each as `--name-with-dashes`.
 
     Fields left None take the preset's value (`RECIPE_PRESETS[preset]`).
     """
 
-    workdir: str = "exp/demo"
-    stage: int = -1
-    preset: str = "default"  # corpus size preset (tiny | default | large) and training sizes
-    corpus_seed: int | None = None  # None: the corpus preset's seed
-    corpus_options: str | None = None  # "source_train_spk=40,test_utts=4": CorpusConfig overrides
-    num_jobs: int = 2
+    workdir: str = _opt(
+        "exp/demo", "Where everything goes (data, features, models, x-vectors, results)"
+    )
+    stage: int = _opt(
+        -1,
+        "Re-run from this stage (0 data, 1 features, 2 source model, 3 embeddings, "
+        "4 backends, 5 fine-tuning, 6 results); -1 resumes, skipping stages already done",
+    )
+    preset: str = _opt(
+        "default", "Corpus and training sizes: tiny (tests), default (the demo), large"
+    )
+    corpus_seed: int | None = _opt(None, "Seed of the built-in corpus (default: the preset's)", int)
+    corpus_options: str | None = _opt(
+        None,
+        "Corpus size/seed overrides, e.g. "
+        "source_train_spk=40,test_utts=4 (make-demo-corpus option "
+        "names with _)",
+        str,
+    )
+    num_jobs: int = _opt(2, "Worker processes for the corpus generator")
     # The user's data (Kaldi data dirs); when tgt_enroll is given the built-in corpus is not made.
-    src_data: str = ""
-    src_enroll: str = ""
-    src_test: str = ""
-    src_trials: str = ""
-    tgt_train: str = ""
-    tgt_adapt: str = ""
-    tgt_enroll: str = ""
-    tgt_test: str = ""
-    trials: str = ""
-    musan: str = ""
-    rirs: str = ""
+    src_data: str = _opt(
+        "", "Source-domain labelled data dir (trains the source model and backend)"
+    )
+    src_enroll: str = _opt("", "Source-domain enrollment data dir (source reference trials)")
+    src_test: str = _opt("", "Source-domain test data dir (source reference trials)")
+    src_trials: str = _opt("", "Source-domain trials file")
+    tgt_train: str = _opt("", "In-domain labelled data dir (LDA/PLDA retraining, fine-tuning)")
+    tgt_adapt: str = _opt(
+        "", "In-domain unlabelled data dir (mean, PLDA adaptation, clustering, S-norm cohort)"
+    )
+    tgt_enroll: str = _opt(
+        "", "In-domain evaluation enrollment data dir (its speakers are the trials' models)"
+    )
+    tgt_test: str = _opt("", "In-domain evaluation test data dir")
+    trials: str = _opt(
+        "",
+        "In-domain evaluation trials (<model> <test-utt> target|nontarget); "
+        "scored once per row, never used to choose",
+    )
+    # The dev set every choice is made on (in-domain, speakers disjoint from the evaluation's).
+    tgt_dev_enroll: str = _opt(
+        "", "In-domain dev enrollment data dir (every choice is made on the dev trials)"
+    )
+    tgt_dev_test: str = _opt("", "In-domain dev test data dir")
+    dev_trials: str = _opt("", "In-domain dev trials file")
+    dev_speakers: int = _opt(
+        0,
+        "Without --tgt-dev-*: hold out this many --tgt-train speakers as "
+        "the dev set (0: a fifth of them, at least 4)",
+    )
+    musan: str = _opt("", "MUSAN dir (noise/ music/ speech/) for fine-tuning augmentation")
+    rirs: str = _opt("", "RIRS_NOISES dir for fine-tuning augmentation")
     # The user's Kaldi system (the out-of-domain baseline).
-    pretrained: str = ""
-    plda: str = ""
-    mean: str = ""
-    lda: str = ""
+    pretrained: str = _opt("", "Kaldi final.raw (or xvjax model dir) used as the source model")
+    plda: str = _opt("", "Kaldi PLDA of the source system (out-of-domain baseline backend)")
+    mean: str = _opt("", "Kaldi mean.vec of the source system")
+    lda: str = _opt("", "Kaldi transform.mat (LDA) of the source system")
     # Features.
-    mfcc_config: str = ""  # Kaldi conf/mfcc.conf; "" = voxceleb/v2 16 kHz (30-dim)
-    vad_config: str = ""  # "" = the x-vector recipes' conf/vad.conf
-    sample_rate: int = 16000  # the model's rate; audio at other rates is resampled to it
+    mfcc_config: str = _opt(
+        "",
+        "Kaldi MFCC config (default: conf/mfcc_16k.conf, or "
+        "conf/mfcc_8k.conf with --sample-rate=8000)",
+    )
+    vad_config: str = _opt("", "Kaldi VAD config (default: conf/vad.conf)")
+    sample_rate: int = _opt(
+        16000, "The model's sample rate; audio at other rates is resampled to it"
+    )
     # Network and training.
-    seed: int = 0
-    frame_dims: str | None = None  # "128,128,128,128,256"
-    embedding_dims: str | None = None  # "128,128"
-    src_steps: int | None = None
-    src_batch_size: int | None = None
-    src_lr: float | None = None
-    min_chunk: int | None = None
-    max_chunk: int | None = None
-    ft_steps: int | None = None
-    ft_batch_size: int | None = None
-    ft_lr: float | None = None
-    freeze: str = "tdnn[1-5]"
-    augment: bool = True
+    seed: int = _opt(0, "Seed of training, augmentation and chunk sampling")
+    frame_dims: str | None = _opt(
+        None, "Widths of the frame layers tdnn1-5, e.g. 128,128,128,128,256", str
+    )
+    embedding_dims: str | None = _opt(
+        None, "Widths of the segment layers tdnn6-7, e.g. 128,128", str
+    )
+    src_steps: int | None = _opt(None, "Training steps of the source model", int)
+    src_batch_size: int | None = _opt(None, "Minibatch of the source model", int)
+    src_lr: float | None = _opt(
+        None, "Peak learning rate (Adam, cosine) of the source model", float
+    )
+    min_chunk: int | None = _opt(None, "Shortest training chunk (frames)", int)
+    max_chunk: int | None = _opt(None, "Longest training chunk (frames)", int)
+    ft_steps: int | None = _opt(None, "Training steps of each fine-tuning run", int)
+    ft_batch_size: int | None = _opt(None, "Minibatch of the fine-tuning runs", int)
+    ft_lr: float | None = _opt(
+        None, "Peak learning rate (Adam, cosine) of the fine-tuning runs", float
+    )
+    ft_eval_every: int | None = _opt(
+        None, "Dev EER every N fine-tuning steps; the dev-best step is the fine-tuned model", int
+    )
+    freeze: str = _opt("tdnn[1-5]", "Layers frozen in fine-tuning run 6a (regex on layer names)")
+    augment: bool = _opt(True, "Augment the fine-tuning data with MUSAN/RIRS_NOISES copies")
+    pseudo_ft: bool = _opt(
+        True, "Row 6c: fine-tune on the in-domain set labelled by clustering (no in-domain labels)"
+    )
+    seeds: int = _opt(1, "Train the fine-tuned rows with this many seeds and report their spread")
     # Backend.
-    lda_dim: int | None = None
-    plda_em_iters: int = 10
-    within_covar_scale: float = 0.75  # ivector-adapt-plda, sre16/v2 recipe settings
-    between_covar_scale: float = 0.25
-    asnorm_top_k: int | None = None
-    progress: bool = True
+    lda_dim: int | None = _opt(
+        None,
+        "LDA dimension of the source system (in-domain ones are "
+        "chosen on dev; capped at speakers - 1)",
+        int,
+    )
+    plda_em_iters: int = _opt(10, "PLDA EM iterations (ivector-compute-plda --num-em-iters)")
+    within_covar_scale: float = _opt(
+        0.75, "ivector-adapt-plda --within-covar-scale of row 3 (sre16/v2's)"
+    )
+    between_covar_scale: float = _opt(0.25, "ivector-adapt-plda --between-covar-scale of row 3")
+    bootstrap: int = _opt(1000, "Speaker-bootstrap replicates behind every 95% interval")
+    progress: bool = _opt(True, "Show progress bars")
 
     def resolved(self) -> RecipeConfig:
         """A copy with every None field set from the preset."""
@@ -127,8 +195,8 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
         ft_steps=60,
         ft_batch_size=32,
         ft_lr=0.002,
+        ft_eval_every=20,
         lda_dim=32,
-        asnorm_top_k=20,
     ),
     "default": dict(
         corpus_options="",
@@ -142,8 +210,8 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
         ft_steps=400,
         ft_batch_size=32,
         ft_lr=0.002,
+        ft_eval_every=50,
         lda_dim=32,
-        asnorm_top_k=100,
     ),
     "large": dict(
         corpus_options="",
@@ -157,8 +225,8 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
         ft_steps=2000,
         ft_batch_size=64,
         ft_lr=0.002,
+        ft_eval_every=200,
         lda_dim=100,
-        asnorm_top_k=300,
     ),
 }
 
@@ -166,7 +234,8 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "data": (
         "preset", "corpus_seed", "corpus_options", "src_data", "src_enroll", "src_test", "src_trials", "tgt_train",
-        "tgt_adapt", "tgt_enroll", "tgt_test", "trials", "musan", "rirs",
+        "tgt_adapt", "tgt_enroll", "tgt_test", "trials", "tgt_dev_enroll", "tgt_dev_test",
+        "dev_trials", "dev_speakers", "musan", "rirs",
     ),
     "features": ("mfcc_config", "vad_config", "sample_rate"),
     "source_model": (
@@ -176,9 +245,10 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "embeddings": (),
     "backends": (
         "plda", "mean", "lda", "lda_dim", "plda_em_iters", "within_covar_scale",
-        "between_covar_scale", "asnorm_top_k",
+        "between_covar_scale", "bootstrap",
     ),
-    "finetune": ("ft_steps", "ft_batch_size", "ft_lr", "freeze", "augment"),
+    "finetune": ("ft_steps", "ft_batch_size", "ft_lr", "freeze", "augment", "ft_eval_every",
+                 "pseudo_ft", "seeds"),
     "results": (),
 }  # fmt: skip
 
@@ -190,8 +260,8 @@ def fingerprint(cfg: RecipeConfig, stage: int) -> str:
         for field in STAGE_FIELDS[name]:
             value = getattr(cfg, field)
             if field in ("src_data", "src_enroll", "src_test", "src_trials", "tgt_train",
-                         "tgt_adapt", "tgt_enroll", "tgt_test", "trials", "musan", "rirs",
-                         "pretrained", "plda", "mean", "lda", "mfcc_config", "vad_config") and value:  # fmt: skip
+                         "tgt_adapt", "tgt_enroll", "tgt_test", "trials", "tgt_dev_enroll",
+                         "tgt_dev_test", "dev_trials", "musan", "rirs", "pretrained", "plda", "mean", "lda", "mfcc_config", "vad_config") and value:  # fmt: skip
                 value = os.path.abspath(value)
             values[field] = value
     text = json.dumps(values, sort_keys=True)
@@ -216,17 +286,24 @@ def check_config(cfg: RecipeConfig) -> None:
                 "the out-of-domain baseline needs a source backend: give --plda (and --mean, "
                 "--lda) from your Kaldi system, or --src-data to train one"
             )
+        dev = [cfg.tgt_dev_enroll, cfg.tgt_dev_test, cfg.dev_trials]
+        if any(dev) and not all(dev):
+            raise XvjaxError(
+                "a dev set needs all of --tgt-dev-enroll --tgt-dev-test --dev-trials (or none: "
+                "then --dev-speakers speakers of --tgt-train are held out as the dev set)"
+            )
         src_eval = [cfg.src_enroll, cfg.src_test, cfg.src_trials]
         if any(src_eval) and not all(src_eval):
             raise XvjaxError(
                 "source reference trials need all of --src-enroll --src-test --src-trials"
             )
     for name in ("src_data", "src_enroll", "src_test", "tgt_train", "tgt_adapt", "tgt_enroll",
-                 "tgt_test", "musan", "rirs"):  # fmt: skip
+                 "tgt_test", "tgt_dev_enroll", "tgt_dev_test", "musan", "rirs"):  # fmt: skip
         path = getattr(cfg, name)
         if path and not os.path.isdir(path):
             raise XvjaxError(f"--{name.replace('_', '-')}={path}: no such directory")
-    for name in ("trials", "src_trials", "plda", "mean", "lda", "mfcc_config", "vad_config"):
+    for name in ("trials", "src_trials", "dev_trials", "plda", "mean", "lda", "mfcc_config",
+                 "vad_config"):  # fmt: skip
         path = getattr(cfg, name)
         if path and not os.path.isfile(path):
             raise XvjaxError(f"--{name.replace('_', '-')}={path}: no such file")
@@ -234,5 +311,10 @@ def check_config(cfg: RecipeConfig) -> None:
         raise XvjaxError(f"--pretrained={cfg.pretrained}: no such file or model directory")
     if (cfg.mean or cfg.lda) and not cfg.plda:
         raise XvjaxError("--mean/--lda describe a Kaldi backend: give its --plda too")
+    for name in ("seeds", "bootstrap"):
+        if getattr(cfg, name) < 1:
+            raise XvjaxError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.dev_speakers < 0:
+        raise XvjaxError(f"--dev-speakers must not be negative, got {cfg.dev_speakers}")
     if cfg.sample_rate not in (8000, 16000):
         raise XvjaxError(f"--sample-rate must be 8000 or 16000, got {cfg.sample_rate}")

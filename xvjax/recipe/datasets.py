@@ -15,6 +15,7 @@ import shutil
 
 import numpy as np
 
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
 from xvjax.features.datadir_jobs import augment_data_dir, import_features, make_features
 from xvjax.features.options import (
@@ -59,7 +60,7 @@ def copy_data_dir(src: str, dest: str) -> dict:
         raise XvjaxError(f"data dir {src}: feats.scp without wav.scp needs a vad.scp")
     if os.path.isdir(dest):
         shutil.rmtree(dest)
-    out = datadir.write_data_dir(
+    datadir.write_data_dir(
         dest,
         d.utt2spk,
         wav_scp=d.wav_scp,
@@ -71,10 +72,61 @@ def copy_data_dir(src: str, dest: str) -> dict:
         spk2gender=d.spk2gender,
         validate=False,
     )
-    info = {"num_utts": len(out.utt2spk), "num_speakers": len(out.spk2utt)}
+    return data_dir_info(dest)
+
+
+def data_dir_info(path: str) -> dict:
+    """{"num_utts", "num_speakers", "hours" (when utt2dur is there)} of a data dir."""
+    d = datadir.load_data_dir(path, check_files=False)
+    info = {"num_utts": len(d.utt2spk), "num_speakers": len(d.spk2utt)}
     if d.utt2dur:
         info["hours"] = round(sum(d.utt2dur.values()) / 3600.0, 4)
     return info
+
+
+def hold_out_dev(train_dir: str, data_root: str, num_speakers: int, seed: int) -> dict:
+    """Splits speakers off a labelled in-domain set as the dev set, in place.
+
+    `num_speakers` (0: a fifth, at least 4) speakers drawn with `seed` leave `train_dir`; each one's
+    first third of utterances (sorted, at least one) is enrolled in data_root/target_dev_enroll,
+    the rest is tested in data_root/target_dev_test, whose `trials` pair every dev speaker with
+    every dev test utterance. Returns {"sets", "trials", "speakers", "num_speakers"}.
+    """
+    d = datadir.load_data_dir(train_dir, check_files=False)
+    speakers = sorted(d.spk2utt)
+    n = num_speakers or max(4, len(speakers) // 5)
+    multi = [s for s in speakers if len(d.spk2utt[s]) >= 2]
+    if n < 2 or len(multi) < n or len(speakers) - n < 2:
+        raise XvjaxError(
+            f"{train_dir}: cannot hold out {n} dev speakers with at least 2 utterances each and "
+            f"keep 2 for training ({len(speakers)} speakers, {len(multi)} with 2+ utterances); "
+            "give a dev set (--tgt-dev-enroll --tgt-dev-test --dev-trials)"
+        )
+    rng = np.random.default_rng([seed, 4242])
+    dev = sorted(rng.choice(multi, size=n, replace=False).tolist())
+    enroll, test = [], {}
+    for spk in dev:
+        utts = sorted(d.spk2utt[spk])
+        k = max(1, len(utts) // 3)
+        enroll += utts[:k]
+        test.update({u: spk for u in utts[k:]})
+    out = {
+        "target_dev_enroll": os.path.join(data_root, "target_dev_enroll"),
+        "target_dev_test": os.path.join(data_root, "target_dev_test"),
+    }
+    for name, utts in (("target_dev_enroll", enroll), ("target_dev_test", sorted(test))):
+        if os.path.isdir(out[name]):
+            shutil.rmtree(out[name])
+        datadir.subset_data_dir(train_dir, out[name], utts=utts)
+    rest = os.path.join(data_root, ".target_train_rest")
+    if os.path.isdir(rest):
+        shutil.rmtree(rest)
+    datadir.subset_data_dir(train_dir, rest, speakers=[s for s in speakers if s not in dev])
+    shutil.rmtree(train_dir)
+    os.replace(rest, train_dir)
+    trials = os.path.join(out["target_dev_test"], "trials")
+    Trials.every_pair(dev, test).write(trials)
+    return {"sets": out, "trials": trials, "speakers": dev, "num_speakers": n}
 
 
 def feature_options(cfg: RecipeConfig):

@@ -15,21 +15,25 @@ import os
 import shutil
 
 from xvjax.errors import XvjaxError
+from xvjax.features.options import read_frontend_conf, write_frontend_conf
 from xvjax.fileutil import atomic_open, atomic_path, write_json
 from xvjax.kaldi import datadir, tables
 from xvjax.model.checkpoint import load_any, load_model, save_model
-from xvjax.model.xvector_compute import Extractor, extract_xvectors
-from xvjax.recipe import report, score_rows
+from xvjax.model.xvector_compute import Extractor, check_frontend, extract_xvectors
+from xvjax.recipe import diagnostics, report, rows
 from xvjax.recipe.config import RecipeConfig, fingerprint
 from xvjax.recipe.datasets import (
     DONE,
     augment_train_set,
     copy_data_dir,
+    data_dir_info,
     feature_options,
     features_for,
+    hold_out_dev,
     is_done,
     mark_done,
 )
+from xvjax.recipe.routes import Backends
 from xvjax.synthetic import corpus as demo_corpus
 from xvjax.train.config import base_config
 from xvjax.train.train import train_and_evaluate
@@ -37,7 +41,10 @@ from xvjax.train.train import train_and_evaluate
 log = logging.getLogger("xvjax")
 
 SOURCE_SETS = ("source_train", "source_eval_enroll", "source_eval_test")
-TARGET_SETS = ("target_train", "target_adapt", "target_enroll", "target_test")
+TARGET_SETS = ("target_train", "target_adapt", "target_dev_enroll", "target_dev_test",
+               "target_enroll", "target_test")  # fmt: skip
+# trial list -> the test set its trials file is copied into
+TRIAL_TEST_SETS = {"target": "target_test", "dev": "target_dev_test", "source": "source_eval_test"}
 
 
 # ============================================================================ 0 data
@@ -53,10 +60,12 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
             "source_eval_test": cfg.src_test,
             "target_train": cfg.tgt_train,
             "target_adapt": cfg.tgt_adapt,
+            "target_dev_enroll": cfg.tgt_dev_enroll,
+            "target_dev_test": cfg.tgt_dev_test,
             "target_enroll": cfg.tgt_enroll,
             "target_test": cfg.tgt_test,
         }
-        trials_src = {"target": cfg.trials, "source": cfg.src_trials}
+        trials_src = {"target": cfg.trials, "dev": cfg.dev_trials, "source": cfg.src_trials}
         musan, rirs = cfg.musan, cfg.rirs
         corpus = {"preset": "user data", "seed": None}
     else:
@@ -75,7 +84,11 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
             os.path.join(cfg.workdir, "corpus"), ccfg, num_jobs=cfg.num_jobs, preset_name=cfg.preset
         )
         given = {name: paths[name] for name in SOURCE_SETS + TARGET_SETS}
-        trials_src = {"target": paths["target_trials"], "source": paths["source_eval_trials"]}
+        trials_src = {
+            "target": paths["target_trials"],
+            "dev": paths["target_dev_trials"],
+            "source": paths["source_eval_trials"],
+        }
         musan, rirs = cfg.musan or paths["musan"], cfg.rirs or paths["rirs"]
         with open(paths["corpus_json"], encoding="utf-8") as f:
             meta = json.load(f)
@@ -99,13 +112,28 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
     for side, src in trials_src.items():
         if not src:
             continue
-        test_set = "target_test" if side == "target" else "source_eval_test"
-        dest = os.path.join(sets[test_set], "trials")
+        dest = os.path.join(sets[TRIAL_TEST_SETS[side]], "trials")
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         trials[side] = dest
-        labels = [r[2] for r in tables.read_trials(dest)]
-        sizes[test_set]["trials"] = {
+    if "dev" not in trials:
+        dev = hold_out_dev(sets["target_train"], data_root, cfg.dev_speakers, cfg.seed)
+        sets.update(dev["sets"])
+        trials["dev"] = dev["trials"]
+        for name in ("target_train", *dev["sets"]):
+            sizes[name] = data_dir_info(sets[name])
+        log.info(
+            "No dev set given: %d speakers of --tgt-train held out as the dev set (%s); every "
+            "choice is made on its trials",
+            dev["num_speakers"],
+            ", ".join(dev["speakers"]),
+        )
+        held_out = dev["speakers"]
+    else:
+        held_out = []
+    for side, path in trials.items():
+        labels = [r[2] for r in tables.read_trials(path)]
+        sizes[TRIAL_TEST_SETS[side]]["trials"] = {
             "target": labels.count("target"),
             "nontarget": labels.count("nontarget"),
         }
@@ -118,6 +146,7 @@ def stage_data(cfg: RecipeConfig, ctx: dict) -> dict:
         "rirs": rirs if rirs and os.path.isdir(rirs) else "",
         "corpus": corpus,
         "sizes": sizes,
+        "dev_held_out": held_out,
     }
 
 
@@ -258,6 +287,7 @@ def extract_set(
         spec, variables = load_model(model_dir)
         extractor = Extractor(spec, variables)
     spec = extractor.spec
+    check_frontend(spec, feats_dir)
     errors: list[str] = []
     num = 0
     ark = os.path.join(out_dir, "xvector.ark")
@@ -315,61 +345,189 @@ def stage_embeddings(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_backends(cfg: RecipeConfig, ctx: dict) -> dict:
-    rows = score_rows.backend_rows(cfg, ctx)
-    path = os.path.join(cfg.workdir, "backends", "rows.json")
-    write_json(path, rows)
-    return {"backend_rows": path}
+    """Rows 1-5d on the source network's x-vectors, every choice on the dev trials."""
+    sets = rows.load_sets(ctx["xvectors"]["source"])
+    scorer = rows.make_scorer(cfg, ctx)
+    backends = Backends(sets, int(cfg.lda_dim), int(cfg.plda_em_iters), rows.user_backend(cfg))
+    score_dir = os.path.join(cfg.workdir, "scores")
+    emb = "source network" + (" (Kaldi, imported)" if cfg.pretrained else "")
+    table, choices = rows.backend_rows(cfg, backends, sets, scorer, score_dir, emb)
+    out_dir = os.path.join(cfg.workdir, "backends")
+    files = {rid: rows.save_backend(c.built, os.path.join(out_dir, f"row{rid}"))
+             for rid, c in choices.items()}  # fmt: skip
+    pseudo = choices.get("3d")
+    clusters = None
+    if pseudo is not None:
+        n = pseudo.recipe.clusters
+        labels = backends.pseudo_set(n).utt2spk
+        clusters = os.path.join(out_dir, "target_adapt_clusters.utt2spk")
+        tables.write_text_table(clusters, labels)
+        log.info("target_adapt clustered into %d pseudo-speakers (chosen on dev): %s", n, clusters)
+    row3b = next((r for r in table if r["id"] == "3b"), None)
+    with rows.quiet():
+        diag = diagnostics.adaptation_diagnostics(cfg, backends, sets, scorer, row3b)
+    path = os.path.join(out_dir, "rows.json")
+    write_json(path, {"rows": table, "files": files, "diagnostics": diag})
+    return {"backend_rows": path, "adapt_clusters": clusters}
 
 
 # ============================================================================ 5 fine-tuning
 
 
-def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
-    if "target_train" not in ctx["no_sil"]:
-        log.warning("no labelled in-domain set: no fine-tuning")
-        return {"finetune": {}}
-    fp = fingerprint(cfg, 5)
-    train_dirs = [ctx["no_sil"]["target_train"]]
-    kinds: list[str] = []
-    if cfg.augment:
-        aug_dirs, kinds = augment_train_set(cfg, ctx, fp)
-        train_dirs += aug_dirs
-        if not kinds:
-            log.warning(
-                "no MUSAN/RIRS_NOISES sets (--musan, --rirs): fine-tuning without augmentation"
-            )
-    if len(train_dirs) > 1:
-        combined = os.path.join(cfg.workdir, "data", "target_train_combined_no_sil")
-        datadir.combine_data_dirs(combined, train_dirs)
-    else:
-        combined = train_dirs[0]
-    results = {}
-    runs = (("6a", cfg.freeze), ("6b", ""))
-    for row, freeze in runs:
-        workdir = os.path.join(cfg.workdir, "exp", f"finetune_{row}")
-        config = train_config(cfg, combined, finetune=True, freeze=freeze)
-        config.init_from = ctx["source_model"]
-        config.resize_output = True
-        summary = _train(config, workdir, fp + row)
-        model = os.path.join(workdir, "final")
-        needed = score_rows.sets_needed(ctx)
-        scps = extract_all(cfg, ctx, model, f"finetune_{row}", needed, fp + row)
-        results[row] = {
-            "model": model,
-            "workdir": workdir,
-            "freeze": freeze or "nothing",
-            "steps": summary.get("step"),
-            "final_loss": summary.get("loss"),
-            "final_accuracy": summary.get("accuracy"),
-            "xvectors": scps,
-        }
-    rows = score_rows.finetune_rows(cfg, ctx, results)
-    path = os.path.join(cfg.workdir, "finetune", "rows.json")
-    write_json(path, rows)
+def trainer_dev_dir(cfg: RecipeConfig, ctx: dict) -> tuple[str, str]:
+    """The dev set as the trainer's dev evaluation reads it: one data dir (enrollment utterances
+    under their speaker, test utterances each their own id, so a model averages enrollment only)
+    and the dev trials."""
+    enroll, test = (ctx["no_sil"]["target_dev_enroll"], ctx["no_sil"]["target_dev_test"])
+    out = os.path.join(cfg.workdir, "data", "target_dev_trainer_no_sil")
+    e, t = (
+        datadir.load_data_dir(enroll, check_files=False),
+        datadir.load_data_dir(test, check_files=False),
+    )
+    utt2spk = {**e.utt2spk, **{u: u for u in t.utt2spk}}
+    feats = {**dict(tables.read_scp(e.feats_scp)), **dict(tables.read_scp(t.feats_scp))}
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    datadir.write_data_dir(out, utt2spk, feats_scp=feats, validate=False)
+    copy_frontend_conf(enroll, out)
+    return out, ctx["trials"]["dev"]
+
+
+def copy_frontend_conf(src: str, dest: str) -> None:
+    """The front-end record (conf/) of the features a derived data dir lists."""
+    record = read_frontend_conf(src)
+    if record:
+        write_frontend_conf(dest, record)
+
+
+def pseudo_labelled_dir(cfg: RecipeConfig, ctx: dict, clusters: str) -> str:
+    """target_adapt's prepared features with the dev-chosen cluster labels as speakers."""
+    src = datadir.load_data_dir(ctx["no_sil"]["target_adapt"], check_files=False)
+    labels = tables.read_text_table(clusters)
+    out = os.path.join(cfg.workdir, "data", "target_adapt_pseudo_no_sil")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    feats = dict(tables.read_scp(src.feats_scp))
+    datadir.write_data_dir(
+        out, {u: labels[u] for u in feats if u in labels}, feats_scp=feats, validate=False
+    )
+    copy_frontend_conf(ctx["no_sil"]["target_adapt"], out)
+    return out
+
+
+def finetune_run(cfg: RecipeConfig, ctx: dict, row: str, train_dir: str, freeze: str, seed: int,
+                 fp: str, dev: tuple[str, str]) -> dict:  # fmt: skip
+    """One fine-tuning run (output resized to train_dir's speakers), its dev-best step kept."""
+    tag = f"finetune_{row}" + (f"_seed{seed}" if seed != cfg.seed else "")
+    workdir = os.path.join(cfg.workdir, "exp", tag)
+    config = train_config(cfg, train_dir, finetune=True, freeze=freeze)
+    config.seed = seed
+    config.init_from = ctx["source_model"]
+    config.resize_output = True
+    config.eval.dev_dir, config.eval.trials = dev
+    config.eval.every = int(cfg.ft_eval_every)
+    config.eval.at_start = False
+    config.eval.keep_best = True
+    summary = _train(config, workdir, f"{fp}{tag}")
+    model = summary.get("best_model") or os.path.join(workdir, "final")
+    scps = extract_all(cfg, ctx, model, tag, list(ctx["no_sil"]), f"{fp}{tag}")
     return {
-        "finetune": results,
+        "row": row,
+        "seed": seed,
+        "model": model,
+        "workdir": workdir,
+        "freeze": freeze or "nothing",
+        "train_dir": os.path.basename(train_dir),
+        "steps": summary.get("step"),
+        "best_step": summary.get("best_step"),
+        "best_dev_eer_cosine": summary.get("best_dev_eer"),
+        "final_loss": summary.get("loss"),
+        "final_accuracy": summary.get("accuracy"),
+        "xvectors": scps,
+    }
+
+
+FT_ROWS = {
+    "6a": "fine-tuned, {freeze} frozen",
+    "6b": "fine-tuned, all layers",
+    "6c": "fine-tuned on the clustered in-domain set (no in-domain labels), all layers",
+}
+
+
+def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
+    """Rows 6a-6c (each network's backend chosen on dev) and 7 (the dev-best fine-tuned network
+    with in-domain mean, adapted PLDA and score normalisation, chosen on dev)."""
+    fp = fingerprint(cfg, 5)
+    runs = []
+    kinds: list[str] = []
+    if "target_train" in ctx["no_sil"]:
+        train_dirs = [ctx["no_sil"]["target_train"]]
+        if cfg.augment:
+            aug_dirs, kinds = augment_train_set(cfg, ctx, fp)
+            train_dirs += aug_dirs
+            if not kinds:
+                log.warning(
+                    "no MUSAN/RIRS_NOISES (--musan, --rirs): fine-tuning without augmentation"
+                )
+        combined = train_dirs[0]
+        if len(train_dirs) > 1:
+            combined = os.path.join(cfg.workdir, "data", "target_train_combined_no_sil")
+            datadir.combine_data_dirs(combined, train_dirs)
+            copy_frontend_conf(train_dirs[0], combined)
+        runs += [("6a", combined, cfg.freeze), ("6b", combined, "")]
+    else:
+        log.warning("no labelled in-domain set: no fine-tuning on in-domain labels (rows 6a, 6b)")
+    if cfg.pseudo_ft and ctx.get("adapt_clusters"):
+        runs.append(("6c", pseudo_labelled_dir(cfg, ctx, ctx["adapt_clusters"]), ""))
+    if not runs:
+        return {"finetune": {}}
+    dev = trainer_dev_dir(cfg, ctx)
+    scorer = rows.make_scorer(cfg, ctx)
+    score_dir = os.path.join(cfg.workdir, "scores")
+    results, table, spreads = {}, [], {}
+    for k in range(cfg.seeds):
+        seed = cfg.seed + k
+        for row, train_dir, freeze in runs:
+            res = finetune_run(cfg, ctx, row, train_dir, freeze, seed, fp, dev)
+            sets = rows.load_sets(res["xvectors"])
+            backends = Backends(sets, int(cfg.lda_dim), int(cfg.plda_em_iters))
+            choice = rows.best_backend(backends, scorer, sets, cfg, labels=row != "6c")
+            if k == 0:
+                results[row] = res | {"choice": choice}
+                name = FT_ROWS[row].format(freeze=f"`{freeze}`")
+                r = rows.row_result(row, name, choice, f"fine-tuned {row}", row != "6c",
+                                    chosen=f"backend of {len(choice.tried)} candidates, step "
+                                    f"{res['best_step']}")  # fmt: skip
+                r.update(finetune={k2: v for k2, v in res.items() if k2 != "xvectors"})
+                r.update(scorer.report(choice.built, sets, row, score_dir))
+                rows.log_row(r)
+                table.append(r)
+            else:
+                spreads.setdefault(row, []).append(
+                    {"seed": seed, **rows.eval_metrics(scorer, choice.built, sets)}
+                )
+    labelled = [r for r in ("6a", "6b") if r in results]
+    if labelled:
+        best = min(labelled, key=lambda r: rows.dev_key(results[r]["choice"].dev))
+        sets = rows.load_sets(results[best]["xvectors"])
+        backends = Backends(sets, int(cfg.lda_dim), int(cfg.plda_em_iters))
+        choice = rows.combined_backend(backends, scorer, sets)
+        name = f"row {best} network (dev-best fine-tuning) + in-domain mean + adapted PLDA + norm"
+        r = rows.row_result("7", name, choice, f"fine-tuned {best}", True,
+                            chosen=f"network {best} on dev, backend of {len(choice.tried)} candidates")  # fmt: skip
+        r.update(scorer.report(choice.built, sets, "7", score_dir))
+        rows.log_row(r)
+        table.append(r)
+    for r in table:
+        r["seeds"] = spreads.get(r["id"], [])
+    path = os.path.join(cfg.workdir, "finetune", "rows.json")
+    write_json(path, {"rows": table})
+    return {
+        "finetune": {
+            row: {k: v for k, v in res.items() if k not in ("choice", "xvectors")}
+            for row, res in results.items()
+        },  # fmt: skip
         "finetune_rows": path,
-        "finetune_train_dir": combined,
         "augmentation": kinds,
     }
 
@@ -378,4 +536,4 @@ def stage_finetune(cfg: RecipeConfig, ctx: dict) -> dict:
 
 
 def stage_results(cfg: RecipeConfig, ctx: dict) -> dict:
-    return report.write_results(cfg, ctx)
+    return report.write_results(cfg, ctx, rows.make_scorer(cfg, ctx))

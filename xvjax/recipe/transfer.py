@@ -123,6 +123,7 @@ class StageRunner:
         if reuse:
             log.info("Stage %d (%s): already done, skipping", index, name)
             self.ctx.update(old["outputs"])
+            self.ctx.setdefault("stage_seconds", {})[name] = old.get("seconds", 0.0)
             self.skipped.append(name)
             self.timings[name] = 0.0
             return old["outputs"]
@@ -133,6 +134,7 @@ class StageRunner:
         seconds, cpu = time.time() - t0, cpu_seconds() - c0
         self.cpu[name] = cpu
         self.ctx.update(outputs)
+        self.ctx.setdefault("stage_seconds", {})[name] = round(seconds, 2)
         self.timings[name] = seconds
         self.ran.append(name)
         write_json(
@@ -151,8 +153,9 @@ class StageRunner:
         return outputs
 
 
-def run_recipe(cfg: RecipeConfig) -> dict:
-    """Runs (or resumes) the whole recipe; returns the results summary (see report.build_results)."""
+def run_recipe(cfg: RecipeConfig, until: str | None = None) -> dict:
+    """Runs (or resumes) the recipe, to the end or to stage `until` (a name in STAGES) included;
+    returns the outputs of every stage and the timings."""
     cfg = cfg.resolved()
     check_config(cfg)
     cfg.workdir = os.path.abspath(cfg.workdir)
@@ -168,7 +171,8 @@ def run_recipe(cfg: RecipeConfig) -> dict:
         stages.stage_finetune,
         stages.stage_results,
     )
-    for index, func in enumerate(funcs):
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    for index, func in enumerate(funcs[: last + 1]):
         runner.run(index, func)
     seconds = time.time() - t0
     timings = {k: round(v, 1) for k, v in runner.timings.items()}

@@ -28,6 +28,7 @@ _CORPUS_FIELDS = (
     ("target-train-utts", int, "Utterances per target_train speaker"),
     ("target-adapt-spk", int, "Speakers behind the unlabelled target_adapt set"),
     ("target-adapt-utts", int, "Utterances per target_adapt speaker"),
+    ("target-dev-spk", int, "Speakers in target_dev_enroll/test (the dev set)"),
     ("target-eval-spk", int, "Speakers in target_enroll/test"),
     ("enroll-utts", int, "Enrollment utterances per eval speaker"),
     ("test-utts", int, "Test utterances per eval speaker"),
@@ -52,7 +53,8 @@ _CORPUS_FIELDS = (
     usage="""
     xvjax make-demo-corpus [options] <out-dir>
     Writes <out-dir>/data/{source_train,source_eval_enroll,source_eval_test,target_train,
-    target_adapt,target_enroll,target_test} (trials in source_eval_test/ and target_test/),
+    target_adapt,target_dev_enroll,target_dev_test,target_enroll,target_test} (trials in
+    source_eval_test/, target_dev_test/ and target_test/),
     <out-dir>/musan, <out-dir>/RIRS_NOISES and <out-dir>/corpus.json. Source domain: 16 kHz clean
     synthetic speech; target domain: other speakers and voices, telephone band at 8 kHz with noise,
     reverberation and random handsets. Presets: tiny (CI), default (the demo), large.
@@ -68,6 +70,7 @@ _CORPUS_FIELDS = (
         ),
     ],
     nargs=(1, 1),
+    resumable=True,
 )
 def make_demo_corpus(opts, out_dir):
     from xvjax.synthetic import corpus

@@ -8,15 +8,17 @@ Layout written by `make_corpus(out_dir, config)`:
     OUT/data/source_eval_test/           16 kHz, test utterances + `trials` (spk utt target|nontarget)
     OUT/data/target_train/               telephone, labelled in-domain training set
     OUT/data/target_adapt/               telephone, unlabelled (utt2spk maps each utterance to itself)
-    OUT/data/target_enroll/              telephone enrollment
-    OUT/data/target_test/                telephone test + `trials`
+    OUT/data/target_dev_enroll/          telephone enrollment of the dev speakers (choices are made here)
+    OUT/data/target_dev_test/            telephone test of the dev speakers + `trials`
+    OUT/data/target_enroll/              telephone enrollment of the evaluation speakers
+    OUT/data/target_test/                telephone test of the evaluation speakers + `trials`
     OUT/musan/{noise,music,speech}/*.wav 16 kHz augmentation sources (music/ANNOTATIONS as MUSAN's)
     OUT/RIRS_NOISES/simulated_rirs/{smallroom,mediumroom,largeroom}/rir_list + RoomNNN/*.wav
     OUT/truth/                           hidden labels of target_adapt, every speaker's voice traits
     OUT/wav/<set>/<spk>/<utt>.wav        the audio
 
-Speakers are disjoint across source_train, source_eval, target_train, target_adapt, target_eval (and
-the MUSAN speech talkers); enroll and test share their eval speakers. Every utterance id starts with
+Speakers are disjoint across source_train, source_eval, target_train, target_adapt, target_dev,
+target_eval (and the MUSAN speech talkers); enroll and test share their speakers. Every utterance id starts with
 its speaker id (`src0007-003`); target_adapt ids are anonymous (`tgtadapt-00042`) and shuffled.
 
 Rates: the source domain is 16 kHz wideband. The target domain is written at `target_rate`
@@ -45,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xvjax.backend.trials import Trials
 from xvjax.errors import XvjaxError
 from xvjax.fileutil import atomic_open
 from xvjax.kaldi import datadir
@@ -53,29 +56,30 @@ from xvjax.synthetic import voice as sv
 
 log = logging.getLogger("xvjax")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: target_dev sets; target voices less spread than source ones
 
 
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
-    """Sizes and seed of the demo corpus. Eval sets give every speaker `enroll_utts` enrollment
-    and `test_utts` test utterances; trials are every (eval speaker, test utterance) pair."""
+    """Sizes and seed of the demo corpus. Eval and dev sets give every speaker `enroll_utts`
+    enrollment and `test_utts` test utterances; trials are every (speaker, test utterance) pair."""
 
     seed: int = 777
     source_rate: int = 16000  # 8000: the wideband source downsampled (0-4 kHz, no phone filter)
     target_rate: int = 8000
-    min_dur: float = 4.0  # seconds, utterance length drawn uniformly in [min_dur, max_dur]
-    max_dur: float = 8.0
+    min_dur: float = 3.0  # seconds, utterance length drawn uniformly in [min_dur, max_dur]
+    max_dur: float = 6.0
     source_train_spk: int = 80
     source_train_utts: int = 10
     source_eval_spk: int = 20
     target_train_spk: int = 40
     target_train_utts: int = 8
-    target_adapt_spk: int = 40
-    target_adapt_utts: int = 6
-    target_eval_spk: int = 30
+    target_adapt_spk: int = 80
+    target_adapt_utts: int = 10
+    target_dev_spk: int = 20
+    target_eval_spk: int = 52
     enroll_utts: int = 2
-    test_utts: int = 5
+    test_utts: int = 12
     # Target-domain corruption.
     target_snr_min: float = 15.0
     target_snr_max: float = 35.0
@@ -102,6 +106,7 @@ class CorpusConfig:
             "source_eval_spk",
             "target_train_spk",
             "target_adapt_spk",
+            "target_dev_spk",
             "target_eval_spk",
         ):
             if getattr(self, name) < 2:
@@ -139,6 +144,7 @@ PRESETS: dict[str, CorpusConfig] = {
         target_train_utts=5,
         target_adapt_spk=8,
         target_adapt_utts=4,
+        target_dev_spk=6,
         target_eval_spk=8,
         enroll_utts=2,
         test_utts=3,
@@ -149,7 +155,8 @@ PRESETS: dict[str, CorpusConfig] = {
         rir_rooms=2,
         rirs_per_room=2,
     ),
-    # `make demo`: ~2.9 hours of audio; the whole recipe fits in 10 minutes on 2 cores.
+    # `make demo`: ~3.8 hours of audio, 624 target / 31,824 nontarget evaluation trials; the
+    # whole recipe fits in 10 minutes on 2 cores.
     "default": CorpusConfig(),
     # A bigger run for a workstation: ~22 hours of audio.
     "large": CorpusConfig(
@@ -160,11 +167,12 @@ PRESETS: dict[str, CorpusConfig] = {
         source_eval_spk=60,
         target_train_spk=150,
         target_train_utts=10,
-        target_adapt_spk=200,
-        target_adapt_utts=8,
-        target_eval_spk=100,
+        target_adapt_spk=300,
+        target_adapt_utts=10,
+        target_dev_spk=60,
+        target_eval_spk=150,
         enroll_utts=3,
-        test_utts=6,
+        test_utts=12,
         musan_noise=40,
         musan_music=20,
         musan_speech=20,
@@ -261,6 +269,12 @@ def _plan(out: Path, cfg: CorpusConfig) -> _Plan:
         (
             dom.TARGET,
             "tgt",
+            cfg.target_dev_spk,
+            [("target_dev_enroll", cfg.enroll_utts, "e"), ("target_dev_test", cfg.test_utts, "t")],
+        ),
+        (
+            dom.TARGET,
+            "tgt",
             cfg.target_eval_spk,
             [("target_enroll", cfg.enroll_utts, "e"), ("target_test", cfg.test_utts, "t")],
         ),
@@ -301,16 +315,10 @@ def _write_table(path: Path, table: dict[str, str]) -> None:
 
 def write_trials(path: Path, models: list[str], test_utt2spk: dict[str, str]) -> tuple[int, int]:
     """Every (model, test utterance) pair; returns (num_target, num_nontarget)."""
-    num_tar = 0
-    lines = []
-    for m in sorted(models):
-        for utt in sorted(test_utt2spk):
-            tar = test_utt2spk[utt] == m
-            num_tar += tar
-            lines.append(f"{m} {utt} {'target' if tar else 'nontarget'}\n")
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    return num_tar, len(lines) - num_tar
+    trials = Trials.every_pair(models, test_utt2spk)
+    trials.write(str(path))
+    num_tar = int(trials.labels.sum())
+    return num_tar, len(trials) - num_tar
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +330,8 @@ SETS = (
     "source_eval_test",
     "target_train",
     "target_adapt",
+    "target_dev_enroll",
+    "target_dev_test",
     "target_enroll",
     "target_test",
 )
@@ -332,6 +342,7 @@ def corpus_paths(out_dir: str | os.PathLike) -> dict[str, str]:
     out = Path(out_dir).resolve()
     paths = {name: str(out / "data" / name) for name in SETS}
     paths["source_eval_trials"] = str(out / "data" / "source_eval_test" / "trials")
+    paths["target_dev_trials"] = str(out / "data" / "target_dev_test" / "trials")
     paths["target_trials"] = str(out / "data" / "target_test" / "trials")
     paths["musan"] = str(out / "musan")
     paths["rirs"] = str(out / "RIRS_NOISES")
@@ -420,6 +431,7 @@ def make_corpus(
         }
     for test, enroll, key in (
         ("source_eval_test", "source_eval_enroll", "source_eval_trials"),
+        ("target_dev_test", "target_dev_enroll", "target_dev_trials"),
         ("target_test", "target_enroll", "target_trials"),
     ):
         models = sorted(set(plan.sets[enroll].values()))

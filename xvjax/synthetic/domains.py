@@ -2,7 +2,9 @@
 
 - source: clean 16 kHz microphone speech (language A), 35-50 dB SNR noise floor;
 - target: other voices (`TARGET_TRAITS`: higher F0, shorter vocal tracts, steeper tilt, breathier,
-  faster) speaking language B, then room reverberation, background noise, a random handset per
+  faster, and less spread between speakers: one language community's voices are more alike than the
+  source's mixed population, as SRE16's Cantonese/Tagalog speakers are to an English-trained
+  model) speaking language B, then room reverberation, background noise, a random handset per
   call, 300-3400 Hz band limit, 8 kHz and 8-bit mu-law;
 - MUSAN-like noise/music/speech and RIRS_NOISES-like simulated room responses, 16 kHz.
 """
@@ -27,9 +29,12 @@ TARGET_TRAITS = sv.TraitDistribution(
     p_female=0.6,
     f0_male=128.0,
     f0_female=220.0,
+    f0_spread_st=1.8,
     f0_range_st=(1.5, 3.5),
     scale_male=1.04,
     scale_female=1.2,
+    scale_spread=0.05,
+    offset_spread=0.05,
     tilt_db_oct=(-7.0, -1.5),
     open_quotient=(0.55, 0.85),
     breathiness=(0.05, 0.35),

@@ -128,6 +128,7 @@ def parse_train_argv(argv: list[str]):
     "Train or fine-tune an x-vector network (sharded jit, Orbax checkpoints)",
     usage=_train_usage(),
     raw=True,
+    resumable=True,
 )
 def train(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:

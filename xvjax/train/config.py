@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
             trials="",  # Kaldi trials file on it
             every=0,  # steps between dev EER evaluations (0 = only at the end)
             at_start=True,
+            keep_best=False,  # also export the dev-best evaluated step as best/ (early stopping)
             output_node="tdnn6.affine",
             max_utts=0,
         )

@@ -17,7 +17,7 @@ from xvjax.backend.trials import Trials
 from xvjax.data.stores import FeatsStore
 from xvjax.errors import XvjaxError
 from xvjax.metrics import compute_eer
-from xvjax.model.xvector_compute import Extractor, extract_xvectors
+from xvjax.model.xvector_compute import Extractor, check_frontend, extract_xvectors
 
 log = logging.getLogger("xvjax")
 
@@ -63,6 +63,7 @@ class DevSet:
     def __init__(
         self, data_dir: str, trials_path: str, output_node: str = "tdnn6.affine", max_utts: int = 0
     ):
+        self.data_dir = data_dir
         self.store = FeatsStore(data_dir, prep="auto", cache=True)
         self.trials = Trials.read(trials_path, labelled=True)
         if not len(self.trials):
@@ -81,6 +82,7 @@ class DevSet:
     def embeddings(self, spec, variables) -> dict[str, np.ndarray]:
         """x-vectors of the dev utterances; `variables` are host (numpy) arrays."""
         if self._extractor is None or self._extractor.spec != spec:
+            check_frontend(spec, self.data_dir)
             self._extractor = Extractor(spec, variables, self.output_node, 64, 64 * 400)
         else:  # same jitted function, new weights
             self._extractor.variables = jax.device_put(variables)

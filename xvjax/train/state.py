@@ -7,6 +7,7 @@ everything a step changes and a checkpoint must hold (besides the data position)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from xvjax.errors import XvjaxError
+from xvjax.features.options import frontend_differences, read_frontend_conf
 from xvjax.model.checkpoint import load_any
 from xvjax.model.spec import ModelSpec, xvector_1a_spec
 from xvjax.model.xvector import init_variables, resize_output
@@ -66,7 +68,21 @@ def create_model(config, num_speakers: int, feat_dim: int) -> tuple[ModelSpec, d
             bn_momentum=float(m.bn_momentum),
         )
         variables = init_variables(spec, key)
-    return spec, variables
+    return with_frontend(spec, config), variables
+
+
+def with_frontend(spec: ModelSpec, config) -> ModelSpec:
+    """The network with the front end of its training features recorded (`ModelSpec.frontend`,
+    from the training data dir's conf/), warning when it was first trained on other features."""
+    recorded = read_frontend_conf(config.data.train_dir) if config.data.train_dir else None
+    if recorded is None:
+        return spec
+    if spec.frontend and (changed := frontend_differences(spec.frontend, recorded)):
+        log.warning(
+            "%s was trained on features made with other options than %s's: %s",
+            config.init_from, config.data.train_dir, "; ".join(changed),
+        )  # fmt: skip
+    return dataclasses.replace(spec, frontend=recorded)
 
 
 @flax.struct.dataclass

@@ -11,6 +11,7 @@
       training_curve.png     loss / accuracy / dev EER against steps
       final/                 the trained model (xvjax model dir: `nnet3-xvector-compute`,
                              `flax-to-nnet3` read it)
+      best/, best.json       with eval.keep_best: the model of the dev-best evaluated step
 
 Re-running with the same workdir resumes from the latest checkpoint (parameters, optimizer state,
 BatchNorm statistics, data position, PRNG): the resumed run equals an uninterrupted one bit for bit
@@ -120,9 +121,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
         progress=bool(config.train.progress),
     )
 
+    keep_best = bool(config.eval.get("keep_best")) and dev is not None
+    if keep_best and jax.process_count() > 1:
+        raise XvjaxError("eval.keep_best needs a single-process run")
+    best = run.best_dev() if keep_best and resume is not None else None
+
     def evaluate() -> float:
-        eer = dev.eer(spec, to_host(state.variables))
+        nonlocal best
+        variables = to_host(state.variables)
+        eer = dev.eer(spec, variables)
         writer.write_scalars(step, {"dev_eer": eer})
+        if keep_best and (best is None or eer < best[1]):
+            best = (step, eer)
+            run.export_best_model(spec, variables, step, eer)
         return eer
 
     def save() -> None:
@@ -170,6 +181,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     final = run.export_final_model(spec, to_host(state.variables))
     if is_main:
         summary["final_model"] = final
+        if best is not None:
+            summary.update(best_model=run.file("best"), best_step=best[0], best_dev_eer=best[1])
+            log.info(
+                "Dev-best step %d (dev EER %.2f%%): %s", best[0], 100 * best[1], run.file("best")
+            )
         writer.write_training_curve()
         log.info(
             "Trained %d steps (loss %.3f, accuracy %.3f); final model in %s",

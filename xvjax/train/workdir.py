@@ -8,7 +8,8 @@
 
 Files (the layout is in `xvjax.train.train`): `model_spec.json` (the network being trained),
 `config.json` (the run's config), `speakers.txt` (output index -> speaker id), `checkpoints/`,
-`final/`. A run resumes when `checkpoints/` has a step and `model_spec.json` exists; a config that
+`final/`, and with `eval.keep_best` `best/` + `best.json` (the dev-best evaluated step). A run
+resumes when `checkpoints/` has a step and `model_spec.json` exists; a config that
 differs from the checkpointed run's in fields that change what is computed gets a warning.
 """
 
@@ -100,8 +101,9 @@ class Workdir:
         if fresh:
             with atomic_open(self.file("model_spec.json"), "w", encoding="utf-8") as f:
                 f.write(spec.to_json() + "\n")
-            if os.path.exists(self.file("metrics.jsonl")):
-                os.remove(self.file("metrics.jsonl"))
+            for stale in ("metrics.jsonl", "best.json"):  # a previous run's, in an old workdir
+                if os.path.exists(self.file(stale)):
+                    os.remove(self.file(stale))
         new_cfg = json.loads(self.config.to_json_best_effort())
         if not fresh and os.path.isfile(self.file("config.json")):
             with open(self.file("config.json"), encoding="utf-8") as f:
@@ -117,8 +119,23 @@ class Workdir:
             with atomic_open(self.file("speakers.txt"), "w", encoding="utf-8") as f:
                 f.writelines(f"{i} {s}\n" for i, s in enumerate(speakers))
 
-    def export_final_model(self, spec: ModelSpec, variables) -> str:
-        """Writes `final/`, an xvjax model dir (`xvjax.model.checkpoint.save_model` layout), from
+    def best_dev(self) -> tuple[int, float] | None:
+        """(step, dev EER) of the dev-best model exported so far (`best.json`), or None."""
+        try:
+            with open(self.file("best.json"), encoding="utf-8") as f:
+                best = json.load(f)
+            return int(best["step"]), float(best["dev_eer"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def export_best_model(self, spec: ModelSpec, variables, step: int, dev_eer: float) -> str:
+        """`best/`: the model of the dev-best step so far, and `best.json` saying which step."""
+        path = self.export_final_model(spec, variables, "best")
+        write_json(self.file("best.json"), {"step": step, "dev_eer": dev_eer})
+        return path
+
+    def export_final_model(self, spec: ModelSpec, variables, name: str = "final") -> str:
+        """Writes `final/` (or `name/`), an xvjax model dir (`xvjax.model.checkpoint.save_model` layout), from
         host (numpy) `variables`; returns its path. Call it on every process.
 
         A run started from a Kaldi model keeps that model as export template, so `flax-to-nnet3`
@@ -126,7 +143,7 @@ class Workdir:
         writes (Orbax multiprocessing options whose barriers involve process 0 alone), then all
         processes meet at a barrier.
         """
-        path = self.file("final")
+        path = self.file(name)
         init_from = self.config.get("init_from")
         template = template_for(init_from) if init_from else None
         if jax.process_count() == 1:

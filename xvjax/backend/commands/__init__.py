@@ -3,8 +3,9 @@
 - `vectors`: ivector-mean, ivector-subtract-global-mean, ivector-normalize-length, transform-vec;
 - `lda_plda`: ivector-compute-lda, ivector-compute-plda, ivector-adapt-plda, ivector-copy-plda;
 - `scoring`: ivector-plda-scoring, cosine-scoring, ivector-compute-dot-products, score-matrix,
-  score-norm;
-- `metrics`: compute-eer, compute-min-dcf, compute-act-dcf, calibrate, det-plot.
+  score-norm, ivector-plda-scoring-dense (all pairs per recording);
+- `metrics`: compute-eer, compute-min-dcf, compute-act-dcf, calibrate, det-plot;
+- `clustering`: cluster-vectors.
 
 Each parses options, reads tables (`xvjax.backend.vector_tables`, `score_files`, `trials`), calls
 the library and writes tables. The jax-backed scorers and the plotting are imported inside the

@@ -3,7 +3,6 @@ compute-act-dcf, calibrate (logistic regression to log-likelihood ratios), det-p
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -36,66 +35,51 @@ def compute_eer_cmd(opts, scores_rx):
     return 0
 
 
-def _dcf_args(argv, prog: str, what: str):
-    parser = argparse.ArgumentParser(
-        prog=f"xvjax {prog}",
-        description=f"Compute the {what} along with the threshold at which it occurs "
-        "(Kaldi sid/compute_min_dcf.py semantics). Usage: xvjax "
-        f"{prog} [options...] <scores-file> <trials-file>",
-    )
-    parser.add_argument(
-        "--p-target",
-        type=float,
-        dest="p_target",
-        default=0.01,
-        help="The prior probability of the target speaker in a trial (0.01)",
-    )
-    parser.add_argument(
-        "--c-miss", type=float, dest="c_miss", default=None, help="Cost of a missed detection (1)"
-    )
-    parser.add_argument(
-        "--c-fa", type=float, dest="c_fa", default=None, help="Cost of a spurious detection (1)"
-    )
-    parser.add_argument("scores_filename", help="scores, lines '<utt1> <utt2> <score>'")
-    parser.add_argument("trials_filename", help="trials, lines '<utt1> <utt2> <target/nontarget>'")
-    args = parser.parse_args(argv)
-    # printed like the script: defaults are the int 1, given values floats ("10.0")
-    args.c_miss_text = "1" if args.c_miss is None else str(args.c_miss)
-    args.c_fa_text = "1" if args.c_fa is None else str(args.c_fa)
-    args.c_miss = 1.0 if args.c_miss is None else args.c_miss
-    args.c_fa = 1.0 if args.c_fa is None else args.c_fa
-    metrics.check_costs(args.p_target, args.c_miss, args.c_fa)
-    return args
+# compute_min_dcf.py's options; also given as `--p-target 0.01` (spaced_values), as the script
+# takes them. The costs default to None so they print as the script prints them: its defaults are
+# the int 1, given values floats ("10.0").
+_DCF_OPTS = [
+    Opt("p-target", 0.01, "The prior probability of the target speaker in a trial"),
+    Opt("c-miss", None, "Cost of a missed detection (default 1)", type=float),
+    Opt("c-fa", None, "Cost of a spurious detection (default 1)", type=float),
+]
 
 
-def _read_scored_trials(args):
-    return metrics.read_scores_and_trials(
-        read_lines(args.scores_filename), read_lines(args.trials_filename), args.scores_filename
-    )
+def _costs(opts) -> tuple[float, float, str, str]:
+    """(c_miss, c_fa, as printed, as printed), checked as compute_min_dcf.py checks them."""
+    c_miss = 1.0 if opts.c_miss is None else opts.c_miss
+    c_fa = 1.0 if opts.c_fa is None else opts.c_fa
+    metrics.check_costs(opts.p_target, c_miss, c_fa)
+    texts = ("1" if v is None else str(v) for v in (opts.c_miss, opts.c_fa))
+    return c_miss, c_fa, *texts
+
+
+def _read_scored_trials(scores_rx: str, trials_rx: str):
+    return metrics.read_scores_and_trials(read_lines(scores_rx), read_lines(trials_rx), scores_rx)
 
 
 @command(
     "compute-min-dcf",
     "Minimum detection cost exactly as Kaldi's sid/compute_min_dcf.py",
     usage="""
-    Usage: xvjax compute-min-dcf [--p-target 0.01] [--c-miss 1] [--c-fa 1] <scores-file> <trials-file>
-    e.g.: xvjax compute-min-dcf --p-target 0.01 scores trials""",
-    raw=True,
+    Compute the minimum of the detection cost function along with the threshold at which it
+    occurs. Options may also be given as '--p-target 0.01', as the script takes them.
+    Usage: xvjax compute-min-dcf [options...] <scores-file> <trials-file>
+    e.g.: xvjax compute-min-dcf --p-target=0.01 scores trials""",
+    opts=_DCF_OPTS,
+    nargs=(2, 2),
+    spaced_values=True,
 )
-def compute_min_dcf_cmd(argv):
-    args = _dcf_args(argv, "compute-min-dcf", "minimum of the detection cost function")
-    scores, labels = _read_scored_trials(args)
-    dcf, threshold = metrics.compute_min_dcf(scores, labels, args.p_target, args.c_miss, args.c_fa)
+def compute_min_dcf_cmd(opts, scores_rx, trials_rx):
+    c_miss, c_fa, c_miss_text, c_fa_text = _costs(opts)
+    scores, labels = _read_scored_trials(scores_rx, trials_rx)
+    dcf, threshold = metrics.compute_min_dcf(scores, labels, opts.p_target, c_miss, c_fa)
     sys.stdout.write(f"{dcf:.4f}\n")
     sys.stdout.flush()
     log.info(
         "minDCF is %.4f at threshold %.4f (p-target=%s, c-miss=%s,c-fa=%s)",
-        dcf,
-        threshold,
-        args.p_target,
-        args.c_miss_text,
-        args.c_fa_text,
-    )
+        dcf, threshold, opts.p_target, c_miss_text, c_fa_text,
+    )  # fmt: skip
     return 0
 
 
@@ -105,22 +89,22 @@ def compute_min_dcf_cmd(argv):
     usage="""
     Same arguments as compute-min-dcf; scores must be calibrated log-likelihood ratios
     (see 'xvjax calibrate'). Decides 'target' when llr > log(c_fa (1 - p) / (c_miss p)).
-    Usage: xvjax compute-act-dcf [--p-target 0.01] [--c-miss 1] [--c-fa 1] <scores-file> <trials-file>""",
-    raw=True,
+    Usage: xvjax compute-act-dcf [options...] <scores-file> <trials-file>
+    e.g.: xvjax compute-act-dcf --p-target=0.01 scores_llr trials""",
+    opts=_DCF_OPTS,
+    nargs=(2, 2),
+    spaced_values=True,
 )
-def compute_act_dcf_cmd(argv):
-    args = _dcf_args(argv, "compute-act-dcf", "actual detection cost of calibrated scores")
-    scores, labels = _read_scored_trials(args)
-    dcf = metrics.compute_act_dcf(scores, labels, args.p_target, args.c_miss, args.c_fa)
+def compute_act_dcf_cmd(opts, scores_rx, trials_rx):
+    c_miss, c_fa, c_miss_text, c_fa_text = _costs(opts)
+    scores, labels = _read_scored_trials(scores_rx, trials_rx)
+    dcf = metrics.compute_act_dcf(scores, labels, opts.p_target, c_miss, c_fa)
     sys.stdout.write(f"{dcf:.4f}\n")
     sys.stdout.flush()
     log.info(
         "actDCF is %.4f (p-target=%s, c-miss=%s,c-fa=%s)",
-        dcf,
-        args.p_target,
-        args.c_miss_text,
-        args.c_fa_text,
-    )
+        dcf, opts.p_target, c_miss_text, c_fa_text,
+    )  # fmt: skip
     return 0
 
 

@@ -10,7 +10,12 @@ import numpy as np
 from xvjax.backend import score_files
 from xvjax.backend.commands import BLOCK_OPTS, PLDA_CONFIG_OPTS
 from xvjax.backend.trials import Trials
-from xvjax.backend.vector_tables import enroll_num_utts, read_vectors, write_block_rows
+from xvjax.backend.vector_tables import (
+    enroll_num_utts,
+    read_finite_vectors,
+    read_vectors,
+    write_block_rows,
+)
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import plda_io
@@ -66,7 +71,9 @@ def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scor
 
     model = plda_io.read_plda(plda_rx)
     log.info("Reading train iVectors")
-    e_keys, e_vecs = read_vectors(train_rspec, "training iVector", dim=model.dim)
+    # As in Kaldi, trials whose vectors are absent are skipped and counted; a vector with NaN or
+    # infinite values counts as absent.
+    e_keys, e_vecs, _ = read_finite_vectors(train_rspec, "training iVector", dim=model.dim)
     if not e_keys:
         raise XvjaxError(f"no training iVectors present in '{train_rspec}'")
     e_keys, e_vecs, counts, num_train_errs = enroll_num_utts(e_keys, e_vecs, opts.num_utts)
@@ -78,7 +85,7 @@ def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scor
     log.info("Read %d training iVectors, errors on %d", len(e_keys), num_train_errs)
     log.info("Average renormalization scale on training iVectors was %g", e_factor.mean())
     log.info("Reading test iVectors")
-    t_keys, t_vecs = read_vectors(test_rspec, "test iVector", dim=model.dim)
+    t_keys, t_vecs, _ = read_finite_vectors(test_rspec, "test iVector", dim=model.dim)
     if not t_keys:
         raise XvjaxError(f"no test iVectors present in '{test_rspec}'")
     v, t_factor = plda_lib.plda_transform(
@@ -107,8 +114,8 @@ def ivector_plda_scoring(opts, plda_rx, train_rspec, test_rspec, trials_rx, scor
 def cosine_scoring(opts, enroll_rspec, test_rspec, trials_rx, scores_wx):
     from xvjax.backend import scoring
 
-    e_keys, e_vecs = read_vectors(enroll_rspec, "enrolment vector")
-    t_keys, t_vecs = read_vectors(test_rspec, "test vector", dim=e_vecs.shape[1] or None)
+    e_keys, e_vecs, _ = read_finite_vectors(enroll_rspec, "enrolment vector")
+    t_keys, t_vecs, _ = read_finite_vectors(test_rspec, "test vector", dim=e_vecs.shape[1] or None)
     ie, it, kept, num_err = _index_trials(
         trials_rx, e_keys, t_keys, "enrolment vectors", "test vectors"
     )
@@ -130,8 +137,8 @@ def cosine_scoring(opts, enroll_rspec, test_rspec, trials_rx, scores_wx):
     nargs=(4, 4),
 )
 def ivector_compute_dot_products(opts, trials_rx, rspec1, rspec2, scores_wx):
-    keys1, vecs1 = read_vectors(rspec1, "vector")
-    keys2, vecs2 = read_vectors(rspec2, "vector", dim=vecs1.shape[1] if keys1 else None)
+    keys1, vecs1, _ = read_finite_vectors(rspec1, "vector")
+    keys2, vecs2, _ = read_finite_vectors(rspec2, "vector", dim=vecs1.shape[1] if keys1 else None)
     ie, it, kept, num_err = _index_trials(
         trials_rx, keys1, keys2, "1st table of ivectors", "2nd table of ivectors"
     )
@@ -206,18 +213,27 @@ def _norm_score_files(method, top_k, scores_rx, enroll_cohort_rx, test_cohort_rx
     from xvjax.backend import snorm
 
     trials, raw = score_files.read_score_file(scores_rx)
+    if not len(raw):
+        raise XvjaxError(f"no scores in '{scores_rx}'")
     e_stats = t_stats = None
     if method in snorm.ENROLL_SIDE:
-        cohort = score_files.read_score_file(enroll_cohort_rx)
-        e_stats = snorm.cohort_stats_by_key(*cohort, top_k, enroll_cohort_rx)
+        e_stats = _cohort_stats(enroll_cohort_rx, top_k)
     if method in snorm.TEST_SIDE:
-        cohort = score_files.read_score_file(test_cohort_rx)
-        t_stats = snorm.cohort_stats_by_key(*cohort, top_k, test_cohort_rx)
+        t_stats = _cohort_stats(test_cohort_rx, top_k)
     normed = snorm.normalize_score_list(
         trials, raw, e_stats, t_stats, (enroll_cohort_rx, test_cohort_rx)
     )
     score_files.write_scores(scores_wx, trials, normed)
     log.info("Normalised %d scores (%s).", len(trials), method)
+
+
+def _cohort_stats(cohort_rx: str, top_k: int | None) -> dict[str, tuple[float, float]]:
+    from xvjax.backend import snorm
+
+    cohort = score_files.read_score_file(cohort_rx)
+    if not len(cohort[1]):
+        raise XvjaxError(f"no cohort scores in '{cohort_rx}'")
+    return snorm.cohort_stats_by_key(*cohort, top_k, cohort_rx)
 
 
 @command(
@@ -292,3 +308,48 @@ def score_norm(opts, *args):
     score_files.write_scores(args[5], kept, normed)
     _log_score_stats(normed, num_err)
     return 0 if len(kept) else 1
+
+
+@command(
+    "ivector-plda-scoring-dense",
+    "PLDA scores between all pairs of segments of each recording (speaker diarization)",
+    usage="""
+    Perform PLDA scoring for speaker diarization. The input reco2utt should be of the form
+    <recording-id> <seg1> <seg2> ... <segN> and there should be one iVector for each segment.
+    PLDA scoring is performed between all pairs of iVectors in a recording and outputs an archive
+    of score matrices, one for each recording-id. The rows and columns of the matrix correspond
+    to the order of the segments in reco2utt.
+    Usage: xvjax ivector-plda-scoring-dense [options] <plda> <reco2utt> <ivectors-rspecifier> <scores-wspecifier>
+     e.g.: xvjax ivector-plda-scoring-dense plda ark:reco2utt scp:ivectors.scp ark:scores.ark""",
+    opts=[
+        *PLDA_CONFIG_OPTS,
+        Opt("target-energy", 0.5, "Reduce dimensionality of i-vectors using a recording-dependent "
+            "PCA such that this fraction of the total energy remains"),
+    ],
+    nargs=(4, 4),
+)  # fmt: skip
+def ivector_plda_scoring_dense(opts, plda_rx: str, reco2utt: str, vec_rspec: str, wspec: str):
+    from xvjax.backend.dense_scoring import dense_plda_scores
+    from xvjax.kaldi import tables
+
+    if opts.target_energy > 1.0:
+        raise XvjaxError(f"--target-energy must be <= 1.0, got {opts.target_energy}")
+    plda = plda_io.read_plda(plda_rx)
+    vectors = tables.RandomAccess(vec_rspec, kind="vector")
+    num_done = num_err = 0
+    with tables.Writer(wspec) as writer:
+        for reco, segs in tables.read_text_lists(reco2utt).items():
+            missing = [s for s in segs if s not in vectors]
+            if missing:
+                raise XvjaxError(f"no iVector present in input for utterance {missing[0]}")
+            if not segs:
+                log.warning("Not producing output for recording %s since no segments had "
+                            "iVectors", reco)  # fmt: skip
+                num_err += 1
+                continue
+            x = np.stack([vectors[s] for s in segs])
+            writer[reco] = dense_plda_scores(plda, x, opts.target_energy, opts.normalize_length,
+                                             opts.simple_length_normalization)  # fmt: skip
+            num_done += 1
+    log.info("Processed %d recordings, %d had errors.", num_done, num_err)
+    return 0 if num_done else 1

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from xvjax.backend import lda, means
-from xvjax.backend.vector_tables import read_vectors, write_vectors
+from xvjax.backend.vector_tables import read_finite_vectors, read_vectors, write_vectors
 from xvjax.cli import Opt, command
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
@@ -39,7 +39,7 @@ def ivector_mean(opts, *args):
         log.info("Wrote mean of %d vectors to %s", len(keys), args[1])
         return 0
     spk2utt = tables.read_text_lists(args[0])
-    keys, x = read_vectors(args[1])
+    keys, x, _ = read_finite_vectors(args[1])  # a NaN vector counts as absent from the input
     vectors = dict(zip(keys, x, strict=True))
     spk_means, num_utts = means.speaker_means(vectors, spk2utt)
     with tables.Writer(args[2]) as w:
@@ -82,7 +82,7 @@ def ivector_mean(opts, *args):
 )
 def ivector_subtract_global_mean(opts, *args):
     if len(args) == 2:
-        keys, x = read_vectors(args[0])
+        keys, x, skipped = read_finite_vectors(args[0])
         log.info("Read %d iVectors.", len(keys))
         if keys:
             mean = means.global_mean(x)  # double, like Kaldi's accumulator
@@ -94,14 +94,20 @@ def ivector_subtract_global_mean(opts, *args):
         # Kaldi reads the mean as float and subtracts in float: float32(mean) then a float64
         # subtraction rounded to float32 gives the same numbers
         mean = np.asarray(tables.read_vector(args[0]), dtype=np.float32)
-        keys, x = read_vectors(args[1], dim=None)
+        if not np.isfinite(mean).all():
+            raise XvjaxError(f"the mean {args[0]} has NaN or infinite values")
+        keys, x, skipped = read_finite_vectors(args[1], dim=None)
         if keys and x.shape[1] != mean.shape[0]:
             raise XvjaxError(
                 f"vector '{keys[0]}' has dimension {x.shape[1]}, the mean {args[0]} has {mean.shape[0]}"
             )
         write_vectors(args[2], keys, means.subtract_mean(x, mean) if opts.subtract_mean else x)
-    log.info("Wrote %d mean-subtracted iVectors", len(keys))
+    log.info("Wrote %d mean-subtracted iVectors%s", len(keys), _skipped_text(skipped))
     return 0 if keys else 1
+
+
+def _skipped_text(skipped: list[str]) -> str:
+    return f", skipped {len(skipped)} with NaN or infinite values" if skipped else ""
 
 
 @command(
@@ -117,12 +123,12 @@ def ivector_subtract_global_mean(opts, *args):
     nargs=(2, 2),
 )
 def ivector_normalize_length(opts, rspec, wspec):
-    keys, x = read_vectors(rspec)
+    keys, x, skipped = read_finite_vectors(rspec)
     if keys:
         normed, ratio = means.normalize_length(x, scaleup=opts.scaleup)
         out = normed if opts.normalize else x
         write_vectors(wspec, keys, out)
-        log.info("Processed %d iVectors.", len(keys))
+        log.info("Processed %d iVectors%s.", len(keys), _skipped_text(skipped))
         log.info(
             "Average ratio of iVector to expected length was %g, standard deviation was %g",
             ratio.mean(),
@@ -130,7 +136,7 @@ def ivector_normalize_length(opts, rspec, wspec):
         )
     else:
         write_vectors(wspec, [], [])
-        log.info("Processed 0 iVectors.")
+        log.info("Processed 0 iVectors%s.", _skipped_text(skipped))
     return 0 if keys else 1
 
 
@@ -144,7 +150,9 @@ def ivector_normalize_length(opts, rspec, wspec):
 )
 def transform_vec_cmd(opts, transform_rx, rspec, wspec):
     transform = np.asarray(tables.read_matrix(transform_rx), dtype=np.float32)
-    keys, x = read_vectors(rspec)
+    if not np.isfinite(transform).all():
+        raise XvjaxError(f"the transform {transform_rx} has NaN or infinite values")
+    keys, x, skipped = read_finite_vectors(rspec)
     if keys:
         cols = transform.shape[1]
         if cols not in (x.shape[1], x.shape[1] + 1):
@@ -156,5 +164,5 @@ def transform_vec_cmd(opts, transform_rx, rspec, wspec):
     else:
         out = np.zeros((0, transform.shape[0]))
     write_vectors(wspec, keys, out)
-    log.info("Applied transform to %d vectors.", len(keys))
+    log.info("Applied transform to %d vectors%s.", len(keys), _skipped_text(skipped))
     return 0 if keys else 1

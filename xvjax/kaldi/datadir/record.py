@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import audio, specifiers, tables
 from xvjax.kaldi.datadir.files import (
@@ -194,7 +195,7 @@ def write_data_dir(
     `vad_scp` are {utt: rxfilename} (or the path of an scp to copy). Files not given are removed,
     so the directory describes exactly what was passed.
     """
-    os.makedirs(path, exist_ok=True)
+    fileutil.makedirs(path)
     for key in utt2spk:
         specifiers.check_key(key, os.path.join(path, "utt2spk"))
     files: dict[str, dict | None] = {
@@ -218,8 +219,7 @@ def write_data_dir(
     for name, table in files.items():
         target = os.path.join(path, name)
         if table is None:
-            if os.path.exists(target):
-                os.unlink(target)
+            fileutil.remove(target)
             continue
         tables.write_text_table(target, table)
     return load_data_dir(path, validate=validate)

@@ -11,7 +11,9 @@ An entry (`COMPONENT_TYPES[type_name]`) holds everything about one Kaldi compone
   alpha 4, num-samples-history 2000, update-period 4, BatchNorm epsilon 1e-3 / target-rms 1, ...);
 - `roundtrip`: what Kaldi's Read + Write do to stored statistics (kept as double sums in memory);
 - `input_frames`: for components that mix time (Tdnn, statistics), which input frames an output
-  frame needs (`IsComputable`), for the context computation in `context.py`.
+  frame needs (`IsComputable`), for the context computation in `context.py`;
+- `info`: the component's `Info()` text after `type=` in `nnet3-info` (formats in `info.py`);
+  None: Kaldi's default `Type, input-dim=I, output-dim=O`.
 
 So a new type is one entry here (and one in `xvjax.model.ops` for the Flax model to run it).
 `read_component`, `write_component` and `init_component` are the same code for every type:
@@ -43,6 +45,7 @@ import numpy as np
 
 from xvjax.errors import XvjaxError
 from xvjax.kaldi import tables
+from xvjax.kaldi.nnet3 import info as I
 from xvjax.kaldi.nnet3.config_line import ConfigLine
 from xvjax.kaldi.primitives import KaldiInput, KaldiOutput
 
@@ -149,6 +152,8 @@ class ComponentType:
     # IsComputable of time-mixing components: attrs, output frame t -> the input frames it needs.
     # None: output frame t needs input frame t.
     input_frames: Callable[[dict, int], InputFrames] | None = None
+    # Info(): the text after `type=` in nnet3-info (None: type, input-dim, output-dim).
+    info: Callable[[Component], str] | None = None
 
     def __post_init__(self):
         self.by_token = {f.token: f for f in self.fields}
@@ -204,6 +209,62 @@ _ORTHO = Field(
     "<OrthonormalConstraint>", "orthonormal_constraint", "float",
     _ne("orthonormal_constraint", 0.0), 0.0,
 )  # fmt: skip
+
+
+def _updatable_info(c: Component) -> str:
+    """UpdatableComponent::Info: type, dims, learning rate and the non-default options."""
+    a = c.attrs
+    text = (
+        f"{c.type}, input-dim={c.input_dim}, output-dim={c.output_dim}, "
+        f"learning-rate={I.cpp_float(a['learning_rate'])}"
+    )
+    if a["is_gradient"]:
+        text += ", is-gradient=true"
+    if a["l2_regularize"] != 0.0:
+        text += f", l2-regularize={I.cpp_float(a['l2_regularize'])}"
+    if a["learning_rate_factor"] != 1.0:
+        text += f", learning-rate-factor={I.cpp_float(a['learning_rate_factor'])}"
+    if a["max_change"] > 0.0:
+        text += f", max-change={I.cpp_float(a['max_change'])}"
+    return text
+
+
+def _orthonormal_info(c: Component) -> str:
+    value = c.attrs.get("orthonormal_constraint", 0.0)
+    return f", orthonormal-constraint={I.cpp_float(value)}" if value != 0.0 else ""
+
+
+def _natural_gradient_info(c: Component) -> str:
+    a = c.attrs
+    return (
+        f", rank-in={a['rank_in']}, rank-out={a['rank_out']}, "
+        f"num-samples-history={I.cpp_float(a['num_samples_history'])}, "
+        f"update-period={a['update_period']}, alpha={I.cpp_float(a['alpha'])}"
+    )
+
+
+def _affine_info(c: Component) -> str:
+    """AffineComponent::Info (NaturalGradientAffineComponent adds its preconditioner)."""
+    text = _updatable_info(c) + _orthonormal_info(c)
+    text += I.matrix_stats("linear-params", c.params["linear"], row_norms=True, col_norms=True)
+    text += I.vector_stats("bias", c.params["bias"], include_mean=True)
+    if c.type == "NaturalGradientAffineComponent":
+        text += _natural_gradient_info(c)
+    return text
+
+
+def _linear_info(c: Component) -> str:
+    text = _updatable_info(c)
+    text += I.matrix_stats("params", c.params["linear"], row_norms=True, col_norms=True)
+    text += _orthonormal_info(c)
+    text += f", use-natural-gradient={I.cpp_bool(c.attrs['use_natural_gradient'])}"
+    return text + _natural_gradient_info(c)
+
+
+def _fixed_affine_info(c: Component) -> str:
+    text = f"{c.type}, input-dim={c.input_dim}, output-dim={c.output_dim}"
+    text += I.matrix_stats("linear-params", c.params["linear"])
+    return text + I.vector_stats("bias", c.params["bias"], include_mean=True)
 
 
 def _updatable_config(cfg: ConfigLine) -> dict:
@@ -300,7 +361,7 @@ _register(ComponentType(
     ],
     _cols("linear"), _rows("linear"),
     init=functools.partial(_init_affine, "NaturalGradientAffineComponent"),
-    updatable=True, param_keys=("linear", "bias"),
+    updatable=True, param_keys=("linear", "bias"), info=_affine_info,
     legacy={
         "<MaxChangePerSample>": (None, "float"),
         "<UpdateCount>": (None, "double"),
@@ -316,7 +377,7 @@ _register(ComponentType(
     ],
     _cols("linear"), _rows("linear"),
     init=functools.partial(_init_affine, "AffineComponent"),
-    updatable=True, param_keys=("linear", "bias"),
+    updatable=True, param_keys=("linear", "bias"), info=_affine_info,
 ))  # fmt: skip
 _register(ComponentType(
     "LinearComponent",
@@ -331,7 +392,7 @@ _register(ComponentType(
     ],
     _cols("linear"), _rows("linear"),
     init=functools.partial(_init_affine, "LinearComponent"),
-    updatable=True, param_keys=("linear",),
+    updatable=True, param_keys=("linear",), info=_linear_info,
 ))  # fmt: skip
 
 
@@ -348,7 +409,7 @@ def _init_fixed_affine(cfg: ConfigLine, rng: np.random.Generator) -> dict:
 _register(ComponentType(
     "FixedAffineComponent",
     [Field("<LinearParams>", "linear", "fmat"), Field("<BiasParams>", "bias", "fvec")],
-    _cols("linear"), _rows("linear"), init=_init_fixed_affine,
+    _cols("linear"), _rows("linear"), init=_init_fixed_affine, info=_fixed_affine_info,
 ))  # fmt: skip
 
 
@@ -385,6 +446,24 @@ def _init_tdnn(cfg: ConfigLine, rng: np.random.Generator) -> dict:
     return v
 
 
+def _tdnn_info(c: Component) -> str:
+    a = c.attrs
+    text = _updatable_info(c) + _orthonormal_info(c)
+    text += ", time-offsets=" + ",".join(str(int(o)) for o in a["time_offsets"])
+    text += I.matrix_stats("linear-params", c.params["linear"], row_norms=True, col_norms=True)
+    if np.size(c.params["bias"]) == 0:
+        text += ", has-bias=false"
+    else:
+        text += I.vector_stats("bias", c.params["bias"], include_mean=True)
+    if not a["use_natural_gradient"]:
+        return text + ", use-natural-gradient=false"
+    return text + (
+        f", rank-in={a['rank_in']}, rank-out={a['rank_out']}, "
+        f"num-samples-history={I.cpp_float(a['num_samples_history'])}, update-period=4, "
+        f"alpha-in={I.cpp_float(a['alpha_in'])}, alpha-out={I.cpp_float(a['alpha_out'])}"
+    )
+
+
 def _tdnn_input_frames(a: dict, t: int) -> InputFrames:
     return [t + o for o in a["time_offsets"]], True
 
@@ -407,7 +486,7 @@ _register(ComponentType(
     _rows("linear"), init=_init_tdnn,
     updatable=True, param_keys=("linear", "bias"),
     legacy={"<Alpha>": ("alpha_in+out", "float")},
-    input_frames=_tdnn_input_frames,
+    input_frames=_tdnn_input_frames, info=_tdnn_info,
 ))  # fmt: skip
 
 
@@ -451,6 +530,36 @@ def _nonlinear_roundtrip(c: Component) -> Component:
     return out
 
 
+def _nonlinear_info(c: Component) -> str:
+    """NonlinearComponent::Info: options, then the stored averages when there are any."""
+    a, p = c.attrs, c.params
+    dim = int(a["dim"])
+    text = f"{c.type}, dim={dim}"
+    if a["block_dim"] != dim:
+        text += f", block-dim={a['block_dim']}"
+    for key in ("self_repair_lower_threshold", "self_repair_upper_threshold"):
+        if _F32(a[key]) != _F32(UNSET_THRESHOLD):
+            text += f", {key.replace('_', '-')}={I.cpp_float(a[key])}"
+    if a["self_repair_scale"] != 0.0:
+        text += f", self-repair-scale={I.cpp_float(a['self_repair_scale'])}"
+    count, ocount = float(a["count"]), float(a["oderiv_count"])
+    if count > 0 and np.size(p["value_avg"]) == dim:
+        processed = float(a["num_dims_processed"])
+        proportion = float(a["num_dims_self_repaired"]) / processed if processed > 0 else 0
+        text += f", count={I.cpp_float(count, 3)}"
+        text += f", self-repaired-proportion={I.cpp_float(proportion)}"
+        # Kaldi holds double sums: value-avg is float(sum) * float(1/count), deriv-avg in double.
+        text += f", value-avg={I.summarize_vector(_avg_roundtrip(p['value_avg'], count))}"
+        if np.size(p["deriv_avg"]) == dim:
+            deriv = np.asarray(p["deriv_avg"], _F64) * _F64(count) * (1.0 / count)
+            text += f", deriv-avg={I.summarize_vector(deriv.astype(_F32))}"
+    if ocount > 0 and np.size(p["oderiv_rms"]) == dim:
+        msq = np.square(np.asarray(p["oderiv_rms"], _F64)) * _F64(ocount) * (1.0 / ocount)
+        rms = np.sqrt(np.maximum(msq, 0.0)).astype(_F32)
+        text += f", oderiv-rms={I.summarize_vector(rms)}, oderiv-count={I.cpp_float(ocount)}"
+    return text
+
+
 def _init_nonlinear(cfg: ConfigLine, rng: np.random.Generator) -> dict:
     dim = cfg.require(cfg.int("dim"), "dim")
     v = dict(
@@ -474,7 +583,7 @@ for _type in (
 ):  # fmt: skip
     _register(ComponentType(
         _type, list(_NONLINEAR_FIELDS), _attr("dim"), _attr("dim"), init=_init_nonlinear,
-        roundtrip=_nonlinear_roundtrip,
+        roundtrip=_nonlinear_roundtrip, info=_nonlinear_info,
     ))  # fmt: skip
 
 
@@ -494,6 +603,23 @@ def _batchnorm_roundtrip(c: Component) -> Component:
         v = ((v * scale).astype(_F32) - m * m).astype(_F32)
     out.params["stats_mean"], out.params["stats_var"] = m, v
     return out
+
+
+def _batchnorm_info(c: Component) -> str:
+    a = c.attrs
+    count = float(a["count"])
+    text = (
+        f"{c.type}, dim={a['dim']}, block-dim={a['block_dim']}, "
+        f"epsilon={I.cpp_float(a['epsilon'])}, target-rms={I.cpp_float(a['target_rms'])}, "
+        f"count={I.cpp_float(count)}, test-mode={I.cpp_bool(a['test_mode'])}"
+    )
+    if count > 0:
+        # Kaldi's float mean and E[x^2] - mean^2 from its double sums: what its Write stores.
+        stats = _batchnorm_roundtrip(c).params
+        stddev = np.sqrt(np.maximum(stats["stats_var"], _F32(0))).astype(_F32)
+        text += f", data-mean={I.summarize_vector(stats['stats_mean'])}"
+        text += f", data-stddev={I.summarize_vector(stddev)}"
+    return text
 
 
 def _init_batchnorm(cfg: ConfigLine, rng: np.random.Generator) -> dict:
@@ -525,6 +651,7 @@ _register(ComponentType(
         Field("<StatsVar>", "stats_var", "fvec"),
     ],
     _attr("dim"), _attr("dim"), init=_init_batchnorm, roundtrip=_batchnorm_roundtrip,
+    info=_batchnorm_info,
 ))  # fmt: skip
 
 
@@ -612,10 +739,38 @@ def _init_noop(cfg: ConfigLine, rng: np.random.Generator) -> dict:
     )
 
 
+def _noop_info(c: Component) -> str:
+    scale = c.attrs["backprop_scale"]
+    return f"{c.type}, dim={c.attrs['dim']}" + (
+        f", backprop-scale={I.cpp_float(scale)}" if scale != 1.0 else ""
+    )
+
+
+def _dropout_info(c: Component) -> str:
+    a = c.attrs
+    return (
+        f"{c.type}, dim={a['dim']}, dropout-proportion={I.cpp_float(a['dropout_proportion'])}, "
+        f"dropout-per-frame={I.cpp_bool(a['dropout_per_frame'])}"
+    )
+
+
+def _general_dropout_info(c: Component) -> str:
+    a = c.attrs
+    text = (
+        f"{c.type}, dim={a['dim']}, block-dim={a['block_dim']}, "
+        f"dropout-proportion={I.cpp_float(a['dropout_proportion'])}"
+    )
+    if a["continuous"]:
+        text += ", continuous=true"
+    if a["time_period"] > 0:
+        text += f", time-period={a['time_period']}"
+    return text
+
+
 _register(ComponentType(
     "NoOpComponent",
     [Field("<Dim>", "dim", "int"), Field("<BackpropScale>", "backprop_scale", "float", None, 1.0)],
-    _attr("dim"), _attr("dim"), init=_init_noop,
+    _attr("dim"), _attr("dim"), init=_init_noop, info=_noop_info,
     legacy={
         "<ValueAvg>": (None, "fvec"), "<DerivAvg>": (None, "fvec"), "<Count>": (None, "real"),
         "<OderivRms>": (None, "fvec"), "<OderivCount>": (None, "real"),
@@ -641,7 +796,7 @@ _register(ComponentType(
         Field("<DropoutPerFrame>", "dropout_per_frame", "bool", None, False),
         Field("<TestMode>", "test_mode", "bool", None, False),
     ],
-    _attr("dim"), _attr("dim"), init=_init_dropout,
+    _attr("dim"), _attr("dim"), init=_init_dropout, info=_dropout_info,
 ))  # fmt: skip
 
 
@@ -664,7 +819,7 @@ _register(ComponentType(
         Field("<TestMode>", "test_mode", "flag", lambda a: bool(a["test_mode"]), False),
         Field("<Continuous>", "continuous", "flag", lambda a: bool(a["continuous"]), False),
     ],
-    _attr("dim"), _attr("dim"), init=_init_general_dropout,
+    _attr("dim"), _attr("dim"), init=_init_general_dropout, info=_general_dropout_info,
 ))  # fmt: skip
 
 
@@ -685,6 +840,14 @@ def _init_scale_and_offset(cfg: ConfigLine, rng: np.random.Generator) -> dict:
     return v
 
 
+def _scale_and_offset_info(c: Component) -> str:
+    text = _updatable_info(c) + f", rank={c.attrs['rank']}"
+    if c.attrs["dim"] != np.size(c.params["scales"]):
+        text += f", block-size={np.size(c.params['scales'])}"
+    text += I.vector_stats("scales", c.params["scales"], include_mean=True)
+    return text + I.vector_stats("offsets", c.params["offsets"], include_mean=True)
+
+
 _register(ComponentType(
     "ScaleAndOffsetComponent",
     _UPDATABLE_FIELDS + [
@@ -695,7 +858,7 @@ _register(ComponentType(
         Field("<Rank>", "rank", "int"),
     ],
     _attr("dim"), _attr("dim"), init=_init_scale_and_offset,
-    updatable=True, param_keys=("scales", "offsets"),
+    updatable=True, param_keys=("scales", "offsets"), info=_scale_and_offset_info,
 ))  # fmt: skip
 
 
@@ -716,6 +879,14 @@ _register(ComponentType(
     lambda c: int(np.sum(c.attrs["sizes"])), lambda c: len(c.attrs["sizes"]),
     init=_init_sum_group, opening_terminates=True,
 ))  # fmt: skip
+
+
+def component_info(comp: Component) -> str:
+    """The component's `Info()` as nnet3-info prints it after `type=`."""
+    ctype = component_type(comp.type, comp.name)
+    if ctype.info is not None:
+        return ctype.info(comp)
+    return f"{comp.type}, input-dim={comp.input_dim}, output-dim={comp.output_dim}"
 
 
 def supported_types() -> list[str]:

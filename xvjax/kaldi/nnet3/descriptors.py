@@ -507,3 +507,14 @@ def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
         return _to_ast(g)
     except XvjaxError as e:
         raise XvjaxError(f"{where}: {e} in descriptor '{text}'") from None
+
+
+_PLACEHOLDER = "xvjaxSubstitutedNode0"
+
+
+def substitute_node(desc: Descriptor, name: str, expr: Descriptor) -> Descriptor:
+    """`desc` with node `name` replaced by the descriptor `expr`, normalised (Kaldi's
+    ModelCollapser::ReplaceNodeInDescriptor: print with the expression in place of the name and
+    parse again, so `Offset(Offset(x, -1), 2)` becomes `Offset(x, 1)`)."""
+    marked = map_node_names(desc, lambda n: _PLACEHOLDER if n == name else n)
+    return parse_descriptor(str(marked).replace(_PLACEHOLDER, str(expr)), "substituted descriptor")

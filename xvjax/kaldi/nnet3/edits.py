@@ -1,4 +1,5 @@
-"""`nnet3-copy` edits: --learning-rate, --edits / --edits-config (a subset of ReadEditConfig).
+"""`nnet3-copy` edits: --learning-rate, --scale, test modes, --edits / --edits-config (a subset of
+ReadEditConfig).
 
 Supported edit directives (Kaldi's names, `src/nnet3/nnet-utils.h` ReadEditConfig):
 
@@ -38,6 +39,59 @@ def set_learning_rate(nnet: Nnet, learning_rate: float) -> None:
             comp.attrs["learning_rate"] = _f32(
                 np.float32(learning_rate) * np.float32(comp.attrs["learning_rate_factor"])
             )
+
+
+def scale_nnet(nnet: Nnet, scale: float) -> None:
+    """ScaleNnet (`nnet3-copy --scale`): every component's Scale(). Parameters of affine, linear,
+    TDNN and scale-and-offset components are multiplied (set to zero for 0); BatchNorm and
+    nonlinearities scale their stored sums and counts, so their averages stay (zeroed for 0);
+    other components are unchanged."""
+    if scale == 1.0:
+        return
+    s = np.float32(scale)
+    for comp in nnet.components.values():
+        p, a = comp.params, comp.attrs
+        if comp.type in _SCALED_PARAMS:
+            for key in _SCALED_PARAMS[comp.type]:
+                p[key] = (np.asarray(p[key], np.float32) * s).astype(np.float32)
+                if scale == 0.0:  # Kaldi's SetZero(): also clears NaN and inf
+                    p[key] = np.zeros_like(p[key])
+        elif comp.type == "BatchNormComponent":
+            if scale == 0.0:
+                a["count"] = 0.0
+                p["stats_mean"] = np.zeros_like(p["stats_mean"])
+                p["stats_var"] = np.zeros_like(p["stats_var"])
+            else:
+                a["count"] = float(a["count"]) * float(s)
+        elif "value_avg" in p:  # NonlinearComponent: sums and counts scale together
+            for key in ("count", "oderiv_count", "num_dims_self_repaired", "num_dims_processed"):
+                a[key] = float(a[key]) * float(s)
+            if scale == 0.0:
+                for key in ("value_avg", "deriv_avg", "oderiv_rms"):
+                    p[key] = np.zeros_like(p[key])
+
+
+_SCALED_PARAMS = {
+    "NaturalGradientAffineComponent": ("linear", "bias"),
+    "AffineComponent": ("linear", "bias"),
+    "TdnnComponent": ("linear", "bias"),
+    "LinearComponent": ("linear",),
+    "ScaleAndOffsetComponent": ("scales", "offsets"),
+}
+
+
+def set_batchnorm_test_mode(nnet: Nnet, test_mode: bool) -> None:
+    """SetBatchnormTestMode: Kaldi's nnet3-copy always sets it (--batchnorm-test-mode)."""
+    for comp in nnet.components.values():
+        if comp.type == "BatchNormComponent":
+            comp.attrs["test_mode"] = bool(test_mode)
+
+
+def set_dropout_test_mode(nnet: Nnet, test_mode: bool) -> None:
+    """SetDropoutTestMode: the test mode of every random (dropout) component."""
+    for comp in nnet.components.values():
+        if comp.type in ("DropoutComponent", "GeneralDropoutComponent"):
+            comp.attrs["test_mode"] = bool(test_mode)
 
 
 def remove_orphan_nodes(nnet: Nnet) -> int:

@@ -19,6 +19,7 @@ from xvjax.kaldi import streams
 from xvjax.kaldi.nnet3 import descriptors as D
 from xvjax.kaldi.nnet3.components import (
     Component,
+    component_info,
     init_component,
     read_component,
     write_component,
@@ -184,6 +185,27 @@ class Nnet:
                 dims = (0, self.descriptor_dim(n.input, n.name))
             lines.append(n.config_line(dims))
         return lines
+
+    def is_simple(self) -> bool:
+        """Kaldi's IsSimpleNnet: an output node `output` and an input node `input` (besides
+        which only an input `ivector` is allowed)."""
+        inputs = {n.name for n in self.input_nodes()}
+        outputs = {n.name for n in self.output_nodes()}
+        return "output" in outputs and "input" in inputs and inputs <= {"input", "ivector"}
+
+    def info(self) -> str:
+        """`nnet3-info`'s text (Nnet::Info): context (simple networks), parameters, modulus, the
+        config lines with dims, and one `component name=... type=...` line per component."""
+        lines = []
+        if self.is_simple():
+            left, right = self.context()
+            lines += [f"left-context: {left}", f"right-context: {right}"]
+        lines += [f"num-parameters: {self.num_parameters()}", f"modulus: {self.modulus()}"]
+        lines += self.config_lines(include_dim=True)
+        lines += [
+            f"component name={k} type={component_info(c)}" for k, c in self.components.items()
+        ]
+        return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ checks
     def check(self, warn_for_orphans: bool = False) -> None:
