@@ -71,6 +71,23 @@ def test_top_help_reads_summaries_without_importing_commands():
     assert all(name in out.stdout for name in cli.COMMANDS)
 
 
+def test_declarations_read_from_source_with_other_decorators():
+    """A declaration followed by another decorator (its text alone is not one expression) is read
+    from the whole module's syntax tree, as are the others of that module."""
+    source = (
+        '@command("a-cmd", "Does a.")\n@functools.cache\ndef a(opts):\n    pass\n\n\n'
+        '@command(\n    "b-cmd",\n    "Does b (with parentheses).",\n    nargs=(1, 1),\n)\n'
+        "def b(opts, x):\n    pass\n"
+    )
+    calls = cli._command_calls(source, "<test>")
+    assert [(c.args[0].value, c.args[1].value) for c in calls] == [
+        ("a-cmd", "Does a."),
+        ("b-cmd", "Does b (with parentheses)."),
+    ]
+    b_only = source[source.index("@command(\n") :]  # the decorator text alone parses
+    assert [c.args[0].value for c in cli._command_calls(b_only, "<test>")] == ["b-cmd"]
+
+
 def test_unknown_command_exits_nonzero(capsys):
     assert cli.run(["no-such-command"]) == 1
     assert "unknown command" in capsys.readouterr().err
