@@ -1,7 +1,11 @@
-"""Front-end throughput: MFCC + energy VAD + sliding CMN, frames per second on this CPU.
+"""Front-end throughput: MFCC (+ energy VAD + sliding CMN), frames per second on this CPU.
 
-Batched jnp (`xvjax.features`: jit over a padded (batch, samples) array, both FFT paths) vs a
-pure-numpy loop over utterances (each utterance vectorised over its frames, np.fft.rfft).
+Batched jnp (`xvjax.features`: jit over a padded (batch, samples) array, both FFT paths: "kaldi",
+Kaldi's float32 FFT replayed bit for bit by the compiled host kernel, and "xla", jnp.fft) vs a
+pure-numpy loop over utterances (each utterance vectorised over its frames, np.fft.rfft). Each row
+prints the median wall-clock rate, the rate per CPU-second (process time: what a quiet machine's
+cores would give, less sensitive to other load) and the ratio to Kaldi's compute-mfcc-feats on this
+machine (~170k frames/s, shared/PERF_NOTES.md).
 
     .venv/bin/python benchmarks/bench_features.py                # 100 x 10 s at 16 kHz
     .venv/bin/python benchmarks/bench_features.py --batch=200 --seconds=20 --repeats=5
@@ -14,6 +18,8 @@ import os
 import time
 
 import numpy as np
+
+KALDI_FRAMES_PER_S = 170e3  # compute-mfcc-feats on this machine (shared/PERF_NOTES.md)
 
 
 def synthetic_batch(batch: int, seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -89,7 +95,7 @@ def main():
     import jax.numpy as jnp
 
     from xvjax.features.frontend import compute_vad, sliding_cmn
-    from xvjax.features.mfcc import compute_mfcc
+    from xvjax.features.mfcc import compute_mfcc, extract_frames
     from xvjax.features.options import RECIPE_CMN, RECIPE_VAD, VOXCELEB_MFCC
 
     opts = VOXCELEB_MFCC.__class__(**{**VOXCELEB_MFCC.__dict__, "dither": 0.0})
@@ -99,25 +105,51 @@ def main():
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores; "
           f"batch {args.batch} x {args.seconds:g} s at 16 kHz = {frames} frames")  # fmt: skip
 
+    w, n = jnp.asarray(waves), jnp.asarray(lengths)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; medians of "
+          f"{args.repeats} runs; Kaldi's compute-mfcc-feats: {KALDI_FRAMES_PER_S / 1e3:.0f}k frames/s")  # fmt: skip
     for impl in args.fft_impl.split(","):
 
         @jax.jit
-        def step(w, n, impl=impl):
+        def mfcc_only(w, n, impl=impl):
+            return compute_mfcc(w, n, opts, fft_impl=impl)
+
+        @jax.jit
+        def front_end(w, n, impl=impl):
             feats, nf = compute_mfcc(w, n, opts, fft_impl=impl)
             return sliding_cmn(feats, nf, RECIPE_CMN), compute_vad(feats, nf, RECIPE_VAD)
 
-        w, n = jnp.asarray(waves), jnp.asarray(lengths)
-        t0 = time.perf_counter()
-        jax.block_until_ready(step(w, n))
-        compile_s = time.perf_counter() - t0
-        times = []
-        for _ in range(args.repeats):
+        for label, fn in (("MFCC", mfcc_only), ("MFCC+VAD+CMN", front_end)):
             t0 = time.perf_counter()
-            jax.block_until_ready(step(w, n))
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        print(f"jnp batched, fft_impl={impl:5s}: {frames / best:10.0f} frames/s "
-              f"(best of {args.repeats}: {best:.2f} s; first call incl. compile {compile_s:.1f} s)")  # fmt: skip
+            jax.block_until_ready(fn(w, n))
+            compile_s = time.perf_counter() - t0
+            wall, cpu = [], []
+            for _ in range(args.repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(fn(w, n))
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            rate, cpu_rate = frames / np.median(wall), frames / np.median(cpu)
+            print(f"jnp {label:12s} fft_impl={impl:5s}: {rate:8.0f} frames/s "
+                  f"({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), {cpu_rate:8.0f} frames/CPU-s "
+                  f"(x{os.cpu_count()} cores = {cpu_rate * os.cpu_count() / KALDI_FRAMES_PER_S:.2f}x "
+                  f"Kaldi); first call incl. compile {compile_s:.1f} s")  # fmt: skip
+
+    from xvjax.features import kaldi_fft
+    from xvjax.features import mel as melmod
+
+    framed = np.asarray(extract_frames(w, n, opts)).reshape(-1, opts.window_size)
+    window = melmod.window_function(opts)
+    kaldi_fft.process_and_power(framed[:8], window, opts.padded_window_size, True, 0.97)
+    wall, cpu = [], []
+    for _ in range(args.repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        kaldi_fft.process_and_power(framed, window, opts.padded_window_size, True, 0.97)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    print(f"host kernel alone (ProcessWindow + FFT + power, all cores): "
+          f"{len(framed) / np.median(wall):8.0f} frames/s, "
+          f"{len(framed) / np.median(cpu):8.0f} frames/CPU-s")  # fmt: skip
 
     t0 = time.perf_counter()
     done = numpy_loop(waves, lengths, opts, RECIPE_VAD, RECIPE_CMN)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from xvjax import cli
@@ -52,6 +55,37 @@ def test_bad_options_are_one_line_errors(argv, msg):
 def test_top_help_lists_commands(capsys):
     assert cli.run(["--help"]) == 0
     assert "Commands:" in capsys.readouterr().out
+
+
+def test_top_help_reads_summaries_without_importing_commands():
+    """`xvjax --help` reads the summaries from the declarations' source (the same text as the
+    imported declarations) and imports neither a command module nor numpy."""
+    assert cli.declared_summaries() == {n: c.summary for n, c in cli.load_commands().items()}
+    code = (
+        "import sys; from xvjax import cli; cli.run(['--help']); "
+        "print(sorted(m for m in sys.modules if m == 'numpy' or m.endswith('commands')), "
+        "file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "[]"
+    assert all(name in out.stdout for name in cli.COMMANDS)
+
+
+def test_declarations_read_from_source_with_other_decorators():
+    """A declaration followed by another decorator (its text alone is not one expression) is read
+    from the whole module's syntax tree, as are the others of that module."""
+    source = (
+        '@command("a-cmd", "Does a.")\n@functools.cache\ndef a(opts):\n    pass\n\n\n'
+        '@command(\n    "b-cmd",\n    "Does b (with parentheses).",\n    nargs=(1, 1),\n)\n'
+        "def b(opts, x):\n    pass\n"
+    )
+    calls = cli._command_calls(source, "<test>")
+    assert [(c.args[0].value, c.args[1].value) for c in calls] == [
+        ("a-cmd", "Does a."),
+        ("b-cmd", "Does b (with parentheses)."),
+    ]
+    b_only = source[source.index("@command(\n") :]  # the decorator text alone parses
+    assert [c.args[0].value for c in cli._command_calls(b_only, "<test>")] == ["b-cmd"]
 
 
 def test_unknown_command_exits_nonzero(capsys):

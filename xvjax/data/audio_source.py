@@ -31,8 +31,8 @@ import numpy as np
 from xvjax.data.loaders import ChunkLoader, TrainBatch
 from xvjax.errors import XvjaxError
 from xvjax.features.augment import AugmentConfig, augment_batch
-from xvjax.features.frontend import compute_vad, prepare_feats
-from xvjax.features.mfcc import compute_mfcc, num_frames
+from xvjax.features.frontend import prepare_feats
+from xvjax.features.mfcc import num_frames
 from xvjax.features.noise_banks import load_sources
 from xvjax.features.options import (
     RECIPE_CMN,
@@ -42,6 +42,8 @@ from xvjax.features.options import (
     MfccOptions,
     VadOptions,
 )
+from xvjax.features.stream import extract_features
+from xvjax.features.vad import compute_vad_numpy
 from xvjax.kaldi import audio, tables
 
 log = logging.getLogger("xvjax")
@@ -58,7 +60,10 @@ def _default_mfcc(sample_rate: int) -> MfccOptions:
 
 
 class AudioStore:
-    """Utterances of a data dir's wav.scp; features are made per batch by `AudioChunkLoader`."""
+    """Utterances of a data dir's wav.scp; features are made per batch by `AudioChunkLoader`.
+
+    `fft_impl` (of `compute_mfcc`): "auto" (default) is the exact host kernel on CPU and XLA's
+    FFT on accelerators, so augmented batches stay on the device there."""
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class AudioStore:
         aug_prob: float = 0.0,
         seed: int = 0,
         bucket_frames: int = 100,
+        fft_impl: str = "auto",
     ):
         wav_scp = os.path.join(data_dir, "wav.scp")
         if not os.path.isfile(wav_scp):
@@ -81,6 +87,7 @@ class AudioStore:
         self.cmn_opts = cmn_opts or RECIPE_CMN
         self.sources, self.aug_prob, self.seed = sources, float(aug_prob), int(seed)
         self.bucket_frames = int(bucket_frames)
+        self.fft_impl = fft_impl
         self.audio: dict[str, np.ndarray] = {}
         self.voiced_idx: dict[str, np.ndarray] = {}
         self.num_frames: dict[str, int] = {}
@@ -118,14 +125,16 @@ class AudioStore:
             )
         self.feat_dim = int(self.mfcc_opts.num_ceps)
         self.clean_opts = dataclasses.replace(self.mfcc_opts, dither=0.0)
-        for utt, x in self.audio.items():  # clean VAD, one utterance at a time (bucketed shapes)
-            n = len(x)
-            wav = np.zeros((1, self.bucket_samples(n)), np.float32)
-            wav[0, :n] = x
-            feats, nf = compute_mfcc(jnp.asarray(wav), jnp.asarray([n]), self.clean_opts)
-            vad = np.asarray(compute_vad(feats, nf, self.vad_opts))[0, : int(nf[0])]
-            self.num_frames[utt] = int(nf[0])
-            self.voiced_idx[utt] = np.flatnonzero(vad > 0.5)
+        # Clean VAD decisions, in batches (make-features' extraction and compute-vad).
+        clean = ((utt, x, rate0) for utt, x in self.audio.items())
+        for r in extract_features(clean, self.clean_opts, batch_size=16, fft_impl=fft_impl):
+            if r.error is not None:  # no frames: the chunk table leaves it out
+                log.warning("%s: no features for %s: %s", data_dir, r.key, r.error)
+                self.num_frames[r.key], self.voiced_idx[r.key] = 0, np.zeros(0, np.int64)
+                continue
+            self.num_frames[r.key] = len(r.feats)
+            vad = compute_vad_numpy(r.feats, self.vad_opts)
+            self.voiced_idx[r.key] = np.flatnonzero(vad > 0.5)
         self.utt2spk = {u: s for u, s in self.utt2spk.items() if u in self.audio}
         self.utt2len = {u: len(self.voiced_idx[u]) for u in self.audio}
 
@@ -179,7 +188,8 @@ class AudioStore:
             voiced[row, idx] = 1.0
         feats, _ = prepare_feats(
             jnp.asarray(wav), jnp.asarray(lengths), mfcc_opts, cmn_opts=self.cmn_opts,
-            key=key if mfcc_opts.dither != 0 else None, voiced=jnp.asarray(voiced),
+            key=key if mfcc_opts.dither != 0 else None, fft_impl=self.fft_impl,
+            voiced=jnp.asarray(voiced),
         )  # fmt: skip
         return np.asarray(feats)
 

@@ -195,7 +195,7 @@ def make_features(
         Utterances without a voiced frame are left out of it.
       resample_to: audio at another rate is first resampled to this rate; None: such audio is an
         error of that utterance (the rate must be `mfcc_opts.sample_frequency`).
-      batch_size, seed, fft_impl: of `extract_features` (dither seed; "kaldi" or "xla" FFT).
+      batch_size, seed, fft_impl: of `extract_features` (dither seed; "kaldi", "xla" or "auto").
       progress: show a progress bar.
     """
     mfcc_opts.check()

@@ -163,8 +163,9 @@ def prepare_feats(
         `MfccOptions.from_config_file("conf/mfcc.conf")`; must use energy (VAD reads column 0).
       vad_opts, cmn_opts: static; default to the x-vector recipes' settings.
       key: PRNG key, required iff `mfcc_opts.dither != 0` (Kaldi dithers by default).
-      fft_impl: "kaldi" (default, Kaldi's float32 FFT replayed on the host via pure_callback:
-        same numbers as Kaldi) or "xla" (pure XLA, for GPU/TPU; float-rounding differences only).
+      fft_impl: "kaldi" (default, Kaldi's float32 FFT replayed by a compiled host kernel via
+        pure_callback: same numbers as Kaldi), "xla" (pure XLA, stays on GPU/TPU; float-rounding
+        differences only) or "auto" (kaldi on CPU, xla on accelerators).
       voiced: optional (batch, frames) VAD decisions to select with instead of the VAD of these
         waveforms: augmented copies keep the clean signal's decisions, as Kaldi's recipes reuse
         the clean vad.scp for their augmented data.

@@ -106,20 +106,36 @@ def _spectrum_xla(frames, opts: FrameOptions):
     return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2, raw, win
 
 
-def _spectrum(frames, opts: FrameOptions, fft_impl: str):
-    n_fft = opts.padded_window_size
-    if fft_impl == "kaldi" and n_fft >= 8 and n_fft & (n_fft - 1) == 0:
-        return kaldi_fft.kaldi_spectrum(
-            frames, melmod.window_function(opts), n_fft, opts.remove_dc_offset,
-            opts.preemphasis_coefficient,
-        )  # fmt: skip
+def resolve_fft_impl(fft_impl: str) -> str:
+    """ "kaldi" or "xla"; "auto" is the faster of the two on this backend, the host kernel on CPU
+    and XLA's FFT on accelerators (where the host kernel would be a round trip per batch). Their
+    x-vectors agree to 1 - cosine < 1e-9 (benchmarks/bench_fft_exactness.py)."""
+    if fft_impl == "auto":
+        return "kaldi" if jax.default_backend() == "cpu" else "xla"
     if fft_impl not in ("kaldi", "xla"):
-        raise XvjaxError(f"fft_impl must be 'kaldi' or 'xla', got '{fft_impl}'")
-    return _spectrum_xla(frames, opts)
+        raise XvjaxError(f"fft_impl must be 'kaldi', 'xla' or 'auto', got '{fft_impl}'")
+    return fft_impl
 
 
-def _log_mel(frames, opts, key, fft_impl):
-    power, raw, win = _spectrum(_dither(frames, opts, key), opts, fft_impl)
+def _spectrum(waveforms, lengths, opts: FrameOptions, key, fft_impl: str):
+    """(power, raw log-energy, windowed log-energy) of every frame of a padded batch."""
+    fft_impl = resolve_fft_impl(fft_impl)
+    n_fft = opts.padded_window_size
+    if fft_impl == "xla" or n_fft < 8 or n_fft & (n_fft - 1):
+        return _spectrum_xla(_dither(extract_frames(waveforms, lengths, opts), opts, key), opts)
+    frames = int(num_frames(waveforms.shape[1], opts))
+    noise = None
+    if opts.dither != 0.0:
+        noise = _dither(jnp.zeros((waveforms.shape[0], frames, opts.window_size)), opts, key)
+    nf = num_frames(lengths.astype(jnp.int32), opts)
+    power, raw, win = kaldi_fft.kaldi_spectrum(
+        waveforms, lengths, nf, frames, first_sample_offset(opts), opts, noise
+    )
+    return power, jnp.log(jnp.maximum(raw, FLOAT_EPS)), jnp.log(jnp.maximum(win, FLOAT_EPS))
+
+
+def _log_mel(waveforms, lengths, opts, key, fft_impl):
+    power, raw, win = _spectrum(waveforms, lengths, opts, key, fft_impl)
     log_energy = raw if opts.raw_energy else win
     if isinstance(opts, FbankOptions) and not opts.use_power:
         power = jnp.sqrt(power)
@@ -146,6 +162,7 @@ def compute_mfcc(
       waveforms: (batch, samples) float32, int16 scale.
       lengths: (batch,) int valid samples per utterance.
       opts: `MfccOptions` (static).
+<<<<<<< HEAD
       key: PRNG key, required iff `opts.dither != 0`; or one key per row, (batch,) (a row's
         dither then does not depend on its batch: `stream.extract_features` keys utterances).
       fft_impl: "kaldi" (default): frame processing and FFT replay Kaldi's float32 operations
@@ -153,12 +170,21 @@ def compute_mfcc(
         of values within 1e-4, max ~2e-3 in low-energy frames);
         "xla": pure XLA (jnp.fft), runs on any accelerator, differs from Kaldi by float32
         rounding only (<1e-2 max, ~99.5% of values within 1e-3).
+=======
+      key: PRNG key, required iff `opts.dither != 0`.
+      fft_impl: "kaldi" (default): framing, frame processing and FFT replay Kaldi's float32
+        operations exactly, in a compiled host kernel via `jax.pure_callback` (vs
+        compute-mfcc-feats on the fixtures: 99% of values within 1e-4, max ~2e-3 in low-energy
+        frames; on CPU also the fastest path);
+        "xla": pure XLA (jnp.fft), stays on any accelerator, differs from Kaldi by float32
+        rounding only (<1e-2 max, ~99.5% of values within 1e-3);
+        "auto": "kaldi" on the CPU backend, "xla" on accelerators (`resolve_fft_impl`).
+>>>>>>> perf-frontend
     Returns:
       feats (batch, frames, num_ceps) float32 (zero past each utterance's end) and
       num_frames (batch,) int32.
     """
-    frames = extract_frames(waveforms.astype(jnp.float32), lengths, opts)
-    mel_energies, log_energy = _log_mel(frames, opts, key, fft_impl)
+    mel_energies, log_energy = _log_mel(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
     log_mel = jnp.log(jnp.maximum(mel_energies, FLOAT_EPS))
     dct = jnp.asarray(melmod.dct_matrix(opts.num_ceps, opts.num_mel_bins))
     feats = jnp.matmul(log_mel, dct, precision=jax.lax.Precision.HIGHEST)
@@ -180,8 +206,7 @@ def compute_fbank(
 
     Returns feats (batch, frames, num_mel_bins [+1 with use_energy]) and num_frames (batch,).
     """
-    frames = extract_frames(waveforms.astype(jnp.float32), lengths, opts)
-    mel_energies, log_energy = _log_mel(frames, opts, key, fft_impl)
+    mel_energies, log_energy = _log_mel(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
     feats = mel_energies
     if opts.use_log_fbank:
         feats = jnp.log(jnp.maximum(mel_energies, FLOAT_EPS))

@@ -130,7 +130,7 @@ def extract_features(
       max_batch_samples: budget of rows x padded length per batch; batches of long utterances
         get fewer rows (halving, so few shapes are compiled).
       seed: dither seed (`utterance_keys`: the key of `seed` folded with each utterance's id).
-      fft_impl: "kaldi" (bit-faithful to Kaldi) or "xla" (see `compute_mfcc`).
+      fft_impl: "kaldi" (bit-faithful to Kaldi), "xla" or "auto" (see `compute_mfcc`).
       sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
         length (less padding); results still come out in input order.
       warp_of: per-utterance VTLN warp factor (`--vtln-map`); None: `opts.vtln_warp` for all.

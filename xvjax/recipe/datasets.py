@@ -166,7 +166,7 @@ def make_set_features(cfg: RecipeConfig, data_dir: str) -> str:
     else:
         make_features(
             data_dir, mfcc, vad, archive_dir=archive_dir, no_sil_dir=no_sil, cmn_opts=cmn,
-            resample_to=int(mfcc.sample_frequency), fft_impl="xla", progress=cfg.progress,
+            resample_to=int(mfcc.sample_frequency), fft_impl="auto", progress=cfg.progress,
         )  # fmt: skip
     written = datadir.load_data_dir(data_dir, validate=False)  # with feats.scp, vad.scp, ...
     feats = dict(tables.read_scp(written.feats_scp))
