@@ -162,16 +162,8 @@ def compute_mfcc(
       waveforms: (batch, samples) float32, int16 scale.
       lengths: (batch,) int valid samples per utterance.
       opts: `MfccOptions` (static).
-<<<<<<< HEAD
       key: PRNG key, required iff `opts.dither != 0`; or one key per row, (batch,) (a row's
         dither then does not depend on its batch: `stream.extract_features` keys utterances).
-      fft_impl: "kaldi" (default): frame processing and FFT replay Kaldi's float32 operations
-        exactly, on the host via `jax.pure_callback` (vs compute-mfcc-feats on the fixtures: 99%
-        of values within 1e-4, max ~2e-3 in low-energy frames);
-        "xla": pure XLA (jnp.fft), runs on any accelerator, differs from Kaldi by float32
-        rounding only (<1e-2 max, ~99.5% of values within 1e-3).
-=======
-      key: PRNG key, required iff `opts.dither != 0`.
       fft_impl: "kaldi" (default): framing, frame processing and FFT replay Kaldi's float32
         operations exactly, in a compiled host kernel via `jax.pure_callback` (vs
         compute-mfcc-feats on the fixtures: 99% of values within 1e-4, max ~2e-3 in low-energy
@@ -179,7 +171,6 @@ def compute_mfcc(
         "xla": pure XLA (jnp.fft), stays on any accelerator, differs from Kaldi by float32
         rounding only (<1e-2 max, ~99.5% of values within 1e-3);
         "auto": "kaldi" on the CPU backend, "xla" on accelerators (`resolve_fft_impl`).
->>>>>>> perf-frontend
     Returns:
       feats (batch, frames, num_ceps) float32 (zero past each utterance's end) and
       num_frames (batch,) int32.
