@@ -30,6 +30,7 @@ not depend on the number of devices, nor on which other utterances share its bat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -172,6 +173,15 @@ def _pow2_floor(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _apply_fn(spec: ModelSpec, output_node: str) -> Callable:
+    """The jitted forward of `spec` to `output_node`, shared by every Extractor of an equal spec:
+    models that differ only in their weights (fine-tuning runs, dev evaluations) reuse its
+    compilations."""
+    model = XVector(spec)
+    return jax.jit(lambda v, x, n: model.apply(v, x, output_node=output_node, num_frames=n))
+
+
 class Extractor:
     """Runs the network on batches of variable-length chunks with bounded compilations."""
 
@@ -197,12 +207,19 @@ class Extractor:
         self.batch_size = max(1, batch_size)
         self.max_batch_frames = max_batch_frames
         self.min_frames = spec.min_input_frames(output_node)
-        model = XVector(spec)
         self.devices = list(devices) if devices is not None else jax.local_devices()
-        self._copies = [jax.device_put(variables, d) for d in self.devices]
-        self.variables = self._copies[0]
-        self._fn = jax.jit(lambda v, x, n: model.apply(v, x, output_node=output_node, num_frames=n))
+        self.variables = variables
+        self._fn = _apply_fn(spec, output_node)
         self.shapes: set[tuple[int, int]] = set()
+
+    @property
+    def variables(self):
+        return self._copies[0]
+
+    @variables.setter
+    def variables(self, variables) -> None:
+        """New weights for the same jitted function (one copy per device)."""
+        self._copies = [jax.device_put(variables, d) for d in self.devices]
 
     def rows_for(self, length: int) -> int:
         return min(_pow2_floor(self.batch_size), _pow2_floor(self.max_batch_frames // length))

@@ -341,7 +341,7 @@ def extract_all(cfg, ctx, model_dir: str, tag: str, names, fp: str) -> dict[str,
             extractor = Extractor(*load_model(model_dir))
         out[name] = extract_set(model_dir, feats_dir, out_dir, fp, cfg.progress, extractor)
     if extractor is not None:
-        log.info("x-vectors with %s: %d jit shapes compiled", tag, len(extractor.shapes))
+        log.info("x-vectors with %s: %d batch shapes", tag, len(extractor.shapes))
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import jax
 import numpy as np
 
 from xvjax.backend import scoring
@@ -85,7 +84,7 @@ class DevSet:
             check_frontend(spec, self.data_dir)
             self._extractor = Extractor(spec, variables, self.output_node, 64, 64 * 400)
         else:  # same jitted function, new weights
-            self._extractor.variables = jax.device_put(variables)
+            self._extractor.variables = variables
         out = extract_xvectors(
             spec,
             variables,
