@@ -81,7 +81,7 @@ class Cfg:
 
 
 def _run(world, tmp_path, trials):
-    return _run_sets(world[0], tmp_path, trials)
+    return _run_sets(world[0], tmp_path, trials)[0]
 
 
 def _run_sets(sets, tmp_path, trials):
@@ -91,7 +91,7 @@ def _run_sets(sets, tmp_path, trials):
     backends = Backends(sets, lda_dim=8, em_iters=3)
     os.makedirs(tmp_path, exist_ok=True)
     table, _ = rows.backend_rows(Cfg(), backends, sets, scorer, str(tmp_path), "test")
-    return table
+    return table, scorer
 
 
 def test_evaluation_labels_never_move_a_choice(world, tmp_path):
@@ -206,3 +206,24 @@ def test_dev_held_out_of_a_labelled_set(tmp_path):
     assert len(trials) == 4 * len(test.utt2spk) and trials.labels.sum() == len(test.utt2spk)
     with pytest.raises(XvjaxError, match="dev speakers"):
         hold_out_dev(str(train), str(root), 5, seed=0)  # 6 left: 5 would leave 1 to train on
+
+
+def test_report_reuses_the_rows_bootstrap_replicates(world, tmp_path):
+    """results.md's paired changes against row 1 come from the replicates each row saved with its
+    scores; they equal the in-memory pairing and a recomputation from the scores."""
+    from xvjax.recipe import report
+
+    table, scorer = _run_sets(world[0], tmp_path, world[1])
+    report.compare_rows(table, scorer)
+    for r in table[1:]:
+        expected = scorer.versus(r["id"], "1")
+        for k, (_, ci) in r["vs_row1"].items():
+            assert ci == pytest.approx(expected[k], nan_ok=True), (r["id"], k)
+    for r in table:  # scores only, as an older run left them: recomputed, same intervals
+        stem = os.path.splitext(r["target"]["scores"])[0] + ".npz"
+        with np.load(stem) as z:
+            np.savez(stem, scores=z["scores"], labels=z["labels"])
+    again = [dict(r) for r in table]
+    report.compare_rows(again, scorer)
+    for r, r2 in zip(table[1:], again[1:], strict=True):
+        assert r2["vs_row1"] == r["vs_row1"], r["id"]

@@ -343,8 +343,15 @@ def compare_rows(rows: Sequence[dict], scorer) -> None:
     reps = {}
     for r in rows:
         if r.get("target"):
+            boot = scorer.boot["target"]
             with np.load(os.path.splitext(r["target"]["scores"])[0] + ".npz") as z:
-                reps[r["id"]] = scorer.boot["target"].replicates(z["scores"], z["labels"])
+                saved = {k: z[f"replicates_{k}"] for k in METRICS if f"replicates_{k}" in z}
+                if len(saved) == len(METRICS) and all(
+                    len(v) == boot.num_replicates for v in saved.values()
+                ):
+                    reps[r["id"]] = saved  # written by Scorer.report with this bootstrap
+                else:
+                    reps[r["id"]] = boot.replicates(z["scores"], z["labels"])
     for r in rows:
         if r["id"] == "1" or r["id"] not in reps:
             continue

@@ -148,7 +148,9 @@ class Scorer:
             stem = os.path.join(score_dir, f"row{row_id}_{side}")
             write_scores(stem + ".scores", scored, s)
             with atomic_open(stem + ".npz", "wb") as f:
-                np.savez(f, scores=s, labels=scored.labels)
+                # the replicates too: the report's paired comparisons reuse them (same bootstrap)
+                np.savez(f, scores=s, labels=scored.labels,
+                         **{f"replicates_{k}": v for k, v in reps.items()})  # fmt: skip
             m["scores"] = stem + ".scores"
             out[side] = m
         return out
