@@ -66,3 +66,18 @@ def test_models_record_their_front_end_and_extraction_checks_it(tmp_path, caplog
     assert "vad --vad-proportion-threshold: 0.12 vs 0.6" in changed
     assert "other options than the model was trained on" in caplog.text
     assert check_frontend(dataclasses.replace(spec, frontend=None), str(other)) == []
+
+
+def test_default_sample_rate_follows_the_mfcc_config_or_the_target_band(tmp_path):
+    """--sample-rate: the MFCC config's when one is given, else 8 kHz on the built-in corpus'
+    telephone target (--corpus-options target_rate follows), else 16 kHz for user data."""
+    from xvjax.recipe.config import RecipeConfig
+
+    conf16 = tmp_path / "mfcc.conf"
+    conf16.write_text("--sample-frequency=16000\n--num-ceps=30\n")
+    rate = lambda **kw: RecipeConfig(workdir=str(tmp_path), **kw).resolved().sample_rate  # noqa: E731
+    assert rate() == 8000
+    assert rate(corpus_options="target_rate=16000") == 16000
+    assert rate(mfcc_config=str(conf16)) == 16000
+    assert rate(tgt_enroll="data/enroll", tgt_test="data/test", trials="t") == 16000
+    assert rate(sample_rate=16000) == 16000

@@ -118,6 +118,7 @@ def test_user_data_with_kaldi_backend_files_reproduces_the_backend_rows(tiny_run
         tgt_dev_test=os.path.join(data, "target_dev_test"),
         dev_trials=os.path.join(data, "target_dev_test", "trials"),
         pretrained=first["source_model"],
+        sample_rate=8000,  # the built-in corpus' default (its telephone band); user data's is 16k
         plda=os.path.join(backend, "plda"),
         mean=os.path.join(backend, "mean.vec"),
         lda=os.path.join(backend, "transform.mat"),
