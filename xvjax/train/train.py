@@ -118,6 +118,33 @@ def recompute_bn_stats(spec, state, data, mesh, frozen_bn, num_batches: int) -> 
     return variables
 
 
+def build_model_and_optimizer(config, data, run: Workdir, resume):
+    """(spec, variables, optimizer, BatchNorm-frozen layers) of a new run, or of the run being
+    resumed (its variables are then shapes only, restored from the checkpoint)."""
+    if resume is None:
+        spec, variables = create_model(config, data.num_speakers, data.feat_dim)
+    else:
+        spec = resume.spec
+        variables = init_variables(spec, jax.random.key(0))  # shapes only; restored below
+        log.info("Resuming from %s (step %d)", run.checkpointer().directory, resume.step)
+    data.check_model(spec)
+    opt = optim.make_optimizer(
+        config.optim,
+        variables["params"],
+        int(config.train.num_steps),
+        *optim.model_layer_factors(spec),
+        natural_gradient_affines=natural_gradient.tapped_affines(spec),
+        batch_size=int(config.train.batch_size),
+    )
+    frozen_bn = opt.plan.frozen if config.optim.freeze_bn else ()
+    log.info(
+        "Layers: %s; BatchNorm statistics frozen in: %s",
+        opt.plan.describe(),
+        " ".join(frozen_bn) or "none",
+    )
+    return spec, variables, opt, frozen_bn
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as `config` says, in `workdir` (resuming from its latest checkpoint if any).
 
@@ -140,27 +167,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     data = build_data(config, jax.process_index(), jax.process_count())
     run = Workdir(workdir, config)
     resume = run.resume_point()
-    if resume is None:
-        spec, variables = create_model(config, data.num_speakers, data.feat_dim)
-    else:
-        spec = resume.spec
-        variables = init_variables(spec, jax.random.key(0))  # shapes only; restored below
-        log.info("Resuming from %s (step %d)", run.checkpointer().directory, resume.step)
-    data.check_model(spec)
-    opt = optim.make_optimizer(
-        config.optim,
-        variables["params"],
-        num_steps,
-        *optim.model_layer_factors(spec),
-        natural_gradient_affines=natural_gradient.tapped_affines(spec),
-        batch_size=batch_size,
-    )
-    frozen_bn = opt.plan.frozen if config.optim.freeze_bn else ()
-    log.info(
-        "Layers: %s; BatchNorm statistics frozen in: %s",
-        opt.plan.describe(),
-        " ".join(frozen_bn) or "none",
-    )
+    spec, variables, opt, frozen_bn = build_model_and_optimizer(config, data, run, resume)
     dtype = step_lib.compute_dtype(config.train.compute_dtype)
     dev = open_dev_set(config, spec) if is_main else None
     changes = run.check_resume(resume, data.speakers) if resume is not None else {}
