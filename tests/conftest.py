@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,3 +20,13 @@ def kaldi_fixtures() -> Path:
     if not KALDI_FIXTURES.is_dir():
         pytest.skip(f"Kaldi reference fixtures not found at {KALDI_FIXTURES} (../shared is absent)")
     return KALDI_FIXTURES
+
+
+@pytest.fixture
+def restore_logging():
+    """cli.run points the root logger at the (captured) stderr; undo that after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -1,7 +1,6 @@
 """`xvjax train` command line: option parsing, config overrides, and bad input caught before any
 compute (clear one-line errors / warnings with counts, nothing written)."""
 
-import logging
 import os
 import shutil
 
@@ -17,15 +16,7 @@ from xvjax.synthetic.fake_feats import write_fake_data_dir
 from xvjax.train.commands import parse_train_argv
 from xvjax.train.input_pipeline import build_data
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """cli.run points the root logger at the (captured) stderr; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(scope="module")

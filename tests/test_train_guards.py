@@ -4,7 +4,6 @@ a resume with an incompatible config is refused before anything is written, a co
 recorded, metrics.jsonl keeps one line per step across a resume."""
 
 import json
-import logging
 import os
 
 import numpy as np
@@ -18,15 +17,7 @@ from xvjax.train.checkpointing import Checkpointer, all_finite
 from xvjax.train.config import base_config
 from xvjax.train.workdir import Workdir
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """cli.run points the root logger at the (captured) stderr; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(scope="module")

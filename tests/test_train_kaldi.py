@@ -13,16 +13,7 @@ from xvjax import cli
 from xvjax.kaldi import tables
 from xvjax.model.checkpoint import load_any, load_model
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.mark.parametrize(
