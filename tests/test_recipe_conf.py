@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,10 @@ def test_default_sample_rate_follows_the_mfcc_config_or_the_target_band(tmp_path
     assert rate(mfcc_config=str(conf16)) == 16000
     assert rate(tgt_enroll="data/enroll", tgt_test="data/test", trials="t") == 16000
     assert rate(sample_rate=16000) == 16000
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(
+        json.dumps({"frontend": {"mfcc": {"sample-frequency": "8000"}}})
+    )
+    user = dict(tgt_enroll="data/enroll", tgt_test="data/test", trials="t")
+    assert rate(pretrained=str(model), **user) == 8000  # the rate the model was trained at

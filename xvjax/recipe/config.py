@@ -94,8 +94,9 @@ class RecipeConfig:
     sample_rate: int | None = _opt(
         None,
         "The model's sample rate; audio at other rates is resampled to it (default: the "
-        "--mfcc-config's sample-frequency; else the target domain's band on the built-in "
-        "corpus (8000: it beat 16000 on every dev row there); else 16000)",
+        "--mfcc-config's sample-frequency; else the rate an xvjax --pretrained model was trained "
+        "at; else the target domain's band on the built-in corpus (8000: it beat 16000 on every "
+        "dev row there); else 16000)",
         int,
     )
     # Network and training.
@@ -167,7 +168,8 @@ class RecipeConfig:
         return out
 
     def default_sample_rate(self) -> int:
-        """The MFCC config's rate, else the target's band: the built-in corpus' telephone target
+        """The MFCC config's rate, else an xvjax --pretrained model's (model.json records its front
+        end), else the target's band: the built-in corpus' telephone target
         (8 kHz; with a 16 kHz model its x-vectors were worse on every dev row of the demo), or
         16 kHz for user data (pass --sample-rate=8000 for telephone speech, as Kaldi's sre16)."""
         if self.mfcc_config:
@@ -176,6 +178,17 @@ class RecipeConfig:
                 if name == "--sample-frequency":
                     return int(float(value))
             return 16000  # Kaldi's default sample-frequency
+        model_json = os.path.join(self.pretrained, "model.json") if self.pretrained else ""
+        if os.path.isfile(model_json):  # an xvjax model records the front end it was trained on
+            try:
+                with open(model_json, encoding="utf-8") as f:
+                    rate = ((json.load(f).get("frontend") or {}).get("mfcc") or {}).get(
+                        "sample-frequency"
+                    )
+            except (OSError, ValueError, AttributeError):
+                rate = None  # unreadable here: the source-model stage says what is wrong
+            if rate:
+                return int(float(rate))
         if not self.user_data:
             return int(self.corpus_overrides().get("target_rate", 8000))
         return 16000
