@@ -350,12 +350,20 @@ def best_backend(
         if spec.uses_labels and "target_train" not in backends.sets:
             continue
         cands += spec.candidates(backends)
+    return choose_with_norm(cands, backends, scorer, sets)
+
+
+def choose_with_norm(
+    cands: Sequence[BackendRecipe], backends: Backends, scorer: Scorer,
+    sets: Mapping[str, XvectorSet],
+) -> Choice:  # fmt: skip
+    """The dev-best of `cands`, then with S-norm / AS-norm if that is better on dev (every
+    candidate tried is kept in `tried`)."""
     choice = choose(cands, backends, scorer, sets)
     s_cands, a_cands = with_norms(choice.recipe, len(backends.adapt_vectors))
     normed = choose(s_cands + a_cands, backends, scorer, sets)
-    tried = choice.tried + normed.tried
     best = normed if dev_key(normed.dev) < dev_key(choice.dev) else choice
-    best.tried = tried
+    best.tried = choice.tried + normed.tried
     return best
 
 
@@ -365,13 +373,7 @@ def combined_backend(backends: Backends, scorer: Scorer, sets: Mapping[str, Xvec
     models = ["source"] + [m for m in routes.LABELLED_MODELS if "target_train" in backends.sets]
     cands = [BackendRecipe(model=m, mean="adapt", adapt=s)
              for m in models for s in routes.adaptation_grid()]  # fmt: skip
-    choice = choose(cands, backends, scorer, sets)
-    s_cands, a_cands = with_norms(choice.recipe, len(backends.adapt_vectors))
-    normed = choose(s_cands + a_cands, backends, scorer, sets)
-    tried = choice.tried + normed.tried
-    best = normed if dev_key(normed.dev) < dev_key(choice.dev) else choice
-    best.tried = tried
-    return best
+    return choose_with_norm(cands, backends, scorer, sets)
 
 
 def eval_metrics(scorer: Scorer, built: Built, sets: Mapping[str, XvectorSet]) -> dict:
