@@ -49,21 +49,21 @@ def adaptation_diagnostics(cfg, backends: Backends, sets: Mapping[str, XvectorSe
     for frac in FRACTIONS:
         sub = x[order[: max(2, round(frac * len(x)))]]
         built = Built(base.adapt(sub, *scales), "", None, 0, None)
-        m = scorer.dev(built, sets)
         measurements.append(
-            f"{frac:.0%} of the adaptation set ({len(sub)} vectors): dev EER {m['eer']:.2f}%"
+            f"{frac:.0%} of the adaptation set ({len(sub)} vectors): "
+            + scorer.dev_eer_text(built, sets)
         )
     # Centring after length normalisation: the adaptation data normalised first.
     z = source.with_mean(source.mean).project(x)
     z = z - z.mean(axis=0)
     plda = adapt.adapt_plda(source.plda, z, *scales)
-    m = scorer.dev(Built(dataclasses.replace(base, plda=plda), "", None, 0, None), sets)
+    centred_after = Built(dataclasses.replace(base, plda=plda), "", None, 0, None)
     measurements.append(
         "adaptation data centred after length normalisation (instead of before, as Kaldi): "
-        f"dev EER {m['eer']:.2f}%"
+        + scorer.dev_eer_text(centred_after, sets)
     )
-    no_adapt = scorer.dev(Built(base, "", None, 0, None), sets)
-    measurements.append(f"no adaptation (row 2's backend): dev EER {no_adapt['eer']:.2f}%")
+    no_adapt = scorer.dev_eer_text(Built(base, "", None, 0, None), sets)
+    measurements.append(f"no adaptation (row 2's backend): {no_adapt}")
     if row3b:
         tried = sorted((t for t in row3b["tried"] if "dev_eer" in t), key=lambda t: t["dev_eer"])
         best, worst = tried[0], tried[-1]

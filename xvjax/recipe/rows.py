@@ -100,14 +100,10 @@ class Scorer:
             raise XvjaxError("no dev trials: every choice of the recipe is made on them")
         self.trials = dict(trials)
         self.boot: dict[str, confidence.Bootstrap] = {}
-        for side in REPORTED:
-            if side in trials:
-                test_spk = utt2spk.get(side, {})
-                t = trials[side]
-                units = confidence.TrialUnits.from_ids(
-                    t.enroll, [test_spk.get(u, u) for u in t.test]
-                )
-                self.boot[side] = confidence.Bootstrap(units, num_replicates, seed)
+        for side, t in trials.items():  # dev too: diagnostics report dev EERs with intervals
+            test_spk = utt2spk.get(side, {})
+            units = confidence.TrialUnits.from_ids(t.enroll, [test_spk.get(u, u) for u in t.test])
+            self.boot[side] = confidence.Bootstrap(units, num_replicates, seed)
         self.replicates: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
     def score(self, built: Built, sets: Mapping[str, XvectorSet], side: str):
@@ -126,6 +122,12 @@ class Scorer:
     def dev(self, built: Built, sets: Mapping[str, XvectorSet]) -> dict:
         s, scored = self.score(built, sets, "dev")
         return metrics_of(s, scored.labels)
+
+    def dev_eer_text(self, built: Built, sets: Mapping[str, XvectorSet]) -> str:
+        """'dev EER x% [lo, hi]' (speaker-bootstrap 95% interval): for reported dev numbers."""
+        s, scored = self.score(built, sets, "dev")
+        lo, hi = confidence.interval(self.boot["dev"].replicates(s, scored.labels)["eer"])
+        return f"dev EER {metrics_of(s, scored.labels)['eer']:.2f}% [{lo:.2f}, {hi:.2f}]"
 
     def report(self, built: Built, sets: Mapping[str, XvectorSet], row_id: str, score_dir: str):
         """Metrics with 95% intervals on every reported trial list; writes the score files."""
