@@ -45,17 +45,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+from bench_backend import synthetic_plda  # noqa: E402  (benchmarks/ is on sys.path)
+
 LAYOUTS = [("1 proc x 1 dev", 1, 1), ("1 proc x 2 dev", 1, 2), ("2 proc x 1 dev", 2, 1)]
-
-
-def synthetic_plda(dim: int, seed: int = 0):
-    from xvjax.backend.plda import Plda
-
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
-    transform = q * rng.uniform(0.5, 2.0, size=(dim, 1))
-    psi = np.sort(rng.gamma(2.0, 2.0, size=dim))[::-1].copy()
-    return Plda(mean=rng.normal(size=dim) * 0.1, transform=transform, psi=psi)
 
 
 def make_inputs(root: str, a) -> None:
