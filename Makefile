@@ -21,8 +21,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Test modules run in parallel workers, one per core (at most 4), whole modules per worker so
+# module fixtures are built once; the long end-to-end modules start first (tests/conftest.py).
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

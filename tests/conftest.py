@@ -30,3 +30,10 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with `slow` tests run first, so that with `pytest -n 2 --dist loadfile` (make test)
+    the long end-to-end modules start early and the quick ones fill in around them."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: keeps the order otherwise
