@@ -48,26 +48,55 @@ def first_sample_offset(opts: FrameOptions) -> int:
     return opts.window_shift // 2 - opts.window_size // 2
 
 
+def _extended(waveforms: jax.Array, lengths: jax.Array, opts: FrameOptions) -> jax.Array:
+    """(batch, span) samples first_sample_offset .. the last frame's end of each row, reflected
+    at the edges as Kaldi's `ExtractWindow` does: frame t is ext[:, t*shift : t*shift + length]."""
+    batch, total = waveforms.shape
+    shift, length = opts.window_shift, opts.window_size
+    nfr = int(num_frames(total, opts))
+    ext_len = (max(nfr, 1) - 1) * shift + length  # samples the frames span
+    first = first_sample_offset(opts)
+    n = jnp.maximum(lengths.astype(jnp.int32), 1)[:, None]
+
+    def reflected(idx):  # samples at (batch, k) indices, reflected into [0, n) as often as needed
+        m = jnp.mod(idx, 2 * n)
+        idx = jnp.minimum(jnp.where(m >= n, 2 * n - 1 - m, m), total - 1)
+        return jnp.take_along_axis(waveforms, idx, axis=1)
+
+    # ext[j] is sample first + j. Inside [0, n) that is a static shift of the waveform; only the
+    # `-first` samples before 0 and the `reach` samples from n on (the farthest a frame of the
+    # utterance reads) need reflecting: small gathers instead of one over the whole batch.
+    reach = length + shift
+    ext = jnp.pad(waveforms, ((0, 0), (max(0, -first), reach + max(0, ext_len - total))))
+    ext = ext[:, max(0, first) : max(0, first) + ext_len + reach]
+    if first < 0:
+        ext = ext.at[:, :-first].set(reflected(jnp.arange(first, 0)[None, :] + 0 * n))
+    tail = reflected(n + jnp.arange(reach)[None, :])
+    put = jax.vmap(lambda row, values, at: jax.lax.dynamic_update_slice(row, values, (at,)))
+    ext = put(ext, tail, jnp.minimum(n[:, 0] - first, ext_len))[:, :ext_len]
+    return ext
+
+
 def extract_frames(waveforms: jax.Array, lengths: jax.Array, opts: FrameOptions) -> jax.Array:
     """(batch, samples) -> (batch, frames, window_size) raw frames, Kaldi's edge reflection included.
 
     `frames = num_frames(samples)` for the padded length; rows past an utterance's own frame count
     hold reflected garbage and must be masked by the caller.
     """
-    batch, total = waveforms.shape
-    shift, length = opts.window_shift, opts.window_size
-    nfr = int(num_frames(total, opts))
-    pieces = -(-length // shift)  # blocks of `shift` samples one frame spans
-    ext_len = (nfr + pieces - 1) * shift
-    n = jnp.maximum(lengths.astype(jnp.int32), 1)[:, None]
-    idx = jnp.arange(ext_len, dtype=jnp.int32)[None, :] + first_sample_offset(opts)
-    m = jnp.mod(idx, 2 * n)
-    idx = jnp.where(m >= n, 2 * n - 1 - m, m)
-    idx = jnp.minimum(idx, total - 1)
-    ext = jnp.take_along_axis(waveforms, idx, axis=1)
-    blocks = ext.reshape(batch, nfr + pieces - 1, shift)
-    frames = jnp.concatenate([blocks[:, p : p + nfr] for p in range(pieces)], axis=-1)
-    return frames[..., :length]
+    ext = _extended(waveforms, lengths, opts)
+    nfr = int(num_frames(waveforms.shape[1], opts))
+    rows = jnp.repeat(jnp.arange(ext.shape[0], dtype=jnp.int32), nfr)
+    starts = jnp.tile(jnp.arange(nfr, dtype=jnp.int32) * opts.window_shift, ext.shape[0])
+    frames = _cut_frames(ext, rows, starts, opts.window_size)
+    return frames.reshape(ext.shape[0], nfr, opts.window_size)
+
+
+def _cut_frames(ext, rows, starts, length: int):
+    """(num, length) frames ext[rows[i], starts[i] : starts[i] + length]: one contiguous slice per
+    frame, which XLA copies as whole rows (3-4x faster on CPU than concatenating shifted
+    blocks, whose fused loop selects an operand per element)."""
+    cut = lambda row, start: jax.lax.dynamic_slice(ext, (row, start), (1, length))[0]
+    return jax.vmap(cut)(rows, starts)
 
 
 def _mix32(h):
@@ -134,14 +163,6 @@ def dither_noise(key, shape: tuple[int, int, int]) -> jax.Array:
     return frame_noise(k0[:, None], k1[:, None], index, length)
 
 
-def _dither(frames, opts: FrameOptions, key):
-    if opts.dither == 0.0:
-        return frames
-    if key is None:
-        raise XvjaxError("dither != 0 needs an explicit PRNG key (or pass dither=0)")
-    return frames + opts.dither * dither_noise(key, frames.shape)
-
-
 def _spectrum_xla(frames, opts: FrameOptions):
     """Pure-XLA `ProcessWindow` + FFT: (power, raw log-energy, windowed log-energy)."""
     if opts.remove_dc_offset:
@@ -179,15 +200,17 @@ def _log_energies(raw, win):
     return jnp.log(jnp.maximum(raw, FLOAT_EPS)), jnp.log(jnp.maximum(win, FLOAT_EPS))
 
 
-def _spectrum(waveforms, lengths, opts: FrameOptions, key, fft_impl: str):
-    """(power, raw log-energy, windowed log-energy) of every frame of a padded batch."""
-    if not _use_kaldi_kernel(opts, fft_impl):
-        return _spectrum_xla(_dither(extract_frames(waveforms, lengths, opts), opts, key), opts)
+def _need_key(opts: FrameOptions, key) -> None:
+    if opts.dither != 0.0 and key is None:
+        raise XvjaxError("dither != 0 needs an explicit PRNG key (or pass dither=0)")
+
+
+def _kaldi_spectrum(waveforms, lengths, opts: FrameOptions, key):
+    """(power, raw log-energy, windowed log-energy) of every frame of a padded batch, from the
+    host kernel (framing included: no frame copies)."""
     frames = int(num_frames(waveforms.shape[1], opts))
     noise = None
     if opts.dither != 0.0:
-        if key is None:
-            raise XvjaxError("dither != 0 needs an explicit PRNG key (or pass dither=0)")
         noise = opts.dither * dither_noise(key, (waveforms.shape[0], frames, opts.window_size))
     nf = num_frames(lengths.astype(jnp.int32), opts)
     power, raw, win = kaldi_fft.kaldi_spectrum(
@@ -196,8 +219,57 @@ def _spectrum(waveforms, lengths, opts: FrameOptions, key, fft_impl: str):
     return power, *_log_energies(raw, win)
 
 
+def _batch_features(waveforms, lengths, opts: MfccOptions | FbankOptions, key, fft_impl: str):
+    """(batch, frames, dim) features of a padded batch (unmasked)."""
+    _need_key(opts, key)
+    if _use_kaldi_kernel(opts, fft_impl):
+        return _features(*_kaldi_spectrum(waveforms, lengths, opts, key), opts)
+    batch, total = waveforms.shape[0], int(num_frames(waveforms.shape[1], opts))
+    ext = _extended(waveforms, lengths, opts)
+    k0 = k1 = jnp.zeros((batch,), jnp.uint32)
+    if opts.dither != 0.0:
+        k0, k1 = key_words(key, batch)
+    rows = jnp.repeat(jnp.arange(batch, dtype=jnp.int32), total)
+    index = jnp.tile(jnp.arange(total, dtype=jnp.uint32), batch)
+
+    def frames_of(rows, index):  # cut inside each block: no (batch, frames, length) array
+        starts = index.astype(jnp.int32) * opts.window_shift
+        return _cut_frames(ext, rows, starts, opts.window_size)
+
+    k0, k1 = jnp.repeat(k0, total), jnp.repeat(k1, total)
+    feats = _frame_features((rows, index), k0, k1, index, opts, fft_impl, frames_of)
+    return feats.reshape(batch, total, feats.shape[-1])
+
+
+def _frame_features(frames, k0, k1, index, opts, fft_impl: str, frames_of=None, block=1024):
+    """(num, dim) features of raw frames (`features_of_frames`); `frames_of(*frames)` makes the
+    frames of a block when given (then `frames` is a tuple of per-frame arrays). XLA's path runs
+    in blocks of `block` frames (lax.map), so its intermediates (frames, FFT input and output,
+    power) stay in cache instead of streaming through memory once each: 2.5x fewer CPU cycles
+    per frame than whole-batch arrays."""
+    frames_of = frames_of or (lambda frames: frames)
+    per_frame = (frames if isinstance(frames, tuple) else (frames,)) + (k0, k1, index)
+    count = len(per_frame) - 3
+
+    def run(*args):
+        spectrum = _frames_spectrum(frames_of(*args[:count]), *args[count:], opts, fft_impl)
+        return _features(*spectrum, opts)
+
+    num = k0.shape[0]
+    if _use_kaldi_kernel(opts, fft_impl) or num <= block:
+        return run(*per_frame)
+    pad = -num % block
+    blocks = [
+        jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(-1, block, *a.shape[1:])
+        for a in per_frame
+    ]
+    out = jax.lax.map(lambda args: run(*args), blocks)
+    return out.reshape(-1, out.shape[-1])[:num]
+
+
 def _frames_spectrum(frames, k0, k1, index, opts: FrameOptions, fft_impl: str):
-    """`_spectrum` of raw frames (num, window_size), dithered by `frame_noise(k0, k1, index)`."""
+    """(power, raw log-energy, windowed log-energy) of raw frames (num, window_size),
+    dithered by `frame_noise(k0, k1, index)`."""
     if opts.dither != 0.0:
         frames = frames + opts.dither * frame_noise(k0, k1, index, opts.window_size)
     if not _use_kaldi_kernel(opts, fft_impl):
@@ -270,8 +342,8 @@ def compute_mfcc(
       feats (batch, frames, num_ceps) float32 (zero past each utterance's end) and
       num_frames (batch,) int32.
     """
-    spectrum = _spectrum(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
-    return _mask_frames(_features(*spectrum, opts), lengths, opts)
+    feats = _batch_features(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
+    return _mask_frames(feats, lengths, opts)
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "fft_impl"))
@@ -282,8 +354,8 @@ def compute_fbank(
 
     Returns feats (batch, frames, num_mel_bins [+1 with use_energy]) and num_frames (batch,).
     """
-    spectrum = _spectrum(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
-    return _mask_frames(_features(*spectrum, opts), lengths, opts)
+    feats = _batch_features(waveforms.astype(jnp.float32), lengths, opts, key, fft_impl)
+    return _mask_frames(feats, lengths, opts)
 
 
 def compute_features(
@@ -317,8 +389,7 @@ def features_of_frames(
     Returns:
       (num, dim) float32 features.
     """
-    spectrum = _frames_spectrum(frames.astype(jnp.float32), k0, k1, index, opts, fft_impl)
-    return _features(*spectrum, opts)
+    return _frame_features(frames.astype(jnp.float32), k0, k1, index, opts, fft_impl)
 
 
 def frames_numpy(samples: np.ndarray, opts: FrameOptions) -> np.ndarray:
