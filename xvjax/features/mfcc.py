@@ -402,11 +402,17 @@ def frames_numpy(samples: np.ndarray, opts: FrameOptions) -> np.ndarray:
     first = first_sample_offset(opts)
     if nf == 0:
         return np.zeros((0, length), np.float32)
-    span = np.arange(first, (nf - 1) * shift + first + length)  # samples the frames cover
-    if span[0] >= 0 and span[-1] < n:
-        ext = np.asarray(samples[span[0] : span[-1] + 1], np.float32)
-    else:
-        m = np.mod(span, 2 * max(n, 1))
-        ext = np.asarray(samples, np.float32)[np.where(m >= n, 2 * n - 1 - m, m)]
+    end = (nf - 1) * shift + first + length  # the frames cover samples first .. end - 1
+    samples = np.asarray(samples, np.float32)
+    ext = samples[max(first, 0) : min(end, n)]
+    if first < 0 or end > n:  # reflect only the indices outside [0, n) (as often as needed)
+
+        def reflected(idx):
+            m = np.mod(idx, 2 * n)
+            return samples[np.where(m >= n, 2 * n - 1 - m, m)]
+
+        left = reflected(np.arange(first, min(0, end)))
+        right = reflected(np.arange(max(n, first), end))
+        ext = np.concatenate([left, ext, right])
     view = np.lib.stride_tricks.sliding_window_view(ext, length)[::shift]
     return view[:nf]

@@ -112,10 +112,17 @@ class _Pending:
 class _Packer:
     """Frames of utterances (with one set of options) waiting for a chunk, in arrival order."""
 
-    def __init__(self, opts: MfccOptions | FbankOptions, chunk: int, fft_impl: str):
+    def __init__(
+        self,
+        opts: MfccOptions | FbankOptions,
+        chunk: int,
+        fft_impl: str,
+        running: collections.deque,
+    ):
         self.opts, self.chunk, self.fft_impl = opts, chunk, fft_impl
         self.queue: collections.deque = collections.deque()  # [pending, frames, words, first]
         self.queued = 0
+        self.running = running  # chunks dispatched, not yet collected (shared by all packers)
 
     def add(self, pending: _Pending, frames: np.ndarray, words: np.ndarray) -> None:
         self.queue.append([pending, frames, words, 0])
@@ -142,9 +149,17 @@ class _Packer:
             if item[3] == len(src):
                 self.queue.popleft()
         self.queued -= filled
-        feats = np.asarray(
-            jax.device_get(features_of_frames(frames, k0, k1, index, self.opts, self.fft_impl))
-        )
+        # Dispatch only: the chunk computes while the host reads and cuts the next utterances.
+        feats = features_of_frames(frames, k0, k1, index, self.opts, self.fft_impl)
+        self.running.append((feats, parts))
+
+
+def _collect(running: collections.deque, keep: int) -> None:
+    """Waits for the oldest dispatched chunks until at most `keep` are running, and files their
+    rows into their utterances."""
+    while len(running) > keep:
+        feats, parts = running.popleft()
+        feats = np.asarray(jax.device_get(feats))
         for pending, first, at, take in parts:
             pending.result.feats[first : first + take] = feats[at : at + take]
             pending.missing -= take
@@ -178,6 +193,7 @@ def extract_features(
     else:
         dim = opts.num_ceps
     packers: dict[float, _Packer] = {}
+    running: collections.deque = collections.deque()
     order: collections.deque = collections.deque()  # Result (skipped) or _Pending, input order
 
     def finished() -> Iterator[Result]:
@@ -195,7 +211,7 @@ def extract_features(
         warp = float(opts.vtln_warp if warp_of is None else warp_of(key))
         if warp not in packers:
             wopts = opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
-            packers[warp] = _Packer(wopts, chunk, fft_impl)
+            packers[warp] = _Packer(wopts, chunk, fft_impl, running)
         frames = frames_numpy(samples, opts)
         pending = _Pending(key, samples, len(frames), dim)
         order.append(pending)
@@ -204,8 +220,10 @@ def extract_features(
         while sum(p.queued for p in packers.values()) > chunk:
             oldest = next(i for i in order if isinstance(i, _Pending) and i.missing)
             next(p for p in packers.values() if any(q[0] is oldest for q in p.queue)).run()
+        _collect(running, keep=1)
         yield from finished()
     for packer in packers.values():
         while packer.queued:
             packer.run()
+    _collect(running, keep=0)
     yield from finished()
