@@ -99,8 +99,8 @@ _BATCH_OPTS = [
         "compiled shape serves every utterance length (xvjax)"),
     Opt("seed", 0, "Seed of the dither noise (xvjax; Kaldi's dither is not reproducible)"),
     Opt("fft-impl", "kaldi", "kaldi: replay Kaldi's float32 FFT in a compiled host kernel "
-        "(Kaldi's numbers, ~1e-4; the fastest on CPU); xla: jnp.fft (stays on accelerators, "
-        "differs by float rounding); auto: kaldi on CPU, xla on accelerators (xvjax)"),
+        "(Kaldi's numbers, ~1e-4); xla: jnp.fft (differs by float rounding; the fastest, on CPU "
+        "too, and stays on accelerators); auto: the faster, xla (xvjax)"),
 ]  # fmt: skip
 
 _EXTRACT_OPTS = [

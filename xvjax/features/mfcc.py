@@ -181,11 +181,12 @@ def _spectrum_xla(frames, opts: FrameOptions):
 
 
 def resolve_fft_impl(fft_impl: str) -> str:
-    """ "kaldi" or "xla"; "auto" is the faster of the two on this backend, the host kernel on CPU
-    and XLA's FFT on accelerators (where the host kernel would be a round trip per batch). Their
-    x-vectors agree to 1 - cosine < 1e-9 (benchmarks/bench_fft_exactness.py)."""
+    """ "kaldi" or "xla"; "auto" is the faster of the two, XLA's on every backend measured: on
+    accelerators the host kernel would be a round trip per batch, and on CPU the blocked XLA path
+    takes ~1.7x fewer CPU cycles per frame than the host kernel (benchmarks/bench_features.py).
+    Their x-vectors agree to 1 - cosine < 1e-9 (benchmarks/bench_fft_exactness.py)."""
     if fft_impl == "auto":
-        return "kaldi" if jax.default_backend() == "cpu" else "xla"
+        return "xla"
     if fft_impl not in ("kaldi", "xla"):
         raise XvjaxError(f"fft_impl must be 'kaldi', 'xla' or 'auto', got '{fft_impl}'")
     return fft_impl
@@ -334,10 +335,11 @@ def compute_mfcc(
       fft_impl: "kaldi" (default): framing, frame processing and FFT replay Kaldi's float32
         operations exactly, in a compiled host kernel via `jax.pure_callback` (vs
         compute-mfcc-feats on the fixtures: 99% of values within 1e-4, max ~2e-3 in low-energy
-        frames; on CPU also the fastest path);
-        "xla": pure XLA (jnp.fft), stays on any accelerator, differs from Kaldi by float32
-        rounding only (<1e-2 max, ~99.5% of values within 1e-3);
-        "auto": "kaldi" on the CPU backend, "xla" on accelerators (`resolve_fft_impl`).
+        frames);
+        "xla": pure XLA (jnp.fft, in blocks of 1024 frames), stays on any accelerator and is
+        the fastest on CPU too; differs from Kaldi by float32 rounding only (<1e-2 max, ~99.5%
+        of values within 1e-3);
+        "auto": the faster, "xla" (`resolve_fft_impl`).
     Returns:
       feats (batch, frames, num_ceps) float32 (zero past each utterance's end) and
       num_frames (batch,) int32.
