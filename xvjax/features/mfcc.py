@@ -394,6 +394,37 @@ def features_of_frames(
     return _frame_features(frames.astype(jnp.float32), k0, k1, index, opts, fft_impl)
 
 
+def uses_host_kernel(opts: FrameOptions, fft_impl: str) -> bool:
+    """Whether `fft_impl` computes these options' spectra with the host kernel (Kaldi's FFT
+    needs a power-of-two size; other sizes take XLA's path)."""
+    return _use_kaldi_kernel(opts, fft_impl)
+
+
+@functools.partial(jax.jit, static_argnames=("opts",))
+def _scaled_noise(k0, k1, index, opts: FrameOptions):
+    return opts.dither * frame_noise(k0, k1, index, opts.window_size)
+
+
+@functools.partial(jax.jit, static_argnames=("opts",))
+def _features_of_spectrum(power, raw, win, opts: MfccOptions | FbankOptions):
+    return _features(power, *_log_energies(raw, win), opts)
+
+
+def features_of_frames_host(frames, k0, k1, index, opts: MfccOptions | FbankOptions) -> np.ndarray:
+    """`features_of_frames(..., fft_impl="kaldi")` on the host, numpy in and out: the kernel is
+    called directly instead of through `jax.pure_callback`, whose copies of every operand and
+    result cost ~4 us per frame on CPU (2-3x the kernel's own time). The dither noise is
+    `compute_mfcc`'s (scaled in XLA, added in float32 as its kernel adds it)."""
+    frames = np.asarray(frames, np.float32)
+    if opts.dither != 0.0:
+        frames = frames + np.asarray(_scaled_noise(k0, k1, index, opts))
+    power, raw, win = kaldi_fft.process_and_power(
+        frames, melmod.window_function(opts), opts.padded_window_size, opts.remove_dc_offset,
+        opts.preemphasis_coefficient,
+    )  # fmt: skip
+    return np.asarray(_features_of_spectrum(power, raw, win, opts))
+
+
 def frames_numpy(samples: np.ndarray, opts: FrameOptions) -> np.ndarray:
     """(num_frames, window_size) float32 raw frames of one utterance, cut on the host as
     `extract_frames` cuts them (Kaldi's `ExtractWindow`, reflection at the edges): a read-only

@@ -13,6 +13,7 @@ Features are per frame, so an utterance's features do not depend on its neighbou
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
@@ -21,7 +22,13 @@ from collections.abc import Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-from xvjax.features.mfcc import features_of_frames, frames_numpy, num_frames
+from xvjax.features.mfcc import (
+    features_of_frames,
+    features_of_frames_host,
+    frames_numpy,
+    num_frames,
+    uses_host_kernel,
+)
 from xvjax.features.options import FbankOptions, MfccOptions
 from xvjax.features.resample import kaldi_resample
 
@@ -118,11 +125,13 @@ class _Packer:
         chunk: int,
         fft_impl: str,
         running: collections.deque,
+        host: concurrent.futures.Executor,
     ):
         self.opts, self.chunk, self.fft_impl = opts, chunk, fft_impl
         self.queue: collections.deque = collections.deque()  # [pending, frames, words, first]
         self.queued = 0
         self.running = running  # chunks dispatched, not yet collected (shared by all packers)
+        self.host = host  # runs the host kernel's chunks beside the reading thread
 
     def add(self, pending: _Pending, frames: np.ndarray, words: np.ndarray) -> None:
         self.queue.append([pending, frames, words, 0])
@@ -150,7 +159,10 @@ class _Packer:
                 self.queue.popleft()
         self.queued -= filled
         # Dispatch only: the chunk computes while the host reads and cuts the next utterances.
-        feats = features_of_frames(frames, k0, k1, index, self.opts, self.fft_impl)
+        if uses_host_kernel(self.opts, self.fft_impl):
+            feats = self.host.submit(features_of_frames_host, frames, k0, k1, index, self.opts)
+        else:
+            feats = features_of_frames(frames, k0, k1, index, self.opts, self.fft_impl)
         self.running.append((feats, parts))
 
 
@@ -159,6 +171,8 @@ def _collect(running: collections.deque, keep: int) -> None:
     rows into their utterances."""
     while len(running) > keep:
         feats, parts = running.popleft()
+        if isinstance(feats, concurrent.futures.Future):
+            feats = feats.result()
         feats = np.asarray(jax.device_get(feats))
         for pending, first, at, take in parts:
             pending.result.feats[first : first + take] = feats[at : at + take]
@@ -193,37 +207,43 @@ def extract_features(
     else:
         dim = opts.num_ceps
     packers: dict[float, _Packer] = {}
-    running: collections.deque = collections.deque()
+    running: collections.deque = collections.deque()  # dispatched chunks, oldest first
     order: collections.deque = collections.deque()  # Result (skipped) or _Pending, input order
+    host = concurrent.futures.ThreadPoolExecutor(1)  # the host kernel's chunks (fft_impl=kaldi)
 
     def finished() -> Iterator[Result]:
         while order and (isinstance(order[0], Result) or order[0].missing == 0):
             item = order.popleft()
             yield item if isinstance(item, Result) else item.done()
 
-    for key, samples, rate in utterances:
-        samples, rate = resampled(np.asarray(samples, np.float32), rate, opts)
-        error = check_utterance(key, samples, rate, opts)
-        if error is not None:
-            order.append(Result(key, error=error, num_samples=len(samples)))
+    try:
+        for key, samples, rate in utterances:
+            samples, rate = resampled(np.asarray(samples, np.float32), rate, opts)
+            error = check_utterance(key, samples, rate, opts)
+            if error is not None:
+                order.append(Result(key, error=error, num_samples=len(samples)))
+                yield from finished()
+                continue
+            warp = float(opts.vtln_warp if warp_of is None else warp_of(key))
+            if warp not in packers:
+                wopts = (
+                    opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
+                )
+                packers[warp] = _Packer(wopts, chunk, fft_impl, running, host)
+            frames = frames_numpy(samples, opts)
+            pending = _Pending(key, samples, len(frames), dim)
+            order.append(pending)
+            packers[warp].add(pending, frames, utterance_words(seed, [key])[0])
+            # Several warps: bound what waits by computing the oldest waiting utterance's chunk.
+            while sum(p.queued for p in packers.values()) > chunk:
+                oldest = next(i for i in order if isinstance(i, _Pending) and i.missing)
+                next(p for p in packers.values() if any(q[0] is oldest for q in p.queue)).run()
+            _collect(running, keep=1)
             yield from finished()
-            continue
-        warp = float(opts.vtln_warp if warp_of is None else warp_of(key))
-        if warp not in packers:
-            wopts = opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
-            packers[warp] = _Packer(wopts, chunk, fft_impl, running)
-        frames = frames_numpy(samples, opts)
-        pending = _Pending(key, samples, len(frames), dim)
-        order.append(pending)
-        packers[warp].add(pending, frames, utterance_words(seed, [key])[0])
-        # With several warps, bound what waits: compute the chunk of the oldest waiting utterance.
-        while sum(p.queued for p in packers.values()) > chunk:
-            oldest = next(i for i in order if isinstance(i, _Pending) and i.missing)
-            next(p for p in packers.values() if any(q[0] is oldest for q in p.queue)).run()
-        _collect(running, keep=1)
+        for packer in packers.values():
+            while packer.queued:
+                packer.run()
+        _collect(running, keep=0)
         yield from finished()
-    for packer in packers.values():
-        while packer.queued:
-            packer.run()
-    _collect(running, keep=0)
-    yield from finished()
+    finally:
+        host.shutdown(cancel_futures=True)
