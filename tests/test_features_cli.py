@@ -258,6 +258,29 @@ def test_extract_engine_features_do_not_depend_on_chunking(kaldi_fixtures, fft_i
     assert np.abs(other_seed[0].feats - runs[0][0].feats).max() > 1e-3
 
 
+def test_extract_engine_mixed_warps_and_long_utterances():
+    """Utterances with different VTLN warps fill different chunks; when what waits exceeds a
+    chunk, a partial chunk is computed. Results keep their order and equal each warp's own run
+    (same chunk shape: same bytes); an utterance longer than several chunks is whole."""
+    from xvjax.features.options import MfccOptions
+    from xvjax.features.stream import extract_features
+
+    rng = np.random.default_rng(1)
+    opts = MfccOptions(dither=1.0)
+    utts = [(f"u{i}", rng.standard_normal(48000).astype(np.float32) * 1000, 16000)
+            for i in range(8)]  # fmt: skip
+    utts.append(("long", rng.standard_normal(16000 * 35).astype(np.float32) * 1000, 16000))
+    warps = {u: (0.9 if i % 2 else 1.0) for i, (u, _, _) in enumerate(utts)}
+    mixed = list(extract_features(utts, opts, batch_size=1, warp_of=warps.get))
+    assert [r.key for r in mixed] == [u for u, _, _ in utts]
+    for warp in (0.9, 1.0):
+        own = [u for u in utts if warps[u[0]] == warp]
+        alone = extract_features(own, opts, batch_size=1, warp_of=warps.get)
+        for r in alone:
+            assert next(m for m in mixed if m.key == r.key).feats.tobytes() == r.feats.tobytes()
+    assert len(mixed[-1].feats) == 1 + (16000 * 35 - 400) // 160  # snip-edges: 3.4 chunks
+
+
 def test_kaldi_recipe_options_utt2dur_vtln_htk(in_features_dir, tmp_path):
     """The options make_mfcc.sh passes: --write-utt2dur (always), --vtln-map/--utt2spk (with
     spk2warp), --output-format=htk. Warp 1.0 gives Kaldi's features; a speaker's warp gives what

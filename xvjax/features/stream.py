@@ -158,7 +158,9 @@ class _Packer:
             if item[3] == len(src):
                 self.queue.popleft()
         self.queued -= filled
-        # Dispatch only: the chunk computes while the host reads and cuts the next utterances.
+        # Dispatch only: the chunk computes while the host reads and cuts the next utterances
+        # (at most two chunks in flight, also within one long utterance).
+        _collect(self.running, keep=1)
         if uses_host_kernel(self.opts, self.fft_impl):
             feats = self.host.submit(features_of_frames_host, frames, k0, k1, index, self.opts)
         else:
@@ -234,10 +236,9 @@ def extract_features(
             pending = _Pending(key, samples, len(frames), dim)
             order.append(pending)
             packers[warp].add(pending, frames, utterance_words(seed, [key])[0])
-            # Several warps: bound what waits by computing the oldest waiting utterance's chunk.
+            # Several warps: bound what waits by computing the fullest packer's (partial) chunk.
             while sum(p.queued for p in packers.values()) > chunk:
-                oldest = next(i for i in order if isinstance(i, _Pending) and i.missing)
-                next(p for p in packers.values() if any(q[0] is oldest for q in p.queue)).run()
+                max(packers.values(), key=lambda p: p.queued).run()
             _collect(running, keep=1)
             yield from finished()
         for packer in packers.values():
