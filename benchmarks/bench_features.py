@@ -1,11 +1,14 @@
 """Front-end throughput: MFCC (+ energy VAD + sliding CMN), frames per second on this CPU.
 
 Batched jnp (`xvjax.features`: jit over a padded (batch, samples) array, both FFT paths: "kaldi",
-Kaldi's float32 FFT replayed bit for bit by the compiled host kernel, and "xla", jnp.fft) vs a
-pure-numpy loop over utterances (each utterance vectorised over its frames, np.fft.rfft). Each row
-prints the median wall-clock rate, the rate per CPU-second (process time: what a quiet machine's
-cores would give, less sensitive to other load) and the ratio to Kaldi's compute-mfcc-feats on this
-machine (~170k frames/s, shared/PERF_NOTES.md).
+Kaldi's float32 FFT replayed bit for bit by the compiled host kernel, and "xla", jnp.fft in
+blocks of 1024 frames), the stream behind compute-mfcc-feats and make-features
+(`stream.extract_features`: frames cut on the host, packed in fixed chunks, dither on as Kaldi's
+default) and a pure-numpy loop over utterances (each utterance vectorised over its frames,
+np.fft.rfft). Each row prints the median wall-clock rate, the rate per CPU-second (process time:
+less sensitive to other load), the ratio to Kaldi's compute-mfcc-feats on this machine (~170k
+frames/s on one core, shared/PERF_NOTES.md) and the load average when it was measured (the
+machine is shared).
 
     .venv/bin/python benchmarks/bench_features.py                # 100 x 10 s at 16 kHz
     .venv/bin/python benchmarks/bench_features.py --batch=200 --seconds=20 --repeats=5
@@ -132,8 +135,28 @@ def main():
             rate, cpu_rate = frames / np.median(wall), frames / np.median(cpu)
             print(f"jnp {label:12s} fft_impl={impl:5s}: {rate:8.0f} frames/s "
                   f"({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), {cpu_rate:8.0f} frames/CPU-s "
-                  f"(x{os.cpu_count()} cores = {cpu_rate * os.cpu_count() / KALDI_FRAMES_PER_S:.2f}x "
-                  f"Kaldi); first call incl. compile {compile_s:.1f} s")  # fmt: skip
+                  f"({cpu_rate / KALDI_FRAMES_PER_S:.2f}x); first call incl. compile "
+                  f"{compile_s:.1f} s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+    from xvjax.features.stream import extract_features
+
+    dithered = VOXCELEB_MFCC
+    utts = [(f"u{i}", x, 16000) for i, x in enumerate(waves)]
+    for impl in args.fft_impl.split(","):
+        t0 = time.perf_counter()
+        list(extract_features(utts[:2], dithered, fft_impl=impl))  # compile
+        compile_s = time.perf_counter() - t0
+        wall, cpu = [], []
+        for _ in range(args.repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            done = sum(len(r.feats) for r in extract_features(utts, dithered, fft_impl=impl))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        rate, cpu_rate = done / np.median(wall), done / np.median(cpu)
+        print(f"stream MFCC dither=1 fft_impl={impl:5s}: {rate:8.0f} frames/s "
+              f"({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), {cpu_rate:8.0f} frames/CPU-s "
+              f"({cpu_rate / KALDI_FRAMES_PER_S:.2f}x); first call incl. compile "
+              f"{compile_s:.1f} s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     from xvjax.features import kaldi_fft
     from xvjax.features import mel as melmod
@@ -149,12 +172,13 @@ def main():
         cpu.append(time.process_time() - c0)
     print(f"host kernel alone (ProcessWindow + FFT + power, all cores): "
           f"{len(framed) / np.median(wall):8.0f} frames/s, "
-          f"{len(framed) / np.median(cpu):8.0f} frames/CPU-s")  # fmt: skip
+          f"{len(framed) / np.median(cpu):8.0f} frames/CPU-s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     t0 = time.perf_counter()
     done = numpy_loop(waves, lengths, opts, RECIPE_VAD, RECIPE_CMN)
     elapsed = time.perf_counter() - t0
-    print(f"numpy loop over utterances:  {done / elapsed:10.0f} frames/s ({elapsed:.2f} s)")
+    print(f"numpy loop over utterances:  {done / elapsed:10.0f} frames/s ({elapsed:.2f} s); "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

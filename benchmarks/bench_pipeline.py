@@ -155,7 +155,8 @@ def main():
             fps = frames / sec
             print(f"   fft_impl={impl:5s} {_rate(hours, sec)}  {fps:8.0f} frames/s, "
                   f"{fps / KALDI_MFCC_FRAMES_PER_S:.2f}x compute-mfcc-feats "
-                  f"(median of {len(times)}: {sec:.1f} s incl. compile)")  # fmt: skip
+                  f"(median of {len(times)}: {sec:.1f} s incl. compile; runs "
+                  f"{', '.join(f'{t:.1f}' for t in times)} s); load {os.getloadavg()[0]:.1f}")  # fmt: skip
             no_sil[impl] = {n: d + "_no_sil" for n, d in dirs.items()}
             for d in no_sil[impl].values():  # keep this path's prepared copy
                 shutil.copytree(d, f"{d}_{impl}", dirs_exist_ok=True)
@@ -183,7 +184,8 @@ def main():
             fps = voiced / sec
             lo, hi = KALDI_XVECTOR_FRAMES_PER_S
             print(f"   {label:22s} {_rate(hours, sec)}  {fps:8.0f} voiced frames/s, "
-                  f"{fps / hi:.1f}-{fps / lo:.1f}x Kaldi ({len(extractor.shapes)} jit shapes)")  # fmt: skip
+                  f"{fps / hi:.1f}-{fps / lo:.1f}x Kaldi ({len(extractor.shapes)} jit shapes); "
+                  f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
         print("\n3. PLDA (mean, LDA 150, PLDA: fit on source_train; score the eval trials)")
         utt2spk = {n: datadir.load_data_dir(d, False, False).utt2spk for n, d in dirs.items()}

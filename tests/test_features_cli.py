@@ -193,8 +193,9 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "proportion" in capsys.readouterr().err
 
 
-def test_extract_engine_order_buckets_and_errors():
-    """Read-ahead length sorting and row budgets never reorder or mix up utterances."""
+def test_extract_engine_order_chunks_and_errors():
+    """Packing frames into chunks (utterances spanning chunks, a padded last chunk) never
+    reorders or mixes up utterances."""
     from xvjax.features import reference
     from xvjax.features.options import MfccOptions
     from xvjax.features.stream import bucket_length, extract_features
@@ -207,18 +208,77 @@ def test_extract_engine_order_buckets_and_errors():
         16384,
     ]
     rng = np.random.default_rng(0)
-    lengths = [16000, 300, 48000, 8000, 3200, 1000]
+    lengths = [160000, 300, 240000, 8000, 3200, 1000]
     utts = [(f"u{i}", rng.standard_normal(n).astype(np.float32) * 1000, 16000)
             for i, n in enumerate(lengths)]  # fmt: skip
     utts.insert(2, ("bad_rate", np.ones(4000, np.float32), 8000))
     opts = MfccOptions(dither=0.0)
-    res = list(extract_features(utts, opts, batch_size=4, max_batch_samples=100_000, sort_window=1))
+    res = list(extract_features(utts, opts, batch_size=1))
     assert [r.key for r in res] == [u[0] for u in utts]
     assert [r.error is None for r in res] == [True, False, False, True, True, True, True]
     for r, (_, x, _) in zip(res, utts, strict=True):
         if r.error is None:
-            # measured max |diff| ~1e-4: padding/bucketing must not perturb the numbers either
+            # measured max |diff| ~1e-4: chunking must not perturb the numbers either
             np.testing.assert_allclose(r.feats, reference.features_numpy(x, opts), atol=1e-3)
+
+
+@pytest.mark.parametrize("fft_impl", ["kaldi", "xla"])
+def test_extract_engine_features_do_not_depend_on_chunking(kaldi_fixtures, fft_impl):
+    """An utterance's features (dither on) are the same bytes whatever shares its chunks and
+    wherever its frames fall in them (one compiled chunk shape), and match `compute_mfcc` of the
+    utterance alone, unpadded, with its key (measured max |diff| 5e-5: XLA compiles small
+    matrix products of other shapes with another summation order)."""
+    import jax
+    import soundfile
+
+    from xvjax.features.mfcc import compute_mfcc
+    from xvjax.features.options import MfccOptions
+    from xvjax.features.stream import extract_features, utterance_words
+
+    opts = MfccOptions(dither=1.0, snip_edges=False)
+    audio = kaldi_fixtures / "audio"
+    wav = {n: soundfile.read(audio / f"{n}.wav", dtype="int16")[0].astype(np.float32)
+           for n in ("u1_16k", "u5_16k", "u7_16k_long")}  # fmt: skip
+    utts = [(n, x, 16000) for n, x in wav.items()] + [("short", wav["u5_16k"][:700], 16000)]
+    shifted = [("lead", wav["u5_16k"][:12345], 16000)] + utts
+    runs = [
+        list(extract_features(utts, opts, batch_size=1, seed=3, fft_impl=fft_impl)),
+        list(extract_features(shifted[::-1], opts, batch_size=1, seed=3, fft_impl=fft_impl)),
+        [r for u in utts for r in extract_features([u], opts, 1, seed=3, fft_impl=fft_impl)],
+    ]
+    assert sum(len(r.feats) for r in runs[0]) > 1024  # the first run spans chunks
+    words = utterance_words(3, [u[0] for u in utts])
+    for i, (utt, x, _) in enumerate(utts):
+        got = [next(r.feats for r in run if r.key == utt) for run in runs]
+        assert all(g.tobytes() == got[0].tobytes() for g in got), utt
+        key = jax.random.wrap_key_data(words[i : i + 1])
+        alone, nf = compute_mfcc(x[None], np.array([len(x)]), opts, key, fft_impl)
+        np.testing.assert_allclose(got[0], np.asarray(alone)[0, : int(nf[0])], atol=2e-4)
+    other_seed = list(extract_features(utts[:1], opts, seed=4, fft_impl=fft_impl))
+    assert np.abs(other_seed[0].feats - runs[0][0].feats).max() > 1e-3
+
+
+def test_extract_engine_mixed_warps_and_long_utterances():
+    """Utterances with different VTLN warps fill different chunks; when what waits exceeds a
+    chunk, a partial chunk is computed. Results keep their order and equal each warp's own run
+    (same chunk shape: same bytes); an utterance longer than several chunks is whole."""
+    from xvjax.features.options import MfccOptions
+    from xvjax.features.stream import extract_features
+
+    rng = np.random.default_rng(1)
+    opts = MfccOptions(dither=1.0)
+    utts = [(f"u{i}", rng.standard_normal(48000).astype(np.float32) * 1000, 16000)
+            for i in range(8)]  # fmt: skip
+    utts.append(("long", rng.standard_normal(16000 * 35).astype(np.float32) * 1000, 16000))
+    warps = {u: (0.9 if i % 2 else 1.0) for i, (u, _, _) in enumerate(utts)}
+    mixed = list(extract_features(utts, opts, batch_size=1, warp_of=warps.get))
+    assert [r.key for r in mixed] == [u for u, _, _ in utts]
+    for warp in (0.9, 1.0):
+        own = [u for u in utts if warps[u[0]] == warp]
+        alone = extract_features(own, opts, batch_size=1, warp_of=warps.get)
+        for r in alone:
+            assert next(m for m in mixed if m.key == r.key).feats.tobytes() == r.feats.tobytes()
+    assert len(mixed[-1].feats) == 1 + (16000 * 35 - 400) // 160  # snip-edges: 3.4 chunks
 
 
 def test_kaldi_recipe_options_utt2dur_vtln_htk(in_features_dir, tmp_path):

@@ -12,7 +12,8 @@ Batched over padded arrays with per-utterance lengths, jit-able (jnp):
   front (what extract_xvectors.sh / prepare_feats_for_egs.sh do).
 - `augment.augment_batch(key, waveforms, lengths, sources, config) -> (waveforms, kinds)` with
   `noise_banks.load_sources(rirs=..., noise=..., music=..., speech=...)` and `augment.AugmentConfig`.
-- `stream.extract_features(utterances, opts, ...)`: batched MFCC/fbank of a stream of utterances.
+- `stream.extract_features(utterances, opts, ...)`: MFCC/fbank of a stream of utterances, their
+  frames packed in fixed-size chunks for `mfcc.features_of_frames` (one compiled shape).
 
 One utterance on the host (numpy, no JAX import): `cmvn.sliding_cmn_numpy`,
 `vad.compute_vad_numpy`, `frontend_numpy.prepare_feats_numpy(mfcc, voiced)`; `reference`: a float64

@@ -95,11 +95,12 @@ def _build(cls, opts):
 
 # Options of `stream.extract_features`, for the MFCC/fbank commands and make-features.
 _BATCH_OPTS = [
-    Opt("batch-size", 16, "Utterances computed together in one batch (xvjax)"),
+    Opt("batch-size", 16, "Frames computed together, in units of 1024 (~10 s of audio); one "
+        "compiled shape serves every utterance length (xvjax)"),
     Opt("seed", 0, "Seed of the dither noise (xvjax; Kaldi's dither is not reproducible)"),
     Opt("fft-impl", "kaldi", "kaldi: replay Kaldi's float32 FFT in a compiled host kernel "
-        "(Kaldi's numbers, ~1e-4; the fastest on CPU); xla: jnp.fft (stays on accelerators, "
-        "differs by float rounding); auto: kaldi on CPU, xla on accelerators (xvjax)"),
+        "(Kaldi's numbers, ~1e-4); xla: jnp.fft (differs by float rounding; the fastest, on CPU "
+        "too, and stays on accelerators); auto: the faster, xla (xvjax)"),
 ]  # fmt: skip
 
 _EXTRACT_OPTS = [

@@ -165,7 +165,7 @@ def prepare_feats(
       key: PRNG key, required iff `mfcc_opts.dither != 0` (Kaldi dithers by default).
       fft_impl: "kaldi" (default, Kaldi's float32 FFT replayed by a compiled host kernel via
         pure_callback: same numbers as Kaldi), "xla" (pure XLA, stays on GPU/TPU; float-rounding
-        differences only) or "auto" (kaldi on CPU, xla on accelerators).
+        differences only; the fastest on CPU too) or "auto" (the faster: xla).
       voiced: optional (batch, frames) VAD decisions to select with instead of the VAD of these
         waveforms: augmented copies keep the clean signal's decisions, as Kaldi's recipes reuse
         the clean vad.scp for their augmented data.

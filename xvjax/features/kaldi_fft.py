@@ -698,3 +698,21 @@ def kaldi_spectrum(
             lambda w, n, nf, z: fn(w, n, nf, noise=z), out, *args, noise.astype(np.float32)
         )
     return jax.pure_callback(fn, out, *args)
+
+
+def kaldi_frames_spectrum(frames: jax.Array, opts: FrameOptions):
+    """jit-able `process_and_power` of raw (dithered) frames (num, window_size), on the host
+    through `jax.pure_callback`: power (num, n_fft//2 + 1), raw and windowed energy (num,)
+    (sums of squares), the bits `kaldi_spectrum` gives for the same frames."""
+    n_fft = opts.padded_window_size
+    num = frames.shape[0]
+    out = (
+        jax.ShapeDtypeStruct((num, n_fft // 2 + 1), np.float32),
+        jax.ShapeDtypeStruct((num,), np.float32),
+        jax.ShapeDtypeStruct((num,), np.float32),
+    )
+    fn = functools.partial(
+        process_and_power, window=window_function(opts), n_fft=n_fft,
+        remove_dc_offset=opts.remove_dc_offset, preemph=opts.preemphasis_coefficient,
+    )  # fmt: skip
+    return jax.pure_callback(fn, out, frames.astype(np.float32))

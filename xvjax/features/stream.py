@@ -2,27 +2,39 @@
 compute-fbank-feats and `datadir_jobs.make_features`).
 
 Utterances arrive one by one (key, samples, sample_rate); they are checked (Kaldi's per-utterance
-errors become logged skips), grouped in input order into batches, padded to a bucketed length
-(lengths rounded up to 1/8-octave steps, batch size fixed) so that only a handful of shapes is
-ever compiled, run through `compute_features`, and yielded back in input order.
+errors become logged skips) and cut into frames on the host (`mfcc.frames_numpy`), and their frames
+are packed, in input order, into chunks of a fixed number of frames that `mfcc.features_of_frames`
+computes. So one shape is compiled whatever the utterance lengths, and only the last chunk is
+padded. Results are yielded in input order as soon as an utterance's last frame is computed.
+Features are per frame, so an utterance's features do not depend on its neighbours in a chunk
+(byte for byte; the dither of each frame is keyed by its utterance id and index).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from xvjax.features.mfcc import compute_features, num_frames
+from xvjax.features.mfcc import (
+    features_of_frames,
+    features_of_frames_host,
+    frames_numpy,
+    num_frames,
+    uses_host_kernel,
+)
 from xvjax.features.options import FbankOptions, MfccOptions
 from xvjax.features.resample import kaldi_resample
 
 log = logging.getLogger("xvjax")
+
+FRAMES_PER_BATCH_UNIT = 1024  # `batch_size` counts utterances of ~10 s: chunks of 1024 frames each
 
 
 @dataclasses.dataclass
@@ -76,49 +88,105 @@ def check_utterance(
     return None
 
 
-def utterance_keys(base_key, utts: list[str], rows: int):
-    """(rows,) dither keys: fold_in(key, hash of the utterance id) for each utterance, then padding
-    rows. An utterance's dither depends on the seed and its id only, not on its batch or on which
-    job of a multi-process run computes it."""
-    digest = [hashlib.blake2b(u.encode("utf-8"), digest_size=8).digest() for u in utts]
-    words = np.zeros((rows, 2), np.uint32)
-    if digest:
-        words[: len(utts)] = np.frombuffer(b"".join(digest), "<u4").reshape(-1, 2)
-    fold = lambda w: jax.random.fold_in(jax.random.fold_in(base_key, w[0]), w[1])
-    return jax.vmap(fold)(jnp.asarray(words))
+def utterance_words(seed: int, utts: list[str]) -> np.ndarray:
+    """(len(utts), 2) uint32 dither words (`mfcc.frame_noise`): a hash of the seed and each
+    utterance id, so an utterance's dither depends on them only, not on its chunk or on which job
+    of a multi-process run computes it. `jax.random.wrap_key_data(words[i])` is the key that
+    gives `compute_mfcc` the same noise."""
+    digest = [hashlib.blake2b(f"{seed}:{u}".encode(), digest_size=8).digest() for u in utts]
+    return np.frombuffer(b"".join(digest), "<u4").reshape(len(utts), 2).copy()
 
 
-def _run_batch(batch, opts, batch_size: int, key, fft_impl: str) -> list[Result]:
-    length = bucket_length(max(len(s) for _, s in batch))
-    wav = np.zeros((batch_size, length), np.float32)
-    lens = np.zeros((batch_size,), np.int32)
-    for i, (_, s) in enumerate(batch):
-        wav[i, : len(s)] = s
-        lens[i] = len(s)
-    feats, nf = compute_features(jnp.asarray(wav), jnp.asarray(lens), opts, key, fft_impl)
-    feats, nf = jax.device_get((feats, nf))
-    out = [
-        Result(k, np.ascontiguousarray(feats[i, : nf[i]]), num_samples=len(s))
-        for i, (k, s) in enumerate(batch)
-    ]
-    for r, (_, s) in zip(out, batch, strict=True):
+class _Pending:
+    """An utterance whose features are being computed: rows fill in as its chunks complete."""
+
+    def __init__(self, key: str, samples: np.ndarray, frames: int, dim: int):
+        self.result = Result(key, np.empty((frames, dim), np.float32), num_samples=len(samples))
+        self.peak = float(np.abs(samples).max()) if len(samples) else 0.0
+        self.missing = frames
+
+    def done(self) -> Result:
+        r = self.result
         if not np.isfinite(r.feats).all():  # e.g. float audio too loud for float32 power spectra
             r.error = (
-                f"features have NaN or infinite values (largest sample {np.abs(s).max():g}); "
+                f"features have NaN or infinite values (largest sample {self.peak:g}); "
                 f"utterance is {r.key}"
             )
             r.feats = None
-    return out
+        return r
+
+
+class _Packer:
+    """Frames of utterances (with one set of options) waiting for a chunk, in arrival order."""
+
+    def __init__(
+        self,
+        opts: MfccOptions | FbankOptions,
+        chunk: int,
+        fft_impl: str,
+        running: collections.deque,
+        host: concurrent.futures.Executor,
+    ):
+        self.opts, self.chunk, self.fft_impl = opts, chunk, fft_impl
+        self.queue: collections.deque = collections.deque()  # [pending, frames, words, first]
+        self.queued = 0
+        self.running = running  # chunks dispatched, not yet collected (shared by all packers)
+        self.host = host  # runs the host kernel's chunks beside the reading thread
+
+    def add(self, pending: _Pending, frames: np.ndarray, words: np.ndarray) -> None:
+        self.queue.append([pending, frames, words, 0])
+        self.queued += len(frames)
+        while self.queued >= self.chunk:
+            self.run()
+
+    def run(self) -> None:
+        """Computes the next chunk (zero-padded when fewer frames are queued)."""
+        length = self.opts.window_size
+        frames = np.zeros((self.chunk, length), np.float32)
+        k0, k1, index = (np.zeros(self.chunk, np.uint32) for _ in range(3))
+        parts, filled = [], 0
+        while self.queue and filled < self.chunk:
+            item = self.queue[0]
+            pending, src, words, first = item
+            take = min(len(src) - first, self.chunk - filled)
+            frames[filled : filled + take] = src[first : first + take]
+            k0[filled : filled + take], k1[filled : filled + take] = words
+            index[filled : filled + take] = np.arange(first, first + take)
+            parts.append((pending, first, filled, take))
+            filled += take
+            item[3] = first + take
+            if item[3] == len(src):
+                self.queue.popleft()
+        self.queued -= filled
+        # Dispatch only: the chunk computes while the host reads and cuts the next utterances
+        # (at most two chunks in flight, also within one long utterance).
+        _collect(self.running, keep=1)
+        if uses_host_kernel(self.opts, self.fft_impl):
+            feats = self.host.submit(features_of_frames_host, frames, k0, k1, index, self.opts)
+        else:
+            feats = features_of_frames(frames, k0, k1, index, self.opts, self.fft_impl)
+        self.running.append((feats, parts))
+
+
+def _collect(running: collections.deque, keep: int) -> None:
+    """Waits for the oldest dispatched chunks until at most `keep` are running, and files their
+    rows into their utterances."""
+    while len(running) > keep:
+        feats, parts = running.popleft()
+        if isinstance(feats, concurrent.futures.Future):
+            feats = feats.result()
+        feats = np.asarray(jax.device_get(feats))
+        for pending, first, at, take in parts:
+            pending.result.feats[first : first + take] = feats[at : at + take]
+            pending.missing -= take
 
 
 def extract_features(
     utterances: Iterable[tuple[str, np.ndarray, float]],
     opts: MfccOptions | FbankOptions,
     batch_size: int = 16,
-    max_batch_samples: int = 16_000 * 600,
     seed: int = 0,
     fft_impl: str = "kaldi",
-    sort_window: int = 8,
     warp_of: Callable[[str], float] | None = None,
 ) -> Iterator[Result]:
     """Yields a `Result` per input utterance, in input order.
@@ -126,64 +194,57 @@ def extract_features(
     Args:
       utterances: (key, samples float32 int16-scale (n,), sample_rate) triples.
       opts: MfccOptions or FbankOptions (checked here).
-      batch_size: utterances per compiled batch.
-      max_batch_samples: budget of rows x padded length per batch; batches of long utterances
-        get fewer rows (halving, so few shapes are compiled).
-      seed: dither seed (`utterance_keys`: the key of `seed` folded with each utterance's id).
+      batch_size: frames computed together, in units of 1024 frames (~10 s of audio): each
+        compiled call takes `batch_size * 1024` frames of any utterances.
+      seed: dither seed (`utterance_words`).
       fft_impl: "kaldi" (bit-faithful to Kaldi), "xla" or "auto" (see `compute_mfcc`).
-      sort_window: up to `sort_window * batch_size` utterances are read ahead and batched by
-        length (less padding); results still come out in input order.
       warp_of: per-utterance VTLN warp factor (`--vtln-map`); None: `opts.vtln_warp` for all.
-        Utterances with different warps go in different batches.
+        Utterances with different warps go in different chunks.
     Utterances at another sample rate are resampled when `opts` allows it (`resampled`).
     """
     opts.check()
-    base_key = jax.random.key(seed)
+    chunk = max(1, int(batch_size)) * FRAMES_PER_BATCH_UNIT
+    if isinstance(opts, FbankOptions):
+        dim = opts.num_mel_bins + int(opts.use_energy)
+    else:
+        dim = opts.num_ceps
+    packers: dict[float, _Packer] = {}
+    running: collections.deque = collections.deque()  # dispatched chunks, oldest first
+    order: collections.deque = collections.deque()  # Result (skipped) or _Pending, input order
+    host = concurrent.futures.ThreadPoolExecutor(1)  # the host kernel's chunks (fft_impl=kaldi)
 
-    def batch_rows(num_samples: int) -> int:
-        """Rows of the padded batch: batch_size, halved until rows x length fits the budget."""
-        rows = batch_size
-        while rows > 1 and rows * bucket_length(num_samples) > max_batch_samples:
-            rows //= 2
-        return rows
+    def finished() -> Iterator[Result]:
+        while order and (isinstance(order[0], Result) or order[0].missing == 0):
+            item = order.popleft()
+            yield item if isinstance(item, Result) else item.done()
 
-    pending: list[Result | int] = []  # Result (skipped) or index into `usable`
-    usable: list[tuple[str, np.ndarray]] = []
-    warps: list[float] = []
-
-    def flush():
-        nonlocal pending, usable, warps
-        results: dict[int, Result] = {}
-        order = sorted(range(len(usable)), key=lambda i: (warps[i], len(usable[i][1])))
-        batches: list[list[int]] = []
-        for i in order:  # ascending length: the newest member is the longest
-            rows = batch_rows(len(usable[i][1]))
-            if batches and len(batches[-1]) < rows and warps[batches[-1][0]] == warps[i]:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        for members in batches:
-            rows = batch_rows(len(usable[members[-1]][1]))
-            key = None
-            if opts.dither != 0:
-                key = utterance_keys(base_key, [usable[i][0] for i in members], rows)
-            warp = warps[members[0]]
-            bopts = opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
-            outs = _run_batch([usable[i] for i in members], bopts, rows, key, fft_impl)
-            results.update(zip(members, outs, strict=True))
-        out = [item if isinstance(item, Result) else results[item] for item in pending]
-        pending, usable, warps = [], [], []
-        return out
-
-    for key, samples, rate in utterances:
-        samples, rate = resampled(np.asarray(samples, np.float32), rate, opts)
-        error = check_utterance(key, samples, rate, opts)
-        if error is not None:
-            pending.append(Result(key, error=error, num_samples=len(samples)))
-            continue
-        pending.append(len(usable))
-        usable.append((key, samples))
-        warps.append(float(opts.vtln_warp if warp_of is None else warp_of(key)))
-        if len(usable) >= batch_size * max(1, sort_window):
-            yield from flush()
-    yield from flush()
+    try:
+        for key, samples, rate in utterances:
+            samples, rate = resampled(np.asarray(samples, np.float32), rate, opts)
+            error = check_utterance(key, samples, rate, opts)
+            if error is not None:
+                order.append(Result(key, error=error, num_samples=len(samples)))
+                yield from finished()
+                continue
+            warp = float(opts.vtln_warp if warp_of is None else warp_of(key))
+            if warp not in packers:
+                wopts = (
+                    opts if warp == opts.vtln_warp else dataclasses.replace(opts, vtln_warp=warp)
+                )
+                packers[warp] = _Packer(wopts, chunk, fft_impl, running, host)
+            frames = frames_numpy(samples, opts)
+            pending = _Pending(key, samples, len(frames), dim)
+            order.append(pending)
+            packers[warp].add(pending, frames, utterance_words(seed, [key])[0])
+            # Several warps: bound what waits by computing the fullest packer's (partial) chunk.
+            while sum(p.queued for p in packers.values()) > chunk:
+                max(packers.values(), key=lambda p: p.queued).run()
+            _collect(running, keep=1)
+            yield from finished()
+        for packer in packers.values():
+            while packer.queued:
+                packer.run()
+        _collect(running, keep=0)
+        yield from finished()
+    finally:
+        host.shutdown(cancel_futures=True)
