@@ -190,16 +190,17 @@ def run_loader(loader, num_batches: int, start: dict) -> tuple[float, float, int
 
 
 def run_grain(loader, num_batches: int, start: dict, threads: int) -> tuple[float, float, int, int]:
-    """The same minibatches through grain's thread pool over the loader's `make_batch`."""
+    """The same minibatches through grain's thread pool over the loader's `make_batch` (the time
+    includes drawing the specs from the sampler, as the loader's does)."""
     import grain
 
     loader.load_state_dict(start)
+    t0, c0 = time.perf_counter(), time.process_time()
     specs = [next(loader.sampler) for _ in range(num_batches)]
     ds = grain.MapDataset.source(specs).map(loader.make_batch)
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                                    prefetch_buffer_size=threads + 2)))  # fmt: skip
     n = frames = 0
-    t0, c0 = time.perf_counter(), time.process_time()
     for b in it:
         n += b.feats.shape[0]
         frames += b.feats.shape[0] * b.feats.shape[1]

@@ -1,10 +1,16 @@
 """Minibatch streams for training, each with a checkpointable position.
 
-`ChunkLoader` cuts the chunks a `ChunkSampler` allocates from an utterance store (`stores.py`),
-prefetching in a background thread without changing the order; `EgsLoader` reads Kaldi's own x-vector
-egs archives (already cut into chunks). Both yield `TrainBatch(feats (local_batch, chunk, dim)
-float32, labels (local_batch,) int32, position)` where `position` is what a checkpoint stores to
-resume right after this batch.
+`ChunkLoader` cuts the chunks a `ChunkSampler` allocates from an utterance store (`stores.py`);
+`EgsLoader` reads Kaldi's own x-vector egs archives (already cut into chunks). Both yield
+`TrainBatch(feats (local_batch, chunk, dim) float32, labels (local_batch,) int32, position)` where
+`position` is what a checkpoint stores to resume right after this batch.
+
+Parallel workers: both make their minibatches (egs: their archives' minibatches) with pure functions
+of the batch spec (archive, batch) on a pool of threads (`Workers`), handed out in stream order.
+So the stream is the same for any worker count, and the checkpoint stays the position dict. Threads,
+not processes: numpy slicing, ark reading and JAX (the audio source) release the GIL, and the stores
+(an in-memory RAM cache, all the audio) are shared instead of copied; grain's thread pool over the
+same `make_batch` measured no faster (benchmarks/bench_input_pipeline.py).
 """
 
 from __future__ import annotations
