@@ -114,3 +114,30 @@ def test_train_data_from_audio_config(audio_dir):
 
     with pytest.raises(XvjaxError, match="--musan"):
         build_data(c)
+
+
+def test_augmented_batches_do_not_depend_on_workers_and_resume_exactly(audio_dir):
+    import threading
+
+    data, musan = audio_dir
+    from xvjax.features.noise_banks import load_sources
+
+    sources = load_sources(noise=[musan], music=[musan], speech=[musan], sample_rate=RATE)
+    store = AudioStore(data, mfcc_opts=VOXCELEB_MFCC, sources=sources, aug_prob=0.7, seed=2)
+    assert store.mfcc_opts.dither > 0  # dither keyed per batch too
+
+    before = {t for t in threading.enumerate() if t.name.startswith("xvjax-data")}
+
+    def take(loader, n):
+        out = [next(loader) for _ in range(n)]
+        loader.close()
+        return out
+
+    run = take(store.make_loader(_sampler(store), num_workers=0), 4)
+    got = take(store.make_loader(_sampler(store), prefetch=1, num_workers=3), 4)
+    again = store.make_loader(_sampler(store), num_workers=2)
+    again.load_state_dict(run[1].position)
+    for g, w in zip(got + take(again, 2), run + run[2:], strict=True):
+        np.testing.assert_array_equal(g.feats, w.feats)
+        assert g.position == w.position
+    assert {t for t in threading.enumerate() if t.name.startswith("xvjax-data")} <= before

@@ -140,3 +140,132 @@ def test_train_data_from_egs_config(kaldi_fixtures, tmp_path):
     td = build_data(c)
     assert td.num_speakers == 20 and td.feat_dim == 30
     assert next(td.loader).feats.shape == (2, 66, 30)
+
+
+# ----------------------------------------------------------------------------- parallel workers
+
+
+def _feats_loader(raw_dir, num_workers, prefetch=1, store=None):
+    store = store or stores.FeatsStore(raw_dir, cache=False)
+    table, _ = chunks.build_utt_table(store.utt2len, store.utt2spk, min_len=30)
+    cfg = chunks.ChunkConfig(
+        min_chunk=30, max_chunk=50, frames_per_archive=400, num_repeats=2, batch_size=4, seed=3
+    )
+    return loaders.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch, num_workers)
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.feats, w.feats)
+        np.testing.assert_array_equal(g.labels, w.labels)
+        assert g.position == w.position
+
+
+def _take(loader, n):
+    out = [next(loader) for _ in range(n)]
+    loader.close()
+    return out
+
+
+def _data_threads():
+    """The loader worker threads alive now (other tests' unclosed loaders may hold some)."""
+    import threading
+
+    return {t for t in threading.enumerate() if t.name.startswith("xvjax-data")}
+
+
+def test_feats_batches_do_not_depend_on_workers_and_resume_exactly(raw_dir):
+    run = _take(_feats_loader(raw_dir, num_workers=0), 12)  # in this thread
+    assert len({b.position["archive"] for b in run}) > 1  # crosses archive boundaries
+    for workers, prefetch in ((1, 0), (3, 2)):
+        _assert_same_batches(_take(_feats_loader(raw_dir, workers, prefetch), 12), run)
+    # resume after batch 4 with another worker count: the uninterrupted run's batches follow
+    again = _feats_loader(raw_dir, num_workers=2)
+    again.load_state_dict(run[4].position)
+    _assert_same_batches(_take(again, 7), run[5:])
+
+
+def test_closed_loader_leaves_no_worker_and_continues_where_it_was(raw_dir):
+    before = _data_threads()
+    loader = _feats_loader(raw_dir, num_workers=3, prefetch=2)
+    first = [next(loader) for _ in range(3)]
+    # workers are making the next batches; not daemons, so the interpreter joins them before it
+    # tears down (a daemon thread inside a JAX call at exit aborts the process)
+    assert _data_threads() - before and not any(t.daemon for t in _data_threads())
+    loader.close()
+    assert _data_threads() <= before
+    assert loader.state_dict() == first[-1].position
+    rest = _take(loader, 3)  # restarts the workers from the position of the last batch handed out
+    _assert_same_batches(first + rest, _take(_feats_loader(raw_dir, 0), 6))
+    assert _data_threads() <= before
+
+
+class _BrokenStore:
+    """A store whose reads of one utterance fail as a disk or a network mount can."""
+
+    def __init__(self, store, bad):
+        self.store, self.bad = store, bad
+        self.utt2len, self.utt2spk, self.feat_dim = store.utt2len, store.utt2spk, store.feat_dim
+
+    def load(self, utt):
+        if utt == self.bad:
+            raise OSError(f"[Errno 5] Input/output error: '{self.bad}.ark'")
+        return self.store.load(utt)
+
+
+def test_worker_error_names_the_utterance(raw_dir):
+    before = _data_threads()
+    from xvjax.errors import XvjaxError
+
+    store = stores.FeatsStore(raw_dir)
+    loader = _feats_loader(raw_dir, 0)
+    bad = loader.sampler.table.utt_ids[int(next(loader.sampler).utt_idx[2])]  # in the first batch
+    loader = _feats_loader(raw_dir, num_workers=2, store=_BrokenStore(store, bad))
+    with pytest.raises(XvjaxError, match=f"utterance '{bad}': cannot load \\(OSError"):
+        next(loader)
+    loader.close()
+    assert _data_threads() <= before
+    # an utterance shorter than its allocation (features rewritten since the start)
+    short = _BrokenStore(store, "")
+    short.load = lambda utt: store.load(utt)[:10] if utt == bad else store.load(utt)
+    loader = _feats_loader(raw_dir, num_workers=2, store=short)
+    with pytest.raises(XvjaxError, match=f"utterance '{bad}' has 10 frames"):
+        next(loader)
+    loader.close()
+
+
+def _egs_dir(kaldi_fixtures, path):
+    for n in (1, 2, 3):
+        shutil.copy(kaldi_fixtures / "egs" / "egs_sample.ark", path / f"egs.{n}.ark")
+    return str(path)
+
+
+def test_egs_batches_do_not_depend_on_workers_and_resume_exactly(kaldi_fixtures, tmp_path):
+    before = _data_threads()
+    egs = _egs_dir(kaldi_fixtures, tmp_path)
+    run = _take(loaders.EgsLoader(egs, batch_size=2, seed=1, num_workers=0), 14)
+    assert run[-1].position["epoch"] == 2  # 2 batches per archive, 3 archives per epoch
+    for workers in (1, 3):
+        got = _take(loaders.EgsLoader(egs, batch_size=2, seed=1, num_workers=workers), 14)
+        _assert_same_batches(got, run)
+    again = loaders.EgsLoader(egs, batch_size=2, seed=1, num_workers=2)
+    again.load_state_dict(run[4].position)  # in epoch 0, archive 2
+    _assert_same_batches(_take(again, 9), run[5:])
+    assert _data_threads() <= before
+
+
+def test_egs_worker_error_names_the_archive(kaldi_fixtures, tmp_path):
+    before = _data_threads()
+    from xvjax.errors import XvjaxError
+
+    egs = _egs_dir(kaldi_fixtures, tmp_path)
+    loader = loaders.EgsLoader(egs, batch_size=2, seed=1, num_workers=2)
+    order = loader._order(0)
+    with open(order[1], "r+b") as f:  # the second archive of epoch 0 is cut short
+        f.truncate(300)
+    next(loader), next(loader)
+    with pytest.raises(XvjaxError, match=os.path.basename(order[1])):
+        next(loader)
+    loader.close()
+    assert _data_threads() <= before

@@ -26,10 +26,11 @@ def test_tfds_roundtrip_and_chunks(tmp_path):
     cfg = chunks.ChunkConfig(
         min_chunk=30, max_chunk=40, frames_per_archive=500, num_repeats=2, batch_size=3
     )
-    a = loaders.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=0)
-    b = loaders.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), prefetch=0)
+    a = loaders.ChunkLoader(store, chunks.ChunkSampler(table, cfg), prefetch=1, num_workers=2)
+    b = loaders.ChunkLoader(ref, chunks.ChunkSampler(table, cfg), num_workers=0)
     for _ in range(3):
         np.testing.assert_array_equal(next(a).feats, next(b).feats)
+    a.close()
     with pytest.raises(XvjaxError, match="already exists"):
         build_tfds_dataset(data, str(tmp_path / "tfds"), name="tiny")
     with pytest.raises(XvjaxError, match="does not exist"):

@@ -65,6 +65,9 @@ def test_parse_options_and_overrides(setup):
         and config.train.batch_size == 4
     )
     assert config.optim.lr_mults == "output:2"
+    assert config.data.num_workers == 1  # the default: one thread makes the batches
+    config, _, _ = parse_train_argv(_argv(data, "w", "--num-workers=4"))
+    assert config.data.num_workers == 4
     config, _, _ = parse_train_argv(_argv(data, "w", "--egs-dir=exp/egs"))
     assert config.data.source == "egs"
     config, _, _ = parse_train_argv(_argv(data, "w", "--musan=musan", "--rirs=RIRS_NOISES"))

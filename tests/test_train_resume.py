@@ -1,5 +1,5 @@
-"""`xvjax train` killed with SIGKILL mid-run and resumed ends bit-identical to an uninterrupted run;
-SIGINT saves a checkpoint before exiting."""
+"""`xvjax train` killed with SIGKILL mid-run and resumed (with other data worker counts) ends
+bit-identical to an uninterrupted run; SIGINT saves a checkpoint before exiting."""
 
 import json
 import os
@@ -27,7 +27,7 @@ def data_dir(tmp_path_factory):
     return str(path)
 
 
-def _cmd(data_dir, workdir):
+def _cmd(data_dir, workdir, *extra):
     return [
         sys.executable,
         "-c",
@@ -53,6 +53,7 @@ def _cmd(data_dir, workdir):
         "--config.train.log_every=10",
         "--config.train.progress=False",
         "--config.train.tensorboard=False",
+        *extra,
     ]
 
 
@@ -112,9 +113,10 @@ def test_interrupted_runs_resume_bit_identical(data_dir, tmp_path):
     stopped_at = _committed_steps(broken)[-1]
     assert 0 < stopped_at < NUM_STEPS
 
-    # 2) resume, then SIGKILL once a later periodic checkpoint is on disk
+    # 2) resume (more data workers: the batches do not depend on them), then SIGKILL once a later
+    # periodic checkpoint is on disk
     p = subprocess.Popen(
-        _cmd(data_dir, broken),
+        _cmd(data_dir, broken, "--num-workers=3"),
         cwd=REPO,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -127,9 +129,14 @@ def test_interrupted_runs_resume_bit_identical(data_dir, tmp_path):
     killed_at = _committed_steps(broken)[-1]
     assert stopped_at < killed_at < NUM_STEPS and not os.path.exists(os.path.join(broken, "final"))
 
-    # 3) resume to the end
+    # 3) resume to the end (batches made in the training thread)
     r = subprocess.run(
-        _cmd(data_dir, broken), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+        _cmd(data_dir, broken, "--num-workers=0"),
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Resuming from" in r.stderr

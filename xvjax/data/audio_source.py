@@ -20,9 +20,11 @@ frames to bound jit compilations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +34,7 @@ from xvjax.data.loaders import ChunkLoader, TrainBatch
 from xvjax.errors import XvjaxError
 from xvjax.features.augment import AugmentConfig, augment_batch
 from xvjax.features.frontend import prepare_feats
-from xvjax.features.mfcc import num_frames
+from xvjax.features.mfcc import num_frames, resolve_fft_impl
 from xvjax.features.noise_banks import load_sources
 from xvjax.features.options import (
     RECIPE_CMN,
@@ -62,8 +64,8 @@ def _default_mfcc(sample_rate: int) -> MfccOptions:
 class AudioStore:
     """Utterances of a data dir's wav.scp; features are made per batch by `AudioChunkLoader`.
 
-    `fft_impl` (of `compute_mfcc`): "auto" (default) is the exact host kernel on CPU and XLA's
-    FFT on accelerators, so augmented batches stay on the device there."""
+    `fft_impl` (of `compute_mfcc`): "auto" (default) is XLA's FFT on every backend (the faster
+    path on CPU too; on accelerators augmented batches then stay on the device)."""
 
     def __init__(
         self,
@@ -88,6 +90,11 @@ class AudioStore:
         self.sources, self.aug_prob, self.seed = sources, float(aug_prob), int(seed)
         self.bucket_frames = int(bucket_frames)
         self.fft_impl = fft_impl
+        # One batch at a time through the host FFT kernel: it already runs on every core, and XLA
+        # CPU computations that call back into Python (jax.pure_callback) deadlock the CPU client
+        # when several threads run them at once (seen with 2 loader workers on 2 cores).
+        host_kernel = resolve_fft_impl(fft_impl) == "kaldi"
+        self._host_kernel_lock = threading.Lock() if host_kernel else contextlib.nullcontext()
         self.audio: dict[str, np.ndarray] = {}
         self.voiced_idx: dict[str, np.ndarray] = {}
         self.num_frames: dict[str, int] = {}
@@ -186,15 +193,16 @@ class AudioStore:
         voiced = np.zeros((len(wav), int(num_frames(wav.shape[1], mfcc_opts))), np.float32)
         for row, idx in enumerate(voiced_idx):
             voiced[row, idx] = 1.0
-        feats, _ = prepare_feats(
-            jnp.asarray(wav), jnp.asarray(lengths), mfcc_opts, cmn_opts=self.cmn_opts,
-            key=key if mfcc_opts.dither != 0 else None, fft_impl=self.fft_impl,
-            voiced=jnp.asarray(voiced),
-        )  # fmt: skip
-        return np.asarray(feats)
+        with self._host_kernel_lock:
+            feats, _ = prepare_feats(
+                jnp.asarray(wav), jnp.asarray(lengths), mfcc_opts, cmn_opts=self.cmn_opts,
+                key=key if mfcc_opts.dither != 0 else None, fft_impl=self.fft_impl,
+                voiced=jnp.asarray(voiced),
+            )  # fmt: skip
+            return np.asarray(feats)
 
-    def make_loader(self, sampler, prefetch: int = 2) -> AudioChunkLoader:
-        return AudioChunkLoader(self, sampler, prefetch)
+    def make_loader(self, sampler, prefetch: int = 2, num_workers: int = 1) -> AudioChunkLoader:
+        return AudioChunkLoader(self, sampler, prefetch, num_workers)
 
 
 def segment_for_chunk(
@@ -222,12 +230,29 @@ class AudioChunkLoader(ChunkLoader):
     """ChunkLoader whose batches are computed from audio (see the module docstring)."""
 
     def make_batch(self, spec) -> TrainBatch:
-        store, table = self.store, self.sampler.table
+        table = self.sampler.table
+        utts = [table.utt_ids[int(u)] for u in spec.utt_idx]
         rows = []
-        for u, off in zip(spec.utt_idx, spec.offsets, strict=True):
-            utt = table.utt_ids[int(u)]
-            _, (s0, s1), rel = segment_for_chunk(store, utt, int(off), spec.chunk_len)
-            rows.append((store.audio[utt][s0:s1], rel))
+        for utt, off in zip(utts, spec.offsets, strict=True):
+            try:
+                _, (s0, s1), rel = segment_for_chunk(self.store, utt, int(off), spec.chunk_len)
+            except Exception as e:
+                raise XvjaxError(
+                    f"utterance '{utt}': no {spec.chunk_len}-frame chunk at voiced frame {off} "
+                    f"({type(e).__name__}: {e})"
+                ) from e
+            rows.append((self.store.audio[utt][s0:s1], rel))
+        try:
+            return self._features(spec, rows)
+        except Exception as e:
+            names = ", ".join(dict.fromkeys(utts))
+            raise XvjaxError(
+                f"archive {spec.archive} batch {spec.batch} (utterances {names}): on-the-fly "
+                f"features failed: {type(e).__name__}: {e}"
+            ) from e
+
+    def _features(self, spec, rows) -> TrainBatch:
+        store = self.store
         width = store.bucket_samples(max(len(r[0]) for r in rows))
         wav = np.zeros((len(rows), width), np.float32)
         lengths = np.asarray([len(r[0]) for r in rows], np.int32)

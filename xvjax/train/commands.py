@@ -40,6 +40,12 @@ TRAIN_OPTS = {
     "source": ("data.source", str, "feats | audio | egs | tfds"),
     "egs-dir": ("data.egs_dir", str, "Kaldi egs dir (egs.*.ark) for --source=egs"),
     "tfds-dir": ("data.tfds_dir", str, "TFDS dataset dir for --source=tfds"),
+    "num-workers": (
+        "data.num_workers",
+        int,
+        "Threads making training minibatches (0 = in the training loop); the batches do not "
+        "depend on it",
+    ),
     "musan": ("data.musan", str, "MUSAN dir for on-the-fly augmentation (--source=audio)"),
     "rirs": ("data.rirs", str, "RIRS_NOISES dir for on-the-fly reverberation (--source=audio)"),
     "freeze": ("optim.freeze", str, "Regex(es) of layers to freeze, e.g. 'tdnn[1-5]'"),

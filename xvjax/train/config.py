@@ -50,7 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
             frames_per_archive=1_000_000,  # Kaldi --frames-per-iter
             num_repeats=50,  # Kaldi --num-repeats
             min_utts_per_spk=2,
-            prefetch=2,
+            # threads making minibatches (0 = in the training loop's thread); the batches are the
+            # same whatever the count: raise it to keep accelerators fed (benchmarks/
+            # bench_input_pipeline.py estimates how many)
+            num_workers=1,
+            prefetch=2,  # minibatches made ahead beyond those being made
             # on-the-fly features from audio (source=audio)
             mfcc_config="",  # Kaldi conf/mfcc.conf; "" = voxceleb (16 kHz) / sre16 (8 kHz) by rate
             vad_config="",
@@ -146,6 +150,7 @@ INTERVALS = {
     "data.num_repeats": "[1, inf)",
     "data.min_utts_per_spk": "[1, inf)",
     "data.num_speakers": "[0, inf)",
+    "data.num_workers": "[0, inf)",
     "data.prefetch": "[0, inf)",
     "data.aug_prob": "[0, 1]",
     "optim.momentum": "[0, 1)",

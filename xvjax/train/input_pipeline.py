@@ -9,6 +9,8 @@ written, no network compute).
 Sources (`config.data.source`): `feats` (a Kaldi data dir's feats.scp), `audio` (wav.scp, features
 and augmentation on the fly), `egs` (Kaldi egs archives, Kaldi's own chunking), `tfds` (a TFDS
 dataset written by `xvjax make-tfds-dataset`). Each process reads its own rows of every batch.
+`data.num_workers` threads make the batches (up to `data.prefetch` more wait ready); the batches do
+not depend on the worker count, so it may change when a run resumes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     d = config.data
     seed = int(config.seed)
     batch = int(config.train.batch_size)
+    workers, prefetch = int(d.get("num_workers", 1)), int(d.prefetch)
     if (d.musan or d.rirs) and d.source != "audio":
         raise XvjaxError(
             f"--musan/--rirs augment audio on the fly: use --source=audio with a data dir that has "
@@ -57,8 +60,9 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
         if not d.egs_dir:
             raise XvjaxError("data.source=egs needs data.egs_dir (Kaldi exp/.../egs)")
         loader = loaders.EgsLoader(
-            d.egs_dir, batch, seed, process_index, process_count, d.get("num_speakers") or None
-        )
+            d.egs_dir, batch, seed, process_index, process_count, d.get("num_speakers") or None,
+            num_workers=workers,
+        )  # fmt: skip
         if not loader.num_speakers:
             raise XvjaxError(
                 f"egs {d.egs_dir}: no pdf2num to tell the number of speakers; set data.num_speakers"
@@ -91,7 +95,7 @@ def build_data(config, process_index: int = 0, process_count: int = 1) -> TrainD
     )
     sampler = chunks.ChunkSampler(table, cfg, process_index, process_count)
     if hasattr(store, "make_loader"):
-        loader = store.make_loader(sampler, prefetch=int(d.prefetch))
+        loader = store.make_loader(sampler, prefetch=prefetch, num_workers=workers)
     else:
-        loader = loaders.ChunkLoader(store, sampler, prefetch=int(d.prefetch))
+        loader = loaders.ChunkLoader(store, sampler, prefetch=prefetch, num_workers=workers)
     return TrainData(loader, table.num_speakers, store.feat_dim, table.speakers, where)

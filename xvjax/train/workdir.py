@@ -49,8 +49,8 @@ LOCK_FILE = "train.lock"
 # Fields a resumed run may change (dotted names; a name ending in "." covers a section).
 RESUMABLE = ("train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
              "train.async_checkpoints", "train.tensorboard", "train.progress",
-             "train.recompute_bn_batches", "eval.", "data.prefetch", "data.cache",
-             "dist.cpu_collectives")  # fmt: skip
+             "train.recompute_bn_batches", "eval.", "data.num_workers", "data.prefetch",
+             "data.cache", "dist.cpu_collectives")  # fmt: skip
 RESUMABLE_WITH_WARNING = ("optim.initial_lr", "optim.final_lr", "optim.schedule",
                           "optim.warmup_steps", "optim.max_change", "optim.max_change_per_layer",
                           "optim.max_param_change", "optim.b1", "optim.b2",
