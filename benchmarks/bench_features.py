@@ -86,6 +86,24 @@ def numpy_loop(waves, lengths, mfcc_opts, vad_opts, cmn_opts):
     return total
 
 
+def wall_and_cpu(run, repeats: int):
+    """Median wall and process-CPU seconds of `repeats` calls of `run()`, and its last result."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu)), out
+
+
+def print_rate(label: str, frames: int, wall: float, cpu: float, compile_s: float) -> None:
+    rate, cpu_rate = frames / wall, frames / cpu
+    print(f"{label}: {rate:8.0f} frames/s ({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), "
+          f"{cpu_rate:8.0f} frames/CPU-s ({cpu_rate / KALDI_FRAMES_PER_S:.2f}x); first call incl. "
+          f"compile {compile_s:.1f} s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=100)
@@ -126,17 +144,9 @@ def main():
             t0 = time.perf_counter()
             jax.block_until_ready(fn(w, n))
             compile_s = time.perf_counter() - t0
-            wall, cpu = [], []
-            for _ in range(args.repeats):
-                t0, c0 = time.perf_counter(), time.process_time()
-                jax.block_until_ready(fn(w, n))
-                wall.append(time.perf_counter() - t0)
-                cpu.append(time.process_time() - c0)
-            rate, cpu_rate = frames / np.median(wall), frames / np.median(cpu)
-            print(f"jnp {label:12s} fft_impl={impl:5s}: {rate:8.0f} frames/s "
-                  f"({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), {cpu_rate:8.0f} frames/CPU-s "
-                  f"({cpu_rate / KALDI_FRAMES_PER_S:.2f}x); first call incl. compile "
-                  f"{compile_s:.1f} s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+            run = lambda: jax.block_until_ready(fn(w, n))  # noqa: B023
+            wall, cpu, _ = wall_and_cpu(run, args.repeats)
+            print_rate(f"jnp {label:12s} fft_impl={impl:5s}", frames, wall, cpu, compile_s)
 
     from xvjax.features.stream import extract_features
 
@@ -146,17 +156,10 @@ def main():
         t0 = time.perf_counter()
         list(extract_features(utts[:2], dithered, fft_impl=impl))  # compile
         compile_s = time.perf_counter() - t0
-        wall, cpu = [], []
-        for _ in range(args.repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            done = sum(len(r.feats) for r in extract_features(utts, dithered, fft_impl=impl))
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        rate, cpu_rate = done / np.median(wall), done / np.median(cpu)
-        print(f"stream MFCC dither=1 fft_impl={impl:5s}: {rate:8.0f} frames/s "
-              f"({rate / KALDI_FRAMES_PER_S:.2f}x Kaldi), {cpu_rate:8.0f} frames/CPU-s "
-              f"({cpu_rate / KALDI_FRAMES_PER_S:.2f}x); first call incl. compile "
-              f"{compile_s:.1f} s; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+        run = lambda: list(extract_features(utts, dithered, fft_impl=impl))  # noqa: B023
+        wall, cpu, results = wall_and_cpu(run, args.repeats)
+        done = sum(len(r.feats) for r in results)
+        print_rate(f"stream MFCC dither=1 fft_impl={impl:5s}", done, wall, cpu, compile_s)
 
     from xvjax.features import kaldi_fft
     from xvjax.features import mel as melmod
