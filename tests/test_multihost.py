@@ -235,7 +235,8 @@ def _rows(scp: str) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def scored(backend_case):
-    """score-matrix, dense AS-norm and trial-list AS-norm, run as 1 and as 2 processes."""
+    """score-matrix, dense AS-norm, trial-list AS-norm and ivector-plda-scoring, run as 1 and as 2
+    processes."""
     root, plda, num_utts = backend_case
     cohort = f"ark,t:{root}/cohort_prepared.txt"
     common = ["--precision=float64", "--block-size=7", num_utts, "--print-args=false"]
@@ -248,6 +249,8 @@ def scored(backend_case):
              f"ark,scp:{out}/a.ark,{out}/a.scp"],
             ["score-norm", "--method=asnorm", "--top-k=20", *common, *plda, cohort,
              str(root / "trials"), str(out / "scores")],
+            ["ivector-plda-scoring", num_utts, "--print-args=false", *plda, str(root / "trials"),
+             str(out / "plda_scores")],
         ]  # fmt: skip
         for args in runs:
             _ok(xvjax(args, num_processes))
@@ -270,7 +273,7 @@ def test_score_matrix_and_asnorm_two_processes_as_one(scored):
     one, two = root / "p1", root / "p2"
     assert sorted(os.listdir(two)) == ["a.1.ark", "a.1.scp", "a.2.ark", "a.2.scp", "a.scp",
                                        "m.1.ark", "m.1.scp", "m.2.ark", "m.2.scp", "m.scp",
-                                       "scores"]  # fmt: skip
+                                       "plda_scores", "scores"]  # fmt: skip
     for name in ("m.scp", "a.scp"):
         keys1, rows1 = _rows(str(one / name))
         keys2, rows2 = _rows(str(two / name))
@@ -397,3 +400,22 @@ def test_split_data_dir_keeps_speakers_whole_and_order(tmp_path):
     assert [len(datadir.load_data_dir(p).utts) for p in paths] == [4, 4, 4, 3]
     with pytest.raises(XvjaxError, match="has 5 speakers, fewer than the 6 jobs"):
         datadir.split_data_dir(src, 6)
+
+
+@pytest.mark.slow
+def test_ivector_plda_scoring_two_processes_as_one_and_as_kaldi(scored, kaldi_fixtures):
+    """ivector-plda-scoring on two processes (trial ranges, joined in order by process 0) writes
+    the lines one process writes, and Kaldi's scores for the same PLDA and vectors."""
+    root = scored[0]
+    trials1, s1 = _trial_scores(root / "p1" / "plda_scores")
+    trials2, s2 = _trial_scores(root / "p2" / "plda_scores")
+    assert (
+        trials1
+        == trials2
+        == [" ".join(t.split()) for t in (root / "trials").read_text().splitlines()]
+    )
+    np.testing.assert_allclose(s2, s1, rtol=1e-6, atol=1e-6)
+    kaldi_trials, kaldi = _trial_scores(kaldi_fixtures / "backend" / "scores_plda_adapt_mean_adapt")
+    want = dict(zip(kaldi_trials, kaldi, strict=True))
+    assert set(trials2) <= set(want)
+    np.testing.assert_allclose(s2, [want[t] for t in trials2], rtol=0, atol=1e-4)
