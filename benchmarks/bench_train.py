@@ -54,7 +54,9 @@ def bench(label: str, freeze: str, args) -> dict:
         "labels": rng.integers(0, args.num_speakers, args.batch).astype(np.int32),
     }
     sbatch = step_lib.shard_batch(batch, mesh)
-    fn = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, frozen_bn, dtype, donate=True)
+    fn = step_lib.make_train_step(
+        XVector(spec).apply, opt.tx, mesh, frozen_bn, dtype, frozen_params=opt.plan.frozen
+    )
     t0 = time.perf_counter()
     compiled = fn.lower(state, sbatch).compile()
     compile_s = time.perf_counter() - t0

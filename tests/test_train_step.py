@@ -47,12 +47,15 @@ def _cfg(**kw):
     return c
 
 
-def _run(spec, variables, batches, cfg, compute_dtype=jnp.float32, steps=3):
+def _run(spec, variables, batches, cfg, compute_dtype=jnp.float32, steps=3, no_frozen_grad=True):
     mesh = step_lib.make_mesh()
     opt = optim.make_optimizer(cfg, variables["params"], 10)
     frozen_bn = opt.plan.frozen if cfg.freeze_bn else ()
     state = step_lib.replicate(create_train_state(variables, opt.tx, 0), mesh)
-    fn = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, frozen_bn, compute_dtype)
+    frozen = opt.plan.frozen if no_frozen_grad else ()
+    fn = step_lib.make_train_step(
+        XVector(spec).apply, opt.tx, mesh, frozen_bn, compute_dtype, frozen_params=frozen
+    )
     losses = []
     for b in batches[:steps]:
         state, m = fn(state, step_lib.shard_batch(b, mesh))
@@ -83,6 +86,31 @@ def test_frozen_params_and_bn_stats_bit_identical(tiny, kw):
     n_state = sum(np.size(x) for x in jax.tree.leaves(state.opt_state))
     n_trained = sum(np.size(x) for k in opt.plan.trained for x in jax.tree.leaves(state.params[k]))
     assert n_trained <= n_state <= n_trained + 4
+
+
+def test_frozen_layers_get_no_backward_pass_and_the_same_step(tiny):
+    """With the optimizer's frozen layers as `frozen_params` the step skips the backward pass
+    below them (fewer FLOPs in XLA's count) and trains the other layers exactly as before."""
+    spec, variables, batches = tiny
+    cfg = _cfg(freeze="tdnn[1-5]")
+    _, state, losses = _run(spec, variables, batches, cfg)
+    _, state_all, losses_all = _run(spec, variables, batches, cfg, no_frozen_grad=False)
+    np.testing.assert_allclose(losses, losses_all, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state_all.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+    mesh = step_lib.make_mesh()
+    opt = optim.make_optimizer(cfg, variables["params"], 10)
+    state0 = step_lib.replicate(create_train_state(variables, opt.tx, 0), mesh)
+    batch = step_lib.shard_batch(batches[0], mesh)
+
+    def flops(frozen):
+        fn = step_lib.make_train_step(XVector(spec).apply, opt.tx, mesh, opt.plan.frozen,
+                                      donate=False, frozen_params=frozen)  # fmt: skip
+        cost = fn.lower(state0, batch).compile().cost_analysis()
+        return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+    assert flops(opt.plan.frozen) < 0.7 * flops(())
 
 
 def test_bn_stats_update_when_not_frozen(tiny):

@@ -2,7 +2,8 @@
 
     mesh = make_mesh()                                   # all devices of all processes, axis "data"
     step = make_train_step(model.apply, tx, mesh, frozen_bn=("tdnn1", ...),
-                           tapped_affines=("tdnn6.affine", ...))      # NG-SGD: see optim
+                           tapped_affines=("tdnn6.affine", ...),      # NG-SGD: see optim
+                           frozen_params=optimizer.plan.frozen)       # no backward below them
     state = replicate(state, mesh)
     state, metrics = step(state, shard_batch({"feats": x, "labels": y}, mesh))
     moments = make_batch_moments(spec, mesh, frozen_bn)              # BN stats of a minibatch
@@ -100,6 +101,7 @@ def train_step(
     frozen_bn: tuple[str, ...] = (),
     compute_dtype: Any = jnp.float32,
     tapped_affines: tuple[str, ...] = (),
+    frozen_params: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on batch {"feats": (B, T, F), "labels": (B,)}; returns (state, metrics).
 
@@ -108,7 +110,10 @@ def train_step(
     run in test mode and keep their statistics. A step whose loss, gradient or new optimizer state
     is not finite changes nothing but the step counter and reports `metrics["finite"] = False` (the
     loop stops on it). For natural-gradient SGD, the affine nodes `tapped_affines` give `tx.update`
-    their input rows and output derivatives (`affine_inputs=`, `affine_out_derivs=`).
+    their input rows and output derivatives (`affine_inputs=`, `affine_out_derivs=`). Layers in
+    `frozen_params` (the optimizer's frozen layers) get no gradient: their parameters enter the
+    loss as constants, so the backward pass stops above them (zero gradients, as the optimizer
+    would zero their updates anyway).
     """
     feats, labels = batch["feats"], batch["labels"]
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -135,6 +140,11 @@ def train_step(
         )
 
     def loss_fn(params, perturbations):
+        # Frozen lower layers as constants: without this the backward pass would still run down
+        # through them (their zeroed gradients are computed, and checked for finiteness below).
+        params = {
+            k: jax.lax.stop_gradient(v) if k in frozen_params else v for k, v in params.items()
+        }
         taps = AffineTaps(tapped_affines, perturbations) if tapped_affines else None
         log_probs, new_vars = forward(params, taps)
         log_probs = log_probs.astype(jnp.float32)
@@ -195,6 +205,7 @@ def make_train_step(
     compute_dtype: Any = jnp.float32,
     donate: bool = True,
     tapped_affines: Sequence[str] = (),
+    frozen_params: Sequence[str] = (),
 ):
     """`train_step` jitted over `mesh`: state replicated, batch split on its leading axis."""
     step = lambda state, batch: train_step(
@@ -205,6 +216,7 @@ def make_train_step(
         frozen_bn=tuple(frozen_bn),
         compute_dtype=compute_dtype,
         tapped_affines=tuple(tapped_affines),
+        frozen_params=tuple(frozen_params),
     )
     return jax.jit(
         step,

@@ -198,6 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             frozen_bn,
             dtype,
             tapped_affines=[a.node for a in opt.tapped],
+            frozen_params=opt.plan.frozen,
         )
         step = int(jax.device_get(state.step.addressable_data(0)))
         writer = MetricWriter(
