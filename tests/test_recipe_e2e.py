@@ -10,6 +10,7 @@ import os
 import pytest
 
 from xvjax.recipe import config, transfer
+from xvjax.recipe.report import read_result_rows
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +91,6 @@ def test_rerun_resumes_without_recomputing(tiny_run):
     assert again["skipped"] == list(config.STAGES)
 
 
-def _rows(summary) -> dict:
-    with open(summary["results_json"], encoding="utf-8") as f:
-        return {r["id"]: r for r in json.load(f)["rows"]}
-
-
 def test_user_data_with_kaldi_backend_files_reproduces_the_backend_rows(tiny_run, tmp_path_factory):
     """The same data given as user data dirs, the first run's model as --pretrained and its
     source backend written as Kaldi files (--plda/--mean/--lda): the backend rows come out
@@ -129,7 +125,7 @@ def test_user_data_with_kaldi_backend_files_reproduces_the_backend_rows(tiny_run
         progress=False,
     )
     second = transfer.run_recipe(cfg)
-    a, b = _rows(first), _rows(second)
+    a, b = read_result_rows(first["results_json"]), read_result_rows(second["results_json"])
     for row in ("1", "2", "3", "3b", "3c", "3d", "4", "4b", "5a", "5b"):
         assert b[row]["recipe"] == a[row]["recipe"], row
         for side in ("target", "source"):

@@ -3,20 +3,15 @@ minutes; its own module so that `make test`'s parallel workers run it beside the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import pytest
 
 from xvjax.recipe import config, transfer
+from xvjax.recipe.report import read_result_rows
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(summary) -> dict:
-    with open(summary["results_json"], encoding="utf-8") as f:
-        return {r["id"]: r for r in json.load(f)["rows"]}
 
 
 def test_pretrained_full_size_kaldi_model_route(tmp_path_factory, kaldi_fixtures):
@@ -55,6 +50,6 @@ def test_pretrained_full_size_kaldi_model_route(tmp_path_factory, kaldi_fixtures
         kernel = variables["params"]["tdnn3"]["affine"]["kernel"]
         same = np.array_equal(kernel, src_vars["params"]["tdnn3"]["affine"]["kernel"])
         assert same == frozen, row  # --freeze='tdnn[1-5]' keeps the Kaldi weights in 6a only
-    rows = _rows(summary)
+    rows = read_result_rows(summary["results_json"])
     for row in ("1", "2", "3", "6a", "6b", "7"):
         assert math.isfinite(rows[row]["target"]["eer"]), row

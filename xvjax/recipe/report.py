@@ -459,3 +459,9 @@ def write_results(cfg, ctx: dict, scorer) -> dict:
         f.write("\n")
     outputs["results_json"] = json_path
     return outputs
+
+
+def read_result_rows(json_path: str) -> dict[str, dict]:
+    """The rows of a `results.json` the recipe wrote, by row id ("1", "6a", "7", ...)."""
+    with open(json_path, encoding="utf-8") as f:
+        return {r["id"]: r for r in json.load(f)["rows"]}
