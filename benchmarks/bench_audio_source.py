@@ -21,8 +21,11 @@ import time
 
 import numpy as np
 
+from xvjax import host_memory
+
 
 def main():
+    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="/tmp/xvjax_corpus_default")
     # the tiny preset's utterances are shorter than the 400-frame chunks

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xvjax import host_memory
 from xvjax.model import layers
 from xvjax.model.spec import xvector_1a_spec
 from xvjax.model.xvector import forward, init_variables
@@ -98,6 +99,7 @@ def grad_of(y_fn):
 
 
 def main() -> None:
+    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--frames", type=int, default=200)
