@@ -167,6 +167,21 @@ def test_batchnorm_train_gradient_is_autodiffs(shape, block_dim, masked):
         )
 
 
+@pytest.mark.parametrize("d_in,d_out", [(3, 5), (5, 3)])
+def test_frames_matmul_gradient_is_autodiffs(d_in, d_out):
+    """The hand-written backward of the frame-level matmul (either operand transposed for the
+    kernel gradient, whichever is narrower) equals autodiff of `x @ kernel`."""
+    rng = np.random.default_rng(2)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, 7, d_in)))
+        kernel = jnp.asarray(rng.normal(size=(d_in, d_out)))
+        g = jnp.asarray(rng.normal(size=(2, 7, d_out)))
+        got = jax.vjp(layers.frames_matmul, x, kernel)[1](g)
+        want = jax.vjp(lambda a, b: a @ b, x, kernel)[1](g)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
 def kaldi_pool_reference(x, n_valid_start, ext, pool):
     """Brute-force Kaldi StatisticsExtraction + StatisticsPooling at output t=0 (float64).
 
