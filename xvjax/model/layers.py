@@ -137,13 +137,22 @@ def batchnorm_train(
 
 
 def _blocks(x: jax.Array, block_dim: int) -> jax.Array:
-    return x.reshape(*x.shape[:-1], -1, block_dim)  # (..., dim / block, block)
+    """(..., dim / block, block), or x itself when the block is the whole dim (the usual case;
+    the extra axis would make XLA materialise the activations once per shape)."""
+    if block_dim == x.shape[-1]:
+        return x
+    return x.reshape(*x.shape[:-1], -1, block_dim)
+
+
+def _row_weights(m, xb):
+    """Per-row weights m (leading shape) broadcastable against the blocked activations xb."""
+    return m.reshape(m.shape + (1,) * (xb.ndim - m.ndim))
 
 
 def _batchnorm_moments(xb, m):
     axes = tuple(range(xb.ndim - 1))
-    mw = m[..., None, None]
-    count = jnp.sum(m) * xb.shape[-2]
+    mw = _row_weights(m, xb)
+    count = jnp.sum(m) * (xb.size // m.size // xb.shape[-1])
     mean = jnp.sum(xb * mw, axis=axes) / count
     var = jnp.sum(jnp.square(xb) * mw, axis=axes) / count - jnp.square(mean)
     return mean, jnp.maximum(var, 0.0), count
@@ -175,7 +184,7 @@ def _batchnorm_train_bwd(block_dim, epsilon, target_rms, res, cotangents):
     g_var = g_var - 0.5 * scale**3 / target_rms**2 * jnp.sum(gyb * centred, axis=axes)
     g_var = jnp.where(var > 0.0, g_var, 0.0)  # the forward clamps var at 0
     g_mean = g_mean - scale * jnp.sum(gyb, axis=axes)
-    mw = m[..., None, None]
+    mw = _row_weights(m, xb)
     dx = gyb * scale + mw * (g_mean + 2.0 * g_var * centred) / count
     return dx.reshape(x.shape), jnp.zeros_like(m)
 
