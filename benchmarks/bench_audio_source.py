@@ -25,7 +25,7 @@ from xvjax import host_memory
 
 
 def main():
-    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
+    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax train` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="/tmp/xvjax_corpus_default")
     # the tiny preset's utterances are shorter than the 400-frame chunks

@@ -22,8 +22,6 @@ import time
 
 import numpy as np
 
-from xvjax import host_memory
-
 KALDI_FRAMES_PER_S = 170e3  # compute-mfcc-feats on this machine (shared/PERF_NOTES.md)
 
 
@@ -107,7 +105,6 @@ def print_rate(label: str, frames: int, wall: float, cpu: float, compile_s: floa
 
 
 def main():
-    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -28,8 +28,6 @@ import time
 
 import numpy as np
 
-from xvjax import host_memory
-
 # Kaldi's own binaries on this machine (shared/PERF_NOTES.md).
 KALDI_MFCC_FRAMES_PER_S = 170e3  # compute-mfcc-feats
 KALDI_XVECTOR_FRAMES_PER_S = (1.7e3, 3.2e3)  # nnet3-xvector-compute, full-size network
@@ -97,7 +95,6 @@ def _rate(hours: float, sec: float) -> str:
 
 
 def main():
-    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="/tmp/xvjax_corpus_tiny")
     parser.add_argument("--preset", default="tiny", help="make-demo-corpus preset if missing")

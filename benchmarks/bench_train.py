@@ -112,11 +112,11 @@ def main() -> None:
     p.add_argument(
         "--system-malloc",
         action="store_true",
-        help="leave glibc's malloc as it is (the xvjax command line reuses freed memory)",
+        help="leave glibc's malloc as it is (`xvjax train` reuses freed memory)",
     )
     args = p.parse_args()
     if not args.system_malloc:
-        host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
+        host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax train` does
     print(f"devices: {jax.devices()}  (jax {jax.__version__})")
     matmul = matmul_fn(args.peak_n)
     dt = "bf16" if args.bf16 else "f32"

@@ -99,7 +99,7 @@ def grad_of(y_fn):
 
 
 def main() -> None:
-    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
+    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax train` does
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--frames", type=int, default=200)

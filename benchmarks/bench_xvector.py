@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xvjax import host_memory
 from xvjax.model.spec import xvector_1a_spec
 from xvjax.model.xvector import XVector, init_variables
 from xvjax.model.xvector_compute import Extractor, extract_xvectors
@@ -62,7 +61,6 @@ def time_it(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    host_memory.reuse_freed_memory()  # before the backend starts, as `xvjax` does
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--input-dim", type=int, default=30)

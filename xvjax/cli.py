@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xvjax import fileutil, host_memory
+from xvjax import fileutil
 from xvjax.errors import XvjaxError
 from xvjax.kaldi.config_files import parse_bool, read_config_file
 
@@ -499,7 +499,6 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main() -> None:
-    host_memory.reuse_freed_memory()  # before JAX starts: see xvjax.host_memory
     try:
         code = run(sys.argv[1:])
         sys.stdout.flush()

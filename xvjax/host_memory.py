@@ -8,11 +8,13 @@ time per 2.5 s step, and every element-wise pass writing a fresh buffer ran at ~
 ~15 GB/s). `reuse_freed_memory()` makes malloc take all memory from the main heap and keep what
 is freed there, so after the first step the same pages are reused (no faults).
 
-Call it before JAX starts its backend (before the first computation): `xvjax`'s command line does
-so for every command; library users running training or extraction in their own script call it
-first thing. The price is that the process keeps its peak heap: it does not shrink after a large
-step (memory is reused, not returned, up to `trim_threshold` of free space at the heap's top).
-A no-op where the C library is not glibc.
+Call it before JAX starts its backend (before the first computation). It has two prices: the
+process keeps its peak heap (memory is reused, not returned, up to `trim_threshold` of free space
+at the heap's top), and with one arena XLA's compiler threads contend for malloc's lock: compiling
+the full-size train step took 6.2-6.9 s instead of 5.2-5.8 s. So it pays where steps, not compiles,
+make the time: `xvjax train` sets it (a training run compiles once and steps for hours), the short
+commands and the demo recipe (many small compiles) do not; a script of your own that trains calls
+it first thing. A no-op where the C library is not glibc.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+from xvjax import host_memory
 from xvjax.cli import (
     CLUSTER_OPTS,
     Opt,
@@ -165,6 +166,8 @@ def train(argv: list[str]) -> int:
         return 0
     config, workdir, verbose = parse_train_argv(list(argv))
     setup_logging("train", verbose)
+    # A training run's time is its steps, not its compiles: see xvjax.host_memory.
+    host_memory.reuse_freed_memory()
     dist = config.dist
     join_cluster_of(Options(dict(coordinator=dist.coordinator, num_processes=dist.num_processes,
                                  process_id=dist.process_id)))  # fmt: skip
