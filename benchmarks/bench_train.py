@@ -7,7 +7,8 @@ GFLOP/s and its fraction of this CPU's float32 matmul peak (a large jnp matmul, 
 This VM shares its cores (the hypervisor's steal time moves any rate by 10-30% from one minute to
 the next), so the fraction is measured in pairs: each timed step is preceded by the better of two
 timed peak matmuls, and the printed fraction is the median over the pairs of step GFLOP/s / matmul
-GFLOP/s of the same moment. The step's median time and the best peak of the whole run are printed beside it.
+GFLOP/s of the same moment. The step's median time against the best peak of the whole run is
+printed beside it (the stricter figure on a noisy machine).
 
     .venv/bin/python benchmarks/bench_train.py                  # full training and fine-tuning
     .venv/bin/python benchmarks/bench_train.py --steps=20 --bf16
@@ -33,7 +34,7 @@ from xvjax.train.state import create_train_state
 
 
 def matmul_fn(n: int = 4096):
-    """A jitted n x n x n float32 matmul and its operand: `fn(a)` -> GFLOP/s of one run."""
+    """A jitted n x n x n float32 matmul, compiled: `run()` times one call and returns its GFLOP/s."""
     a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
     f = jax.jit(lambda x, y: x @ y)
     f(a, a).block_until_ready()

@@ -38,7 +38,7 @@ def reuse_freed_memory(trim_threshold: int = 1 << 30) -> bool:
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS, Windows): nothing to do
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, trim_threshold))
